@@ -1,0 +1,1 @@
+"""Built-in attacks, one file each; registered through the ``bench.attacks`` entry points."""

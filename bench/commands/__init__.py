@@ -1,0 +1,1 @@
+"""Sub-commands of ``python -m bench``; each module has ``register(subparsers)`` and a handler."""

@@ -1,0 +1,39 @@
+"""``bench list``: registered defenses, attacks, data sets and models, with their options."""
+from __future__ import annotations
+
+import argparse
+
+from bench import registry
+from bench.options import Option
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="show registered defenses, attacks, data sets and models",
+                       description="Show every registered component (built-in or plug-in) with a one-line "
+                                   "description and its options with defaults.")
+    p.add_argument("kind", nargs="?", choices=["defense", "attack", "dataset", "model"],
+                   help="only this kind of component")
+    p.set_defaults(handler=handle)
+
+
+def _option_line(o: Option) -> str:
+    rng = o.describe_range()
+    return f"      {o.name}={o.default!r} ({o.type.__name__}{', ' + rng if rng else ''}): {o.help}"
+
+
+def handle(args: argparse.Namespace) -> int:
+    kinds = [args.kind] if args.kind else ["defense", "attack", "dataset", "model"]
+    for kind in kinds:
+        print(f"{kind}s:")
+        for name, cls, summary in registry.describe(kind):
+            source = "" if cls is None or cls.__module__.split(".")[0] in ("bench", "attacks", "defenses") \
+                else f" [plug-in: {cls.__module__}]"
+            print(f"  {name}{source} — {summary}")
+            if cls is None:
+                continue
+            for option in cls.options:
+                print(_option_line(option))
+            if cls.presets:
+                print(f"      presets: {', '.join(cls.presets)}  (use preset=NAME)")
+        print()
+    return 0

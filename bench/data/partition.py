@@ -1,0 +1,125 @@
+"""Splitting a data set across federated clients: IID, or HyperFL's "dominant label group" non-IID.
+
+The non-IID split follows the HyperFL paper and code: each client draws ``dominant_fraction``
+(80 %) of its examples from a group of three labels chosen by its index modulo 5 — groups
+[[0,1,2],[2,3,4],[4,5,6],[6,7,8],[8,9,0]] for 10 classes, i.e. labels 2g, 2g+1, 2g+2 (mod C) —
+and the remaining 20 % spread evenly over all classes. For EMNIST byclass (62 classes) the groups
+are digits / upper case / lower case by index modulo 3, as in the paper. Test sets are skewed the
+same way. Examples are drawn without replacement from shared per-class pools.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bench.errors import BenchError
+
+PARTITIONS = ("iid", "dominant")
+
+
+@dataclass(frozen=True)
+class ClientSplit:
+    """Indices into the data set's train and test arrays owned by one client."""
+
+    train: torch.Tensor
+    test: torch.Tensor
+
+
+def label_groups(num_classes: int, group_size: int = 3, num_groups: int = 5) -> list[list[int]]:
+    """The dominant label groups (see module docstring)."""
+    if num_classes == 62:  # EMNIST byclass: digits, upper case, lower case
+        return [list(range(0, 10)), list(range(10, 36)), list(range(36, 62))]
+    return [sorted({(2 * g + j) % num_classes for j in range(group_size)}) for g in range(num_groups)]
+
+
+class _Pools:
+    """Per-class shuffled index pools, consumed without replacement."""
+
+    def __init__(self, labels: torch.Tensor, num_classes: int, generator: torch.Generator, what: str) -> None:
+        self.what = what
+        self.pools = []
+        for c in range(num_classes):
+            idx = torch.nonzero(labels == c).flatten()
+            self.pools.append(idx[torch.randperm(len(idx), generator=generator)].tolist())
+
+    def take(self, label: int, count: int) -> list[int]:
+        pool = self.pools[label]
+        if count > len(pool):
+            raise BenchError(f"not enough {self.what} examples of class {label} for this split; "
+                             f"use fewer clients or fewer examples per client")
+        out, self.pools[label] = pool[:count], pool[count:]
+        return out
+
+
+def _spread(total: int, bins: list[int], generator: torch.Generator) -> dict[int, int]:
+    """Split ``total`` as evenly as possible over ``bins``; leftovers go to randomly chosen bins."""
+    base, extra = divmod(total, len(bins))
+    counts = {b: base for b in bins}
+    for i in torch.randperm(len(bins), generator=generator)[:extra].tolist():
+        counts[bins[i]] += 1
+    return counts
+
+
+def dominant_label_split(labels: torch.Tensor, num_classes: int, num_clients: int, per_client: int,
+                         generator: torch.Generator, dominant_fraction: float = 0.8, what: str = "train") -> list[torch.Tensor]:
+    groups = label_groups(num_classes)
+    pools = _Pools(labels, num_classes, generator, what)
+    out = []
+    for client in range(num_clients):
+        group = groups[client % len(groups)]
+        n_dom = int(round(dominant_fraction * per_client))
+        counts = _spread(n_dom, group, generator)
+        for label, n in _spread(per_client - n_dom, list(range(num_classes)), generator).items():
+            counts[label] = counts.get(label, 0) + n
+        idx = [i for label, n in sorted(counts.items()) for i in pools.take(label, n)]
+        out.append(torch.tensor(idx, dtype=torch.long)[torch.randperm(len(idx), generator=generator)])
+    return out
+
+
+def iid_split(labels: torch.Tensor, num_clients: int, per_client: int, generator: torch.Generator,
+              what: str = "train") -> list[torch.Tensor]:
+    if per_client * num_clients > len(labels):
+        raise BenchError(f"{num_clients} clients × {per_client} {what} examples exceed the {len(labels)} available")
+    perm = torch.randperm(len(labels), generator=generator)
+    return [perm[i * per_client:(i + 1) * per_client] for i in range(num_clients)]
+
+
+def max_per_client(kind: str, labels: torch.Tensor, num_classes: int, num_clients: int,
+                   dominant_fraction: float = 0.8) -> int:
+    """The most examples per client the split can give every client without running out."""
+    if kind == "iid":
+        return len(labels) // num_clients
+    groups = label_groups(num_classes)
+    rate = [(1 - dominant_fraction) / num_classes * num_clients for _ in range(num_classes)]
+    for client in range(num_clients):
+        group = groups[client % len(groups)]
+        for label in group:
+            rate[label] += dominant_fraction / len(group)
+    available = torch.bincount(labels, minlength=num_classes).tolist()
+    # rounding hands each label at most one extra example per client
+    return max(0, int(min((available[c] - num_clients) / rate[c] for c in range(num_classes) if rate[c] > 0)))
+
+
+def split_clients(kind: str, train_labels: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
+                  num_clients: int, generator: torch.Generator, train_per_client: int | None = None,
+                  test_per_client: int | None = None) -> list[ClientSplit]:
+    """Give each of ``num_clients`` clients its own train and test indices.
+
+    ``*_per_client`` default to the most every client can get (:func:`max_per_client`).
+    """
+    if kind not in PARTITIONS:
+        raise BenchError(f"unknown partition {kind!r}; valid: {', '.join(PARTITIONS)}")
+    if num_clients < 1:
+        raise BenchError(f"number of clients must be >= 1, got {num_clients}")
+    n_train = train_per_client or max_per_client(kind, train_labels, num_classes, num_clients)
+    n_test = test_per_client or max_per_client(kind, test_labels, num_classes, num_clients)
+    if n_train < 1 or n_test < 1:
+        raise BenchError(f"{num_clients} clients leave no examples per client")
+    if kind == "iid":
+        train = iid_split(train_labels, num_clients, n_train, generator, "train")
+        test = iid_split(test_labels, num_clients, n_test, generator, "test")
+    else:
+        train = dominant_label_split(train_labels, num_classes, num_clients, n_train, generator, what="train")
+        test = dominant_label_split(test_labels, num_classes, num_clients, n_test, generator, what="test")
+    return [ClientSplit(tr, te) for tr, te in zip(train, test)]

@@ -1,0 +1,94 @@
+"""What a defense must implement: the client step, the server's aggregation, and the Observation.
+
+A defense is one file. It states (1) how a client computes what it sends (``client_update``),
+(2) how the server aggregates (``aggregate``), and (3) what the server observes of one target
+client under its threat model (``observe``). The same object drives federated training (utility)
+and the attack experiment (privacy), so both measure the same protocol. Like Flower's ``Strategy``
+the surface is a handful of explicit methods; like Opacus' ``PrivacyEngine`` the privacy
+bookkeeping travels with what it protects (``Upload.metrics``).
+"""
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from bench.component import Component
+from bench.threat import LocalData, Observation, Tensors, Upload
+
+
+@dataclass(frozen=True)
+class FLTask:
+    """The learning problem every defense is set up with.
+
+    ``new_model`` builds a fresh network (parameters drawn from torch's global RNG, which the
+    harness seeds); ``classifier`` is the module path of its final linear layer (the head).
+    ``local_epochs`` is the protocol's number of passes over a client's local data per round.
+    """
+
+    new_model: Callable[[], nn.Module]
+    model_name: str
+    classifier: str
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    device: torch.device
+    local_epochs: int = 1
+
+
+#: Server-side state broadcast to clients (e.g. global parameters and buffers), by name.
+ServerState = Tensors
+#: A client's private state that never leaves it (e.g. HyperFL's embedding and head), by name.
+ClientState = Tensors
+
+
+class Defense(Component):
+    """Base class of a federated-learning defense (see the module docstring)."""
+
+    kind: ClassVar[str] = "defense"
+    #: The model used when the user names none (e.g. HyperFL's CNN); ``None`` means the harness default.
+    default_model: ClassVar[str | None] = None
+
+    def setup(self, task: FLTask) -> None:
+        """Called once before anything else; keep what you need from the task."""
+        self.task = task
+
+    @abstractmethod
+    def init_server(self) -> ServerState:
+        """The server's initial state (global parameters). Seeded by the harness."""
+
+    def init_client(self, client_id: int) -> ClientState:
+        """A client's initial private state; empty when the defense keeps none."""
+        return {}
+
+    @abstractmethod
+    def client_update(self, server: ServerState, client: ClientState, data: LocalData,
+                      generator: torch.Generator | None) -> Upload:
+        """Run one round of local computation on ``data``; return exactly what the client sends.
+
+        May update ``client`` in place (its private state). ``generator`` drives shuffling and any
+        randomness the client uses (e.g. DP noise); ``None`` means no shuffling.
+        """
+
+    @abstractmethod
+    def aggregate(self, server: ServerState, uploads: Sequence[Upload]) -> ServerState:
+        """Combine the round's uploads into the next server state."""
+
+    @abstractmethod
+    def predict(self, server: ServerState, client: ClientState, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the model this client would use for inference (for test accuracy)."""
+
+    @abstractmethod
+    def observe(self, server: ServerState, client: ClientState, target: LocalData,
+                cohort: Sequence[tuple[ClientState, LocalData]],
+                generator: torch.Generator | None) -> Observation:
+        """What the honest-but-curious server sees when ``target`` is the client's local data.
+
+        ``cohort`` are other clients taking part in the same round (with their states and data),
+        for defenses that reveal only an aggregate. Must not mutate ``server`` or ``client``.
+        """

@@ -1,0 +1,22 @@
+"""The one exception type for mistakes a user can fix.
+
+The CLI turns a :class:`BenchError` into a single ``error: ...`` line and exit status 2, so bad input
+never shows a traceback. Anything else that escapes is a bug in bench and keeps its traceback.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class BenchError(Exception):
+    """A user-facing error: bad input, missing data, an invalid plug-in. One line, no traceback."""
+
+
+def choices_text(choices: Iterable[object]) -> str:
+    """Render the valid choices for an error message, e.g. ``'a', 'b' or 'c'``."""
+    items = [repr(str(c)) for c in choices]
+    if not items:
+        return "(none)"
+    if len(items) == 1:
+        return items[0]
+    return ", ".join(items[:-1]) + " or " + items[-1]

@@ -1,0 +1,228 @@
+"""The attack experiment, one straight line per target:
+
+    dataset → client batch → defense.observe → Observation → attack.reconstruct → metrics → result row
+
+Each arrow is one call below, in :func:`attack_target`. Rows are appended to ``results.jsonl`` as
+soon as each target finishes, so an interrupted run keeps every finished target, and ``resume``
+skips targets already recorded for the same run.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import provenance
+from bench.attack import Attack, Reconstruction
+from bench.data.base import ImageDataset
+from bench.defense import Defense
+from bench.errors import BenchError
+from bench.federated import Federation, FLSettings, TrainingState, start, train
+from bench.metrics import score
+from bench.perceptual import LpipsScorer
+from bench.progress import Progress, SilentProgress
+from bench.reports.grids import save_grid, save_pair_png
+from bench.results import RESULTS_FILE, append_rows, read_rows
+from bench.seeding import generator, resolve_device
+from bench.setup import Choice, build_task, create_attack, create_defense, load_dataset, model_choice
+from bench.threat import LocalData, Observation
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines an attack run (recorded verbatim in each row's ``config``)."""
+
+    defense: Choice
+    attack: Choice
+    output_dir: Path
+    dataset: Choice = Choice("photos")
+    model: Choice | None = None
+    batch_size: int = 1
+    num_targets: int = 1
+    seed: int = 0
+    device: str = "auto"
+    data_root: Path | None = None
+    lpips_weights: Path | None = None
+    federation: FLSettings = field(default_factory=FLSettings)
+    attack_round: int = 0
+    resume: bool = False
+
+
+def _check_output_dir(path: Path) -> Path:
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise BenchError(f"output dir {str(path)!r} is not writable: {exc.strerror or exc}") from None
+    return path
+
+
+def run_id(config: dict[str, Any]) -> str:
+    """A stable id of a run's resolved configuration (same config and seed → same id)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Prepared:
+    """The run's components, built and validated before any attack starts."""
+
+    spec: RunSpec
+    defense: Defense
+    attack: Attack
+    data: ImageDataset
+    federation: Federation
+    device: torch.device
+    config: dict[str, Any]
+    run_id: str
+    lpips: LpipsScorer
+
+
+def prepare(spec: RunSpec) -> Prepared:
+    """Resolve and validate every choice (errors here are one-line BenchErrors), load the data."""
+    if spec.batch_size < 1:
+        raise BenchError(f"--batch-size must be >= 1, got {spec.batch_size}")
+    if spec.num_targets < 1:
+        raise BenchError(f"--num-targets must be >= 1, got {spec.num_targets}")
+    if spec.attack_round < 0:
+        raise BenchError(f"--attack-round must be >= 0, got {spec.attack_round}")
+    spec.federation.validate()
+    defense, attack = create_defense(spec.defense), create_attack(spec.attack)
+    device = resolve_device(spec.device)
+    _check_output_dir(spec.output_dir)
+    dataset, data = load_dataset(spec.dataset, spec.data_root)
+    model = model_choice(spec.model, defense)
+    model_component, task = build_task(model, data, device, spec.federation.local_epochs)
+    defense.setup(task)
+    federation = Federation(data, spec.federation, spec.seed, device)
+    smallest = min(len(s.train) for s in federation.splits)
+    if smallest < spec.batch_size:
+        raise BenchError(f"--batch-size {spec.batch_size} exceeds a client's {smallest} training examples; "
+                         f"use a smaller batch or fewer --clients")
+    lpips = LpipsScorer(spec.lpips_weights, device)
+    config = {
+        "defense": {"name": spec.defense.name, **defense.config},
+        "attack": {"name": spec.attack.name, **attack.config},
+        "dataset": {"name": spec.dataset.name, **dataset.config},
+        "model": {"name": model.name, **model_component.config},
+        "run": {"batch_size": spec.batch_size, "num_targets": spec.num_targets, "seed": spec.seed,
+                "attack_round": spec.attack_round, "federation": asdict(spec.federation)},
+    }
+    return Prepared(spec, defense, attack, data, federation, device, config, run_id(config), lpips)
+
+
+def _target_batch(p: Prepared, target: int) -> tuple[int, torch.Tensor, LocalData]:
+    """The target client (round-robin over clients) and a batch of its training examples."""
+    clients = p.federation.settings.clients
+    client = target % clients
+    own = p.federation.splits[client].train
+    pick = own[torch.randperm(len(own), generator=generator(p.spec.seed, "target", target, "batch"))[:p.spec.batch_size]]
+    local = p.federation.local_train(client, p.spec.batch_size)
+    position = {int(i): n for n, i in enumerate(own.tolist())}
+    rows = torch.tensor([position[int(i)] for i in pick], device=local.x.device)
+    return client, pick, LocalData(local.x[rows], local.y[rows], p.spec.batch_size)
+
+
+def _cohort(p: Prepared, state: TrainingState, target: int, client: int) -> list[tuple[dict, LocalData]]:
+    """The other clients of the target's round, each with a batch of the same size."""
+    out = []
+    for other in range(p.federation.settings.clients):
+        if other == client:
+            continue
+        local = p.federation.local_train(other, p.spec.batch_size)
+        idx = torch.randperm(len(local), generator=generator(p.spec.seed, "target", target, "cohort", other))
+        idx = idx[:p.spec.batch_size].to(local.x.device)
+        out.append((state.clients[other], LocalData(local.x[idx], local.y[idx], p.spec.batch_size)))
+    return out
+
+
+def attack_target(p: Prepared, state: TrainingState, target: int, progress: Progress) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    """One target, start to finish. Returns its row, the true images and the matched reconstruction."""
+    client, image_ids, batch = _target_batch(p, target)
+    began = time.perf_counter()
+    obs: Observation = p.defense.observe(state.server, state.clients[client], batch, _cohort(p, state, target, client),
+                                         generator(p.spec.seed, "target", target, "observe"))
+    observe_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    rec: Reconstruction = p.attack.reconstruct(obs, generator(p.spec.seed, "target", target, "attack"), progress)
+    attack_seconds = time.perf_counter() - began
+    truth = p.data.denormalise(batch.x.detach().cpu())
+    recon = p.data.denormalise(rec.images.detach().cpu())
+    scores = score(truth, recon, batch.y, rec.labels, p.lpips)
+    matched = recon[torch.tensor(scores.assignment)]
+    row = {
+        "kind": "attack", "run_id": p.run_id, "target": target, "status": "diverged" if rec.diverged else "ok",
+        "defense": p.spec.defense.name, "attack": p.spec.attack.name, "dataset": p.spec.dataset.name,
+        "model": p.config["model"]["name"], "seed": p.spec.seed, "batch_size": p.spec.batch_size,
+        "attack_round": p.spec.attack_round, "knowledge": obs.knowledge,
+        **scores.means(), "lpips_note": scores.lpips_note,
+        "diverged": rec.diverged, "attack_loss": rec.loss, "attack_iterations": rec.iterations,
+        "attack_seconds": attack_seconds, "observe_seconds": observe_seconds,
+        "observed_kind": obs.public.observed_kind, "num_reconstructed": int(rec.images.shape[0]),
+        "target_client": client, "image_ids": image_ids.tolist(), "true_labels": batch.y.tolist(),
+        "predicted_labels": None if rec.labels is None else rec.labels[torch.tensor(scores.assignment)].tolist(),
+        "per_image": {"psnr": scores.psnr, "ssim": scores.ssim, "mse": scores.mse, "lpips": scores.lpips},
+        "defense_metrics": dict(obs.metrics), "attack_info": rec.info, "notes": list(obs.notes),
+        "config": p.config, "versions": provenance.package_versions(), "git": provenance.git_state(),
+        "machine": provenance.machine(str(p.device)),
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "image_file": f"images/{p.run_id}-t{target}.png",
+    }
+    return row, truth, matched
+
+
+def _caption(row: dict[str, Any]) -> str:
+    lp = "n/a" if row["lpips"] is None else f"{row['lpips']:.3f}"
+    acc = "n/a" if row["label_acc"] is None else f"{row['label_acc']:.2f}"
+    flag = "  DIVERGED" if row["diverged"] else ""
+    return (f"target {row['target']} (client {row['target_client']}): PSNR {row['psnr']:.2f} dB, "
+            f"SSIM {row['ssim']:.3f}, LPIPS {lp}, label acc {acc}{flag}")
+
+
+def trained_state(p: Prepared, log: Callable[[str], None]) -> TrainingState | None:
+    """The shared training state at ``attack_round`` (None when attacking fresh networks per target)."""
+    if p.spec.attack_round == 0:
+        return None
+    log(f"training {p.spec.attack_round} round(s) under {p.spec.defense.name} before attacking")
+    return train(p.defense, p.federation, p.spec.seed, p.spec.attack_round)
+
+
+def run(spec: RunSpec, progress: Progress | None = None, log: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
+    """Run every target of ``spec``; rows are written as they finish. Returns this run's rows."""
+    p = prepare(spec)
+    progress = progress or SilentProgress()
+    out_dir = Path(spec.output_dir)
+    results = out_dir / RESULTS_FILE
+    done: dict[int, dict[str, Any]] = {}
+    if spec.resume and results.exists():
+        done = {r["target"]: r for r in read_rows(results)[0] if r.get("run_id") == p.run_id and r.get("kind") == "attack"}
+    trained = trained_state(p, log)
+    rows, pairs = [], []
+    (out_dir / "images").mkdir(exist_ok=True)
+    for target in range(spec.num_targets):
+        if target in done:
+            rows.append(done[target])
+            log(f"target {target}: already recorded, skipped")
+            continue
+        # untrained: a fresh network per target, as in the DLG/iDLG papers
+        state = trained or start(p.defense, p.federation, spec.seed, "target", target, "model")
+        row, truth, matched = attack_target(p, state, target, progress)
+        save_pair_png(out_dir / row["image_file"], truth, matched)
+        append_rows(results, [row])
+        rows.append(row)
+        pairs.append((truth, matched, _caption(row)))
+        log(_caption(row))
+    if pairs:
+        save_grid(out_dir / "reconstructions.png", [(t, r) for t, r, _ in pairs], [c for _, _, c in pairs],
+                  title=f"{spec.attack.name} against {spec.defense.name} on {spec.dataset.name} "
+                        f"(top: ground truth, bottom: reconstruction)")
+    return rows

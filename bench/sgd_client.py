@@ -1,0 +1,153 @@
+"""The plain local-SGD client of FedSGD/FedAvg, shared by defenses built on it (fedavg, he, dp).
+
+Exposed as public API so a plug-in defense that only post-processes what a FedAvg client sends
+(pruning, compression, encryption) reuses the exact computation and its simulator.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from bench.functional import loss_gradient, sgd_steps
+from bench.threat import LocalData, Simulator, Tensors, Upload
+
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class SGDProtocol:
+    """The local-training protocol the server fixes (public knowledge).
+
+    ``local_steps`` = 0 means ``local_epochs`` passes over the local data; otherwise exactly that many
+    SGD steps, cycling over the local mini-batches. One step in all shares the gradient (FedSGD);
+    more share the update (FedAvg).
+    """
+
+    lr: float
+    local_steps: int = 0
+    local_epochs: int = 1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def schedule(self, data: LocalData, generator: torch.Generator | None = None) -> Batches:
+        """The sequence of mini-batches the client trains on (shuffled per epoch when a generator is given)."""
+        if self.local_steps == 0:
+            return [b for _ in range(self.local_epochs) for b in data.batches(generator)]
+        epochs = (data.batches(generator) for _ in itertools.count())
+        return list(itertools.islice(itertools.chain.from_iterable(epochs), self.local_steps))
+
+    def shares_gradient(self, data: LocalData) -> bool:
+        steps = self.local_steps or self.local_epochs * data.steps_per_epoch()
+        return steps == 1
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"lr": self.lr, "local_steps": self.local_steps, "local_epochs": self.local_epochs,
+                "momentum": self.momentum, "weight_decay": self.weight_decay}
+
+
+def split_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[Tensors, Tensors]:
+    """(parameters, buffers) of a state dict, using the model's own naming."""
+    param_names = {name for name, _ in model.named_parameters()}
+    params = {k: v for k, v in state.items() if k in param_names}
+    buffers = {k: v for k, v in state.items() if k not in param_names}
+    return params, buffers
+
+
+def initial_state(model: nn.Module) -> Tensors:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def local_payload(model: nn.Module, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
+                  batches: Batches, protocol: SGDProtocol, create_graph: bool) -> tuple[Tensors, Literal["gradient", "update"]]:
+    """What a FedSGD/FedAvg client sends: the gradient (one step) or the update (final − initial)."""
+    if len(batches) == 1:
+        xb, yb = batches[0]
+        grads = loss_gradient(model, params, xb, yb, buffers, create_graph=create_graph)
+        if protocol.weight_decay:
+            grads = {k: g + protocol.weight_decay * params[k] for k, g in grads.items()}
+        return grads, "gradient"
+    final = sgd_steps(model, params, batches, protocol.lr, protocol.momentum, protocol.weight_decay,
+                      buffers, create_graph=create_graph)
+    return {k: final[k] - params[k] for k in params}, "update"
+
+
+def payload_bytes(tensors: Mapping[str, torch.Tensor]) -> int:
+    return int(sum(t.numel() * t.element_size() for t in tensors.values()))
+
+
+def client_round(model: nn.Module, server: Mapping[str, torch.Tensor], data: LocalData, protocol: SGDProtocol,
+                 generator: torch.Generator | None) -> Upload:
+    """One round of local training in train mode (BatchNorm statistics update and are sent along)."""
+    start = time.perf_counter()
+    params, buffers = split_state(model, server)
+    buffers = {k: v.clone() for k, v in buffers.items()}
+    model.train()
+    payload, kind = local_payload(model, params, buffers, protocol.schedule(data, generator), protocol,
+                                  create_graph=False)
+    payload = {k: v.detach() for k, v in payload.items()}
+    return Upload(payload=payload, num_examples=len(data), kind=kind, buffers=buffers,
+                  metrics={"bytes_uploaded": payload_bytes(payload) + payload_bytes(buffers),
+                           "client_seconds": time.perf_counter() - start})
+
+
+def weighted_mean(tensors: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> Tensors:
+    total = float(sum(weights))
+    return {k: sum(w / total * t[k] for t, w in zip(tensors, weights)) for k in tensors[0]}
+
+
+def apply_uploads(server: Mapping[str, torch.Tensor], uploads: Sequence[Upload], lr: float) -> Tensors:
+    """FedAvg's server step: example-weighted mean of the uploads applied to the global state.
+
+    Gradients are applied with the protocol's ``lr`` (FedSGD); updates are added. Floating buffers
+    become the weighted mean of the clients' buffers; integer ones (step counters) the maximum.
+    """
+    weights = [u.num_examples for u in uploads]
+    mean = weighted_mean([u.payload for u in uploads], weights)
+    new = dict(server)
+    for k, v in mean.items():
+        new[k] = server[k] - lr * v if uploads[0].kind == "gradient" else server[k] + v
+    if uploads[0].buffers:
+        for k in uploads[0].buffers:
+            values = [u.buffers[k] for u in uploads]
+            new[k] = (weighted_mean([{k: v} for v in values], weights)[k] if values[0].is_floating_point()
+                      else torch.stack(values).max(0).values)
+    return new
+
+
+def public_model(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """A copy of the network holding the parameters the server sent, in eval mode."""
+    copy_ = copy.deepcopy(model)
+    copy_.load_state_dict(dict(state))
+    return copy_.eval()
+
+
+def observe_sgd_client(model: nn.Module, server: Mapping[str, torch.Tensor], target: LocalData,
+                       protocol: SGDProtocol) -> tuple[Tensors, Literal["gradient", "update"]]:
+    """What a plain SGD client sends for ``target`` in the attack setting: eval mode (as Inverting
+    Gradients does, so BatchNorm uses running statistics), fixed mini-batch order."""
+    params, buffers = split_state(model, server)
+    model.eval()
+    payload, kind = local_payload(model, params, buffers, protocol.schedule(target), protocol, create_graph=False)
+    return {k: v.detach() for k, v in payload.items()}, kind
+
+
+def sgd_simulator(model: nn.Module, server: Mapping[str, torch.Tensor], batch_size: int,
+                  protocol: SGDProtocol) -> Simulator:
+    """The attacker's differentiable replay of :func:`observe_sgd_client` for candidate inputs."""
+    params, buffers = split_state(model, server)
+    params = {k: v.detach() for k, v in params.items()}
+
+    def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
+        model.eval()
+        batches = protocol.schedule(LocalData(x, y, batch_size))
+        payload, _ = local_payload(model, params, buffers, batches, protocol, create_graph=True)
+        return payload
+
+    return simulate

@@ -1,0 +1,135 @@
+"""The threat model as types: what a client holds, what it sends, and what the server observes.
+
+An honest-but-curious server runs the protocol faithfully and tries to reconstruct a target
+client's private batch from what that client sends. Everything it can use is in an
+:class:`Observation`; the Observation is the only contract between a defense and an attack.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+Tensors = dict[str, torch.Tensor]
+
+#: simulate(x, y, unknowns) -> tensors with the same keys and shapes as ``Observation.observed``.
+#: ``x`` are candidate inputs in the model's (normalised) input space, shape [num_images, C, H, W];
+#: ``y`` are integer labels [num_images] or label probabilities [num_images, num_classes];
+#: ``unknowns`` are candidate values of the private pieces the server does not have.
+Simulator = Callable[[torch.Tensor, torch.Tensor, Mapping[str, torch.Tensor]], Tensors]
+
+
+@dataclass
+class LocalData:
+    """A client's private examples and the mini-batch size the protocol fixes.
+
+    ``x`` is normalised model input, ``y`` integer labels. ``batches`` yields one epoch in order, or
+    shuffled when a generator is given (training). Attack cases keep the order fixed so the server's
+    simulator, which knows the protocol, replays the same mini-batches.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    batch_size: int
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def batches(self, generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self)
+        if generator is None:  # fixed order: plain slices (views), also valid under vmap
+            for start in range(0, n, self.batch_size):
+                yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+            return
+        order = torch.randperm(n, generator=generator).to(self.x.device)
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+    def steps_per_epoch(self) -> int:
+        return -(-len(self) // self.batch_size)
+
+
+@dataclass
+class Upload:
+    """What one client sends to the server in one round.
+
+    ``kind`` says whether ``payload`` is a gradient (FedSGD) or a parameter update (new − old).
+    ``buffers`` is non-trainable state also sent in the clear (BatchNorm running statistics).
+    ``metrics`` carries per-client costs (bytes, seconds) and privacy bookkeeping, copied into rows.
+    """
+
+    payload: Tensors
+    num_examples: int
+    kind: Literal["gradient", "update"] = "update"
+    buffers: Tensors = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PublicKnowledge:
+    """What the server legitimately knows about the target client's computation.
+
+    ``model`` is the network with the parameters the server sent (for inspection, e.g. to read the
+    architecture); attacks interact with the client's computation only through ``simulate``.
+    ``classifier_key`` names the observed entry holding the classifier's weight gradient/update
+    (rows = classes) when the server sees it, for analytic label inference; ``None`` otherwise.
+    """
+
+    model: nn.Module
+    num_images: int
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    observed_kind: Literal["gradient", "update"]
+    classifier_key: str | None = None
+    protocol: Mapping[str, Any] = field(default_factory=dict)
+
+    def pixel_bounds(self, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lower and upper bounds of valid inputs (images in [0, 1], normalised), shape [C, 1, 1]."""
+        mean = torch.tensor(self.mean, device=device).view(-1, 1, 1)
+        std = torch.tensor(self.std, device=device).view(-1, 1, 1)
+        return (0 - mean) / std, (1 - mean) / std
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A private piece of the client's computation the server does not have.
+
+    ``guess`` is the server's own stand-in (e.g. a freshly initialised classifier head). An attack
+    may use the guess as is, or optimise it together with the images when ``optimisable`` is True
+    (the adaptive attacker).
+    """
+
+    shape: tuple[int, ...]
+    description: str
+    guess: torch.Tensor
+    optimisable: bool = False
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything the server can use to attack one target client.
+
+    ``observed``: the tensors the server actually receives for that client (or the decrypted
+    aggregate, when the defense only reveals an aggregate). ``simulate``: a differentiable function
+    computing what the client would have sent for candidate inputs (see :data:`Simulator`).
+    ``knowledge`` names the attacker's knowledge level, recorded in every result row. ``notes`` are
+    plain-language caveats about this threat model, also recorded. ``metrics`` are what the defense
+    reports about this exchange (bytes sent, seconds, privacy spent), copied into the row.
+    """
+
+    observed: Tensors
+    public: PublicKnowledge
+    simulate: Simulator
+    unknowns: Mapping[str, Unknown] = field(default_factory=dict)
+    knowledge: str = "full"
+    notes: tuple[str, ...] = ()
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+
+    def unknown_guesses(self) -> Tensors:
+        return {name: u.guess for name, u in self.unknowns.items()}
