@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -78,6 +78,13 @@ class Defense(Component):
     @abstractmethod
     def aggregate(self, server: ServerState, uploads: Sequence[Upload]) -> ServerState:
         """Combine the round's uploads into the next server state."""
+
+    def server_metrics(self) -> dict[str, Any]:
+        """Server-side costs of the last ``aggregate`` call (e.g. seconds to decrypt), for training rows.
+
+        Client-side costs travel in ``Upload.metrics``; this is the server's counterpart. Default: none.
+        """
+        return {}
 
     @abstractmethod
     def predict(self, server: ServerState, client: ClientState, x: torch.Tensor) -> torch.Tensor:

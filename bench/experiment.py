@@ -129,7 +129,7 @@ def _target_batch(p: Prepared, target: int) -> tuple[int, torch.Tensor, LocalDat
     local = p.federation.local_train(client, p.spec.batch_size)
     position = {int(i): n for n, i in enumerate(own.tolist())}
     rows = torch.tensor([position[int(i)] for i in pick], device=local.x.device)
-    return client, pick, LocalData(local.x[rows], local.y[rows], p.spec.batch_size)
+    return client, pick, LocalData(local.x[rows], local.y[rows], p.spec.batch_size, population=len(local))
 
 
 def _cohort(p: Prepared, state: TrainingState, target: int, client: int) -> list[tuple[dict, LocalData]]:
@@ -141,7 +141,7 @@ def _cohort(p: Prepared, state: TrainingState, target: int, client: int) -> list
         local = p.federation.local_train(other, p.spec.batch_size)
         idx = torch.randperm(len(local), generator=generator(p.spec.seed, "target", target, "cohort", other))
         idx = idx[:p.spec.batch_size].to(local.x.device)
-        out.append((state.clients[other], LocalData(local.x[idx], local.y[idx], p.spec.batch_size)))
+        out.append((state.clients[other], LocalData(local.x[idx], local.y[idx], p.spec.batch_size, population=len(local))))
     return out
 
 

@@ -116,7 +116,8 @@ def train(defense: Defense, federation: Federation, seed: int, rounds: int, stat
         state.server = defense.aggregate(state.server, uploads)
         seconds = time.perf_counter() - began
         state.rounds_done = r
-        record: dict[str, Any] = {"round": r, "seconds": seconds, **_mean_metrics([u.metrics for u in uploads])}
+        record: dict[str, Any] = {"round": r, "seconds": seconds, **_mean_metrics([u.metrics for u in uploads]),
+                                  **defense.server_metrics()}
         if r % settings.eval_every == 0 or i == rounds - 1:
             accuracies = evaluate(defense, federation, state)
             record["accuracy"] = float(np.mean(accuracies))

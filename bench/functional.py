@@ -10,7 +10,7 @@ gradient-inversion loop uses and is measurably cheaper on small networks.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +63,36 @@ def loss_gradient(
     return dict(zip(leaves.keys(), grads))
 
 
+#: gradient(model, params, x, y, buffers, create_graph) -> gradients by name. ``loss_gradient`` is the plain
+#: one; a defense that changes how a client's step gradient is formed (DP-SGD's per-example clipping and
+#: noise) passes its own to :func:`sgd_steps` and keeps the rest of the local computation.
+GradientFn = Callable[..., Tensors]
+
+
+def per_example_gradients(
+    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    buffers: Mapping[str, torch.Tensor] | None = None,
+) -> Tensors:
+    """Each example's loss gradient, stacked: tensors of shape [B, *param.shape].
+
+    ``torch.func.vmap`` over ``torch.func.grad`` of the one-example loss (no Python loop over
+    examples). The result stays differentiable with respect to ``x``, ``y`` and ``params`` under
+    ordinary autograd and composes with an outer ``vmap``, so attack simulators can use it. Only
+    meaningful for models without batch statistics (no BatchNorm in train mode), as in Opacus.
+    """
+    params = dict(params)
+
+    def one(xi: torch.Tensor, yi: torch.Tensor) -> Tensors:
+        def loss_of(p: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            return cross_entropy(forward(model, p, xi.unsqueeze(0), buffers), yi.unsqueeze(0))
+        return torch.func.grad(loss_of)(params)
+
+    return dict(torch.func.vmap(one)(x, y))
+
+
 def sgd_steps(
     model: nn.Module,
     params: Mapping[str, torch.Tensor],
@@ -72,16 +102,18 @@ def sgd_steps(
     weight_decay: float = 0.0,
     buffers: Mapping[str, torch.Tensor] | None = None,
     create_graph: bool = True,
+    gradient: GradientFn = loss_gradient,
 ) -> Tensors:
     """Local SGD (PyTorch's convention for momentum and weight decay) over ``batches``.
 
     Returns the final parameters. With ``create_graph`` the whole unrolled trajectory is
-    differentiable, which is how an attacker simulates a multi-step FedAvg update.
+    differentiable, which is how an attacker simulates a multi-step FedAvg update. ``gradient``
+    forms each step's gradient (default: the plain mini-batch loss gradient).
     """
     current = dict(params)
     velocity: Tensors | None = None
     for xb, yb in batches:
-        grads = loss_gradient(model, current, xb, yb, buffers, create_graph=create_graph)
+        grads = gradient(model, current, xb, yb, buffers, create_graph=create_graph)
         if weight_decay:
             grads = {k: g + weight_decay * current[k] for k, g in grads.items()}
         if momentum:

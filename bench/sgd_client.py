@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from bench.functional import loss_gradient, sgd_steps
+from bench.functional import GradientFn, loss_gradient, sgd_steps
 from bench.threat import LocalData, Simulator, Tensors, Upload
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
@@ -65,16 +65,20 @@ def initial_state(model: nn.Module) -> Tensors:
 
 
 def local_payload(model: nn.Module, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
-                  batches: Batches, protocol: SGDProtocol, create_graph: bool) -> tuple[Tensors, Literal["gradient", "update"]]:
-    """What a FedSGD/FedAvg client sends: the gradient (one step) or the update (final − initial)."""
+                  batches: Batches, protocol: SGDProtocol, create_graph: bool,
+                  gradient: GradientFn = loss_gradient) -> tuple[Tensors, Literal["gradient", "update"]]:
+    """What a FedSGD/FedAvg client sends: the gradient (one step) or the update (final − initial).
+
+    ``gradient`` forms each step's gradient (DP-SGD passes its clipped, noised one).
+    """
     if len(batches) == 1:
         xb, yb = batches[0]
-        grads = loss_gradient(model, params, xb, yb, buffers, create_graph=create_graph)
+        grads = gradient(model, params, xb, yb, buffers, create_graph=create_graph)
         if protocol.weight_decay:
             grads = {k: g + protocol.weight_decay * params[k] for k, g in grads.items()}
         return grads, "gradient"
     final = sgd_steps(model, params, batches, protocol.lr, protocol.momentum, protocol.weight_decay,
-                      buffers, create_graph=create_graph)
+                      buffers, create_graph=create_graph, gradient=gradient)
     return {k: final[k] - params[k] for k in params}, "update"
 
 
@@ -83,14 +87,14 @@ def payload_bytes(tensors: Mapping[str, torch.Tensor]) -> int:
 
 
 def client_round(model: nn.Module, server: Mapping[str, torch.Tensor], data: LocalData, protocol: SGDProtocol,
-                 generator: torch.Generator | None) -> Upload:
+                 generator: torch.Generator | None, gradient: GradientFn = loss_gradient) -> Upload:
     """One round of local training in train mode (BatchNorm statistics update and are sent along)."""
     start = time.perf_counter()
     params, buffers = split_state(model, server)
     buffers = {k: v.clone() for k, v in buffers.items()}
     model.train()
     payload, kind = local_payload(model, params, buffers, protocol.schedule(data, generator), protocol,
-                                  create_graph=False)
+                                  create_graph=False, gradient=gradient)
     payload = {k: v.detach() for k, v in payload.items()}
     return Upload(payload=payload, num_examples=len(data), kind=kind, buffers=buffers,
                   metrics={"bytes_uploaded": payload_bytes(payload) + payload_bytes(buffers),
@@ -129,17 +133,18 @@ def public_model(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Modu
 
 
 def observe_sgd_client(model: nn.Module, server: Mapping[str, torch.Tensor], target: LocalData,
-                       protocol: SGDProtocol) -> tuple[Tensors, Literal["gradient", "update"]]:
+                       protocol: SGDProtocol, gradient: GradientFn = loss_gradient) -> tuple[Tensors, Literal["gradient", "update"]]:
     """What a plain SGD client sends for ``target`` in the attack setting: eval mode (as Inverting
     Gradients does, so BatchNorm uses running statistics), fixed mini-batch order."""
     params, buffers = split_state(model, server)
     model.eval()
-    payload, kind = local_payload(model, params, buffers, protocol.schedule(target), protocol, create_graph=False)
+    payload, kind = local_payload(model, params, buffers, protocol.schedule(target), protocol, create_graph=False,
+                                  gradient=gradient)
     return {k: v.detach() for k, v in payload.items()}, kind
 
 
 def sgd_simulator(model: nn.Module, server: Mapping[str, torch.Tensor], batch_size: int,
-                  protocol: SGDProtocol) -> Simulator:
+                  protocol: SGDProtocol, gradient: GradientFn = loss_gradient) -> Simulator:
     """The attacker's differentiable replay of :func:`observe_sgd_client` for candidate inputs."""
     params, buffers = split_state(model, server)
     params = {k: v.detach() for k, v in params.items()}
@@ -147,7 +152,7 @@ def sgd_simulator(model: nn.Module, server: Mapping[str, torch.Tensor], batch_si
     def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
         model.eval()
         batches = protocol.schedule(LocalData(x, y, batch_size))
-        payload, _ = local_payload(model, params, buffers, batches, protocol, create_graph=True)
+        payload, _ = local_payload(model, params, buffers, batches, protocol, create_graph=True, gradient=gradient)
         return payload
 
     return simulate

@@ -28,12 +28,15 @@ class LocalData:
 
     ``x`` is normalised model input, ``y`` integer labels. ``batches`` yields one epoch in order, or
     shuffled when a generator is given (training). Attack cases keep the order fixed so the server's
-    simulator, which knows the protocol, replays the same mini-batches.
+    simulator, which knows the protocol, replays the same mini-batches. ``population`` is the size of
+    the client's whole local training set when ``x`` is only a sample of it (an attacked batch), for
+    privacy accounting (DP's sampling rate batch/population); ``None`` means ``x`` is the whole set.
     """
 
     x: torch.Tensor
     y: torch.Tensor
     batch_size: int
+    population: int | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -48,6 +51,10 @@ class LocalData:
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
             yield self.x[idx], self.y[idx]
+
+    def population_size(self) -> int:
+        """Examples in the client's whole local set (``population``, else ``len(self)``)."""
+        return len(self) if self.population is None else int(self.population)
 
     def steps_per_epoch(self) -> int:
         return -(-len(self) // self.batch_size)

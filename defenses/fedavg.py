@@ -9,6 +9,7 @@ client's upload exactly, and simulates it by replaying the same local computatio
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 
@@ -59,14 +60,19 @@ class FedAvg(Defense):
         self.model.eval()
         return forward(self.model, params, x, buffers)
 
+    def public_knowledge(self, server: ServerState, target: LocalData, kind: Literal["gradient", "update"],
+                         num_images: int | None = None, **protocol: Any) -> PublicKnowledge:
+        """What the server knows of an SGD client's computation (defenses built on FedAvg add to ``protocol``)."""
+        return PublicKnowledge(
+            model=public_model(self.model, server), num_images=num_images or len(target),
+            image_shape=self.task.image_shape, num_classes=self.task.num_classes, mean=self.task.mean,
+            std=self.task.std, observed_kind=kind, classifier_key=f"{self.task.classifier}.weight",
+            protocol={**self.protocol.as_dict(), "batch_size": target.batch_size, **protocol})
+
     def observe(self, server: ServerState, client: ClientState, target: LocalData,
                 cohort: Sequence[tuple[ClientState, LocalData]], generator: torch.Generator | None) -> Observation:
         observed, kind = observe_sgd_client(self.model, server, target, self.protocol)
-        public = PublicKnowledge(
-            model=public_model(self.model, server), num_images=len(target), image_shape=self.task.image_shape,
-            num_classes=self.task.num_classes, mean=self.task.mean, std=self.task.std, observed_kind=kind,
-            classifier_key=f"{self.task.classifier}.weight",
-            protocol={**self.protocol.as_dict(), "batch_size": target.batch_size})
+        public = self.public_knowledge(server, target, kind)
         return Observation(observed=observed, public=public,
                            simulate=sgd_simulator(self.model, server, target.batch_size, self.protocol),
                            metrics={"bytes_uploaded": payload_bytes(observed)})

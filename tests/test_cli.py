@@ -47,7 +47,7 @@ def test_resume_skips_recorded_targets(tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--defense", "nope", "--attack", "dlg"], "unknown defense 'nope'; valid: 'fedavg'"),
+    (["--defense", "nope", "--attack", "dlg"], "unknown defense 'nope'; valid: "),
     (["--defense", "fedavg", "--attack", "nope"], "unknown attack 'nope'; valid: "),
     (["--defense", "fedavg", "--attack", "dlg", "--dataset", "nope"], "unknown dataset 'nope'; valid: "),
     (["--defense", "fedavg", "--attack", "dlg", "--model", "nope"], "unknown model 'nope'; valid: "),

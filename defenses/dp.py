@@ -1,0 +1,250 @@
+"""DP — differential privacy: DP-SGD (per example) or DP-FedAvg (per client), with Opacus' RDP accountant.
+
+``level=sample`` (DP-SGD, Abadi et al. 2016, the way Opacus computes it): at every local step each
+example's gradient is clipped to L2 norm ≤ ``clip`` (C), the clipped gradients are summed, Gaussian
+noise N(0, σ²C²) is added to the sum, and the result is divided by the batch size. Per-example
+gradients come from ``torch.func`` (vmap over grad), not a Python loop. The client runs its usual
+local SGD on these gradients and sends the gradient (one step) or the update, as FedAvg does.
+
+``level=client`` (DP-FedAvg, McMahan et al. 2018): the client runs plain local SGD, clips its whole
+upload to L2 norm ≤ C and adds N(0, σ²C²) to every coordinate. The *client* adds the noise because
+the honest-but-curious server is the adversary and must never see the clean update.
+
+σ (``noise_multiplier``) is given, or calibrated from ``target_epsilon`` and ``delta`` with Opacus'
+``get_noise_multiplier`` for the run's sampling rate and ``epochs``. The (ε, δ) actually spent is
+computed by Opacus' ``RDPAccountant`` from each client's own history of (σ, q, steps), kept in its
+private state: q = batch/n and one accountant step per local SGD step (``sample``), q = 1 and one
+step per round (``client``: every client takes part in every round). Attack rows account the target
+client's earlier rounds plus the observed exchange; training rows the rounds done so far.
+
+The attacker knows the protocol (level, C, σ) but not the noise draw: its simulator is the
+noise-free computation. Clipping is a deterministic, public step of the protocol, so the simulator
+replays it (``attacker_clips=true``, the adaptive attacker); ``attacker_clips=false`` simulates plain
+FedAvg instead (an attacker that ignores the mechanism). With σ = 0 and clipping replayed, the
+simulator reproduces the observation exactly.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.defense import ClientState, ServerState
+from bench.errors import BenchError
+from bench.functional import GradientFn, loss_gradient, per_example_gradients
+from bench.options import Option
+from bench.sgd_client import client_round, observe_sgd_client, payload_bytes, sgd_simulator
+from bench.threat import LocalData, Observation, Simulator, Tensors, Upload
+from defenses.fedavg import SGD_OPTIONS, FedAvg
+
+LEVELS = ("sample", "client")
+#: ClientState key of the client's accountant history: rows (σ, q, steps), as Opacus' RDPAccountant keeps it.
+HISTORY = "dp_history"
+DEFAULT_NOISE_MULTIPLIER = 1.0
+#: Opacus' guard against division by zero in the clipping factor C / (‖g‖ + 1e-6).
+NORM_EPS = 1e-6
+
+
+def clip_factor(norms: torch.Tensor, clip: float) -> torch.Tensor:
+    """min(1, C / ‖g‖): the factor that brings a gradient of norm ``norms`` to norm ≤ C (Opacus' formula)."""
+    return (clip / (norms + NORM_EPS)).clamp(max=1.0)
+
+
+def global_norm(tensors: Mapping[str, torch.Tensor], batch_dims: int = 0) -> torch.Tensor:
+    """L2 norm over all tensors together, per leading index when ``batch_dims`` = 1."""
+    return torch.sqrt(sum(t.flatten(batch_dims).pow(2).sum(-1) for t in tensors.values()))
+
+
+def gaussian_noise(like: torch.Tensor, std: float, generator: torch.Generator | None) -> torch.Tensor:
+    """N(0, std²) noise shaped like ``like``, drawn on CPU from ``generator`` (device-independent streams)."""
+    noise = torch.randn(like.shape, generator=generator, dtype=like.dtype) if generator is not None \
+        else torch.randn(like.shape, dtype=like.dtype)
+    return std * noise.to(like.device)
+
+
+def clip_tensors(tensors: Mapping[str, torch.Tensor], clip: float) -> Tensors:
+    """The tensors scaled together to global L2 norm ≤ C (DP-FedAvg's clipping of a whole update)."""
+    factor = clip_factor(global_norm(tensors), clip)
+    return {k: t * factor for k, t in tensors.items()}
+
+
+def add_noise(tensors: Mapping[str, torch.Tensor], std: float, generator: torch.Generator | None) -> Tensors:
+    return {k: t + gaussian_noise(t, std, generator) for k, t in tensors.items()} if std else dict(tensors)
+
+
+def dp_sgd_gradient(clip: float, noise_multiplier: float = 0.0, generator: torch.Generator | None = None) -> GradientFn:
+    """DP-SGD's step gradient: (Σᵢ clip(gᵢ, C) + N(0, σ²C²)) / B, as a drop-in for ``loss_gradient``.
+
+    With ``noise_multiplier`` = 0 it is the attacker's deterministic replay (differentiable in the
+    inputs and usable under ``vmap``).
+    """
+    def gradient(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                 buffers: Mapping[str, torch.Tensor] | None = None, create_graph: bool = True) -> Tensors:
+        per_example = per_example_gradients(model, params, x, y, buffers)
+        factor = clip_factor(global_norm(per_example, batch_dims=1), clip)
+        summed = {k: torch.tensordot(factor, g, dims=1) for k, g in per_example.items()}
+        summed = add_noise(summed, noise_multiplier * clip, generator)
+        return {k: v / x.shape[0] for k, v in summed.items()}
+
+    return gradient
+
+
+def epsilon_spent(history: Sequence[tuple[float, float, int]], delta: float) -> float:
+    """ε after the given (σ, q, steps) segments, from Opacus' RDP accountant (∞ when σ = 0)."""
+    from opacus.accountants import RDPAccountant
+
+    accountant = RDPAccountant()
+    accountant.history = [(float(s), float(q), int(n)) for s, q, n in history]
+    with warnings.catch_warnings():  # "optimal order is the largest/smallest alpha": still a valid bound
+        warnings.simplefilter("ignore", UserWarning)
+        return float(accountant.get_epsilon(delta))
+
+
+def calibrated_noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, epochs: int) -> float:
+    """σ that spends ``target_epsilon`` in ``epochs`` passes at sampling rate q (Opacus, RDP accountant)."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                              sample_rate=sample_rate, epochs=epochs, accountant="rdp"))
+    except ValueError as exc:
+        raise BenchError(f"defense 'dp' cannot reach target_epsilon={target_epsilon} with delta={delta}, "
+                         f"q={sample_rate:.4g}, epochs={epochs}: {exc}") from None
+
+
+def history_of(client: ClientState) -> list[tuple[float, float, int]]:
+    rows = client.get(HISTORY)
+    return [] if rows is None else [(float(s), float(q), int(n)) for s, q, n in rows.tolist()]
+
+
+def with_segment(history: list[tuple[float, float, int]], sigma: float, q: float, steps: int) -> list[tuple[float, float, int]]:
+    """The history extended by ``steps`` steps at (σ, q), merged with the last segment when equal (as Opacus does)."""
+    if history and history[-1][:2] == (sigma, q):
+        return [*history[:-1], (sigma, q, history[-1][2] + steps)]
+    return [*history, (sigma, q, steps)]
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+class DP(FedAvg):
+    """Differential privacy: DP-SGD per-example or DP-FedAvg per-client clipping + Gaussian noise, RDP accounting."""
+
+    name = "dp"
+    description = __doc__
+    options = SGD_OPTIONS + (
+        Option("level", str, "sample", "sample: DP-SGD, clip each example's gradient at every local step; "
+               "client: DP-FedAvg, clip the client's whole upload", choices=LEVELS),
+        Option("clip", float, 1.0, "clipping norm C (per example, or of the whole upload)", min=0.0,
+               min_exclusive=True),
+        Option("noise_multiplier", float, None, "σ: noise std is σ·C (default 1.0 unless target_epsilon is "
+               "given; not both)", min=0.0),
+        Option("target_epsilon", float, None, "calibrate σ with Opacus so the run spends this ε (needs epochs)",
+               min=0.0, min_exclusive=True),
+        Option("delta", float, 1e-5, "δ of the (ε, δ) guarantee", min=0.0, max=1.0, min_exclusive=True),
+        Option("epochs", int, None, "passes the target_epsilon covers: rounds × local epochs (sample), "
+               "rounds (client); HyperFL: 200 × 5", min=1),
+        Option("attacker_clips", bool, True, "the attacker's simulator replays the public clipping step "
+               "(false: it simulates plain FedAvg)"),
+    )
+    presets = {"hyperfl-paper": {"lr": 0.02, "momentum": 0.5, "weight_decay": 5e-4, "level": "sample",
+                                 "clip": 0.04, "target_epsilon": 4.0, "delta": 1e-5, "epochs": 1000}}
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        if self.opt.noise_multiplier is not None and self.opt.target_epsilon is not None:
+            raise BenchError("defense 'dp' takes noise_multiplier or target_epsilon, not both")
+        if self.opt.target_epsilon is not None and self.opt.epochs is None:
+            raise BenchError("defense 'dp' option target_epsilon needs epochs (passes the budget covers: "
+                             "rounds × local epochs; HyperFL: 1000)")
+        self._calibrated: dict[float, float] = {}
+
+    def setup(self, task) -> None:
+        super().setup(task)
+        if has_batch_norm(self.model):
+            raise BenchError(f"defense 'dp' needs a model without BatchNorm ({task.model_name} has it: per-example "
+                             f"gradients are undefined with batch statistics and running statistics would leave "
+                             f"the client unnoised); use lenet or cnn")
+
+    # --- the mechanism's parameters -------------------------------------------------------------
+    def sample_rate(self, data: LocalData) -> float:
+        """q: the share of the client's examples one accountant step touches (1 at client level)."""
+        return 1.0 if self.opt.level == "client" else min(1.0, data.batch_size / data.population_size())
+
+    def steps(self, data: LocalData) -> int:
+        """Accountant steps of one exchange: local SGD steps (sample level) or 1 (client level)."""
+        if self.opt.level == "client":
+            return 1
+        return self.protocol.local_steps or self.protocol.local_epochs * data.steps_per_epoch()
+
+    def noise_multiplier(self, q: float) -> float:
+        if self.opt.noise_multiplier is not None:
+            return float(self.opt.noise_multiplier)
+        if self.opt.target_epsilon is None:
+            return DEFAULT_NOISE_MULTIPLIER
+        if q not in self._calibrated:
+            self._calibrated[q] = calibrated_noise_multiplier(self.opt.target_epsilon, self.opt.delta, q,
+                                                              self.opt.epochs)
+        return self._calibrated[q]
+
+    def privacy_metrics(self, history: list[tuple[float, float, int]], sigma: float, q: float) -> dict[str, Any]:
+        return {"epsilon": epsilon_spent(history, self.opt.delta), "delta": self.opt.delta, "noise_multiplier": sigma,
+                "clip": self.opt.clip, "level": self.opt.level, "sample_rate": q,
+                "dp_steps": sum(n for _, _, n in history), "accountant": "opacus-rdp"}
+
+    # --- the client's computation ----------------------------------------------------------------
+    def step_gradient(self, sigma: float, generator: torch.Generator | None) -> GradientFn:
+        """The gradient each local step uses: DP-SGD's clipped, noised one (sample) or the plain one (client)."""
+        return dp_sgd_gradient(self.opt.clip, sigma, generator) if self.opt.level == "sample" else loss_gradient
+
+    def finish_upload(self, payload: Tensors, sigma: float, generator: torch.Generator | None) -> Tensors:
+        """DP-FedAvg's clipping and noising of the whole upload (client level); sample level is done per step."""
+        if self.opt.level == "sample":
+            return payload
+        return add_noise(clip_tensors(payload, self.opt.clip), sigma * self.opt.clip, generator)
+
+    def client_update(self, server: ServerState, client: ClientState, data: LocalData,
+                      generator: torch.Generator | None) -> Upload:
+        q = self.sample_rate(data)
+        sigma = self.noise_multiplier(q)
+        upload = client_round(self.model, server, data, self.protocol, generator, self.step_gradient(sigma, generator))
+        upload.payload = self.finish_upload(upload.payload, sigma, generator)
+        history = with_segment(history_of(client), sigma, q, self.steps(data))
+        client[HISTORY] = torch.tensor(history, dtype=torch.float64)
+        upload.metrics.update(self.privacy_metrics(history, sigma, q))
+        return upload
+
+    def simulator(self, server: ServerState, batch_size: int) -> Simulator:
+        """The attacker's noise-free replay (with the public clipping step unless attacker_clips=false)."""
+        if not self.opt.attacker_clips:
+            return sgd_simulator(self.model, server, batch_size, self.protocol)
+        clean = sgd_simulator(self.model, server, batch_size, self.protocol, gradient=self.step_gradient(0.0, None))
+        if self.opt.level == "sample":
+            return clean
+        return lambda x, y, unknowns: clip_tensors(clean(x, y, unknowns), self.opt.clip)
+
+    def observe(self, server: ServerState, client: ClientState, target: LocalData,
+                cohort: Sequence[tuple[ClientState, LocalData]], generator: torch.Generator | None) -> Observation:
+        q = self.sample_rate(target)
+        sigma = self.noise_multiplier(q)
+        payload, kind = observe_sgd_client(self.model, server, target, self.protocol, self.step_gradient(sigma, generator))
+        observed = {k: v.detach() for k, v in self.finish_upload(payload, sigma, generator).items()}
+        history = with_segment(history_of(client), sigma, q, self.steps(target))
+        replay = "with the public clipping step" if self.opt.attacker_clips else "without clipping (plain FedAvg)"
+        notes = [f"dp level={self.opt.level}: the server sees the clipped, noised upload (sigma={sigma:.4g}, "
+                 f"C={self.opt.clip:g}); its simulator is the noise-free computation {replay}",
+                 f"epsilon accounts the target client's earlier rounds and this exchange (q={q:.4g}, "
+                 f"{sum(n for _, _, n in history)} step(s), Opacus RDP)"]
+        if sigma == 0:
+            notes.append("noise_multiplier=0: no privacy guarantee (epsilon is infinite, recorded as null)")
+        public = self.public_knowledge(server, target, kind, dp_level=self.opt.level, clip=self.opt.clip,
+                                       noise_multiplier=sigma)
+        return Observation(observed=observed, public=public, simulate=self.simulator(server, target.batch_size),
+                           notes=tuple(notes),
+                           metrics={"bytes_uploaded": payload_bytes(observed), **self.privacy_metrics(history, sigma, q)})

@@ -1,0 +1,200 @@
+"""The dp defense: clipping and noise as specified, Opacus' accounting, the simulator, one-line errors."""
+import math
+
+import pytest
+import torch
+from opacus.accountants import RDPAccountant
+
+from bench.cli import main
+from bench.errors import BenchError
+from bench.functional import loss_gradient, per_example_gradients
+from bench.models.convnet import ConvNet
+from bench.results import read_rows, to_jsonable
+from bench.threat import LocalData
+from defenses.dp import DP, dp_sgd_gradient, epsilon_spent, global_norm
+from defenses.fedavg import FedAvg
+from tests.helpers import lenet_task
+
+
+def make(defense=DP, task=None, **options):
+    torch.manual_seed(0)
+    d = defense(**options)
+    d.setup(task or lenet_task())
+    return d, d.init_server()
+
+
+def batch(n=4, seed=0, batch_size=None, population=None):
+    g = torch.Generator().manual_seed(seed)
+    return LocalData(torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g),
+                     batch_size or n, population=population)
+
+
+def params_of(d, server):
+    return {k: server[k] for k, _ in d.model.named_parameters()}
+
+
+def test_per_example_gradients_match_one_example_at_a_time():
+    d, server = make()
+    data = batch(3)
+    per = per_example_gradients(d.model, params_of(d, server), data.x, data.y)
+    for i in range(3):
+        one = loss_gradient(d.model, params_of(d, server), data.x[i:i + 1], data.y[i:i + 1], create_graph=False)
+        assert all(torch.allclose(per[k][i], one[k], atol=1e-6) for k in one)
+
+
+def test_each_example_is_clipped_to_the_norm_and_the_mean_taken():
+    d, server = make()
+    data = batch(5)
+    params = params_of(d, server)
+    per = per_example_gradients(d.model, params, data.x, data.y)
+    norms = global_norm(per, batch_dims=1)
+    clip = float(norms.median())  # some examples above the norm, some below
+    assert (norms > clip).any() and (norms < clip).any()
+    ours = dp_sgd_gradient(clip)(d.model, params, data.x, data.y)
+    clipped = [{k: g[i] * min(1.0, clip / (float(norms[i]) + 1e-6)) for k, g in per.items()} for i in range(5)]
+    assert all(math.isclose(float(global_norm(c)), min(clip, float(n)), rel_tol=1e-4) for c, n in zip(clipped, norms))
+    for k in ours:
+        assert torch.allclose(ours[k], sum(c[k] for c in clipped) / 5, atol=1e-6)
+
+
+@pytest.mark.parametrize("level", ["sample", "client"])
+def test_noise_is_gaussian_with_std_sigma_times_clip(level):
+    sigma, clip, b = 0.7, 0.05, 4
+    noisy, _ = make(level=level, clip=clip, noise_multiplier=sigma)
+    clean, server = make(level=level, clip=clip, noise_multiplier=0.0)
+    data = batch(b)
+    g = torch.Generator().manual_seed(5)
+    reference = clean.observe(server, {}, data, [], None).observed
+    noise = torch.cat([(noisy.observe(server, {}, data, [], g).observed[k] - v).flatten()
+                       for _ in range(4) for k, v in reference.items()]).double()
+    expected = sigma * clip / (b if level == "sample" else 1)  # DP-SGD averages the noised sum over the batch
+    assert noise.numel() > 50_000
+    assert abs(float(noise.mean())) < 4 * expected / math.sqrt(noise.numel())
+    assert abs(float(noise.std()) / expected - 1) < 0.02
+    kurtosis = float(((noise - noise.mean()) ** 4).mean() / noise.var() ** 2)
+    assert abs(kurtosis - 3) < 0.1
+
+
+def test_client_level_clips_the_whole_upload():
+    d, server = make(level="client", clip=0.01, noise_multiplier=0.0, local_steps=2)
+    obs = d.observe(server, {}, batch(4, batch_size=2), [], None)
+    assert math.isclose(float(global_norm(obs.observed)), 0.01, rel_tol=1e-4)
+    plain, _ = make(FedAvg, local_steps=2)
+    raw = plain.observe(server, {}, batch(4, batch_size=2), [], None).observed
+    scale = 0.01 / float(global_norm(raw))
+    assert all(torch.allclose(obs.observed[k], raw[k] * scale, atol=1e-7) for k in raw)
+
+
+@pytest.mark.parametrize("options", [{"level": "sample"}, {"level": "client"},
+                                     {"level": "sample", "local_steps": 3, "momentum": 0.5}])
+def test_simulate_true_data_reproduces_the_noise_free_observation(options):
+    d, server = make(noise_multiplier=0.0, clip=0.5, **options)
+    data = batch(4, batch_size=2)
+    obs = d.observe(server, {}, data, [], None)
+    sim = obs.simulate(data.x, data.y, {})
+    assert all(torch.allclose(sim[k], obs.observed[k], atol=1e-6) for k in obs.observed)
+
+
+def test_simulator_works_under_vmap_and_is_differentiable():
+    d, server = make(noise_multiplier=0.0, clip=0.5)
+    data = batch(2)
+    obs = d.observe(server, {}, data, [], None)
+    xs = torch.randn(3, 2, 3, 32, 32)
+    batched = torch.func.vmap(lambda x, y: obs.simulate(x, y, {}))(xs, data.y.expand(3, 2))
+    single = obs.simulate(xs[1], data.y, {})
+    assert all(torch.allclose(batched[k][1], single[k], atol=1e-6) for k in single)
+    x = data.x.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(sum(v.pow(2).sum() for v in obs.simulate(x, data.y, {}).values()), x)
+    assert gx.abs().sum() > 0
+
+
+def test_no_noise_and_no_clipping_is_fedavg():
+    d, server = make(noise_multiplier=0.0, clip=1e9)
+    f, _ = make(FedAvg)
+    data = batch(3)
+    ours, theirs = d.observe(server, {}, data, [], None), f.observe(server, {}, data, [], None)
+    assert all(torch.allclose(ours.observed[k], theirs.observed[k], atol=1e-6) for k in theirs.observed)
+    assert ours.metrics["epsilon"] == math.inf and any("no privacy" in n for n in ours.notes)
+    assert to_jsonable(dict(ours.metrics))["epsilon"] is None  # rows record ∞ as null
+
+
+def test_epsilon_is_opacus_rdp_accountant_for_the_steps_taken():
+    sigma, q, steps = 1.1, 0.01, 1000
+    accountant = RDPAccountant()
+    for _ in range(steps):
+        accountant.step(noise_multiplier=sigma, sample_rate=q)
+    assert epsilon_spent([(sigma, q, steps)], 1e-5) == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-12)
+    # a client that trained two rounds of 5 steps at q = 2/10, then is observed for one step at q = 1/10
+    d, server = make(noise_multiplier=sigma, delta=1e-5)
+    client = {}
+    for r in range(2):
+        up = d.client_update(server, client, batch(10, seed=r, batch_size=2), torch.Generator().manual_seed(r))
+    reference = RDPAccountant()
+    for _ in range(10):
+        reference.step(noise_multiplier=sigma, sample_rate=0.2)
+    assert up.metrics["epsilon"] == pytest.approx(reference.get_epsilon(1e-5), rel=1e-9)
+    assert up.metrics["dp_steps"] == 10 and up.metrics["delta"] == 1e-5
+    obs = d.observe(server, client, batch(1, population=10), [], torch.Generator().manual_seed(9))
+    reference.step(noise_multiplier=sigma, sample_rate=0.1)
+    assert obs.metrics["epsilon"] == pytest.approx(reference.get_epsilon(1e-5), rel=1e-9)
+    assert obs.metrics["sample_rate"] == 0.1 and obs.metrics["dp_steps"] == 11
+
+
+def test_target_epsilon_is_calibrated_with_opacus():
+    """The HyperFL paper's setting (ε = 4, δ = 1e-5, q = 50/600, 200 rounds × 5 epochs) gives σ ≈ 10.6."""
+    d, server = make(preset="hyperfl-paper")
+    assert d.opt.clip == 0.04 and d.opt.target_epsilon == 4.0 and d.opt.epochs == 1000
+    sigma = d.noise_multiplier(50 / 600)
+    assert sigma == pytest.approx(10.6, abs=0.1)
+    spent = epsilon_spent([(sigma, 50 / 600, int(1000 / (50 / 600)))], 1e-5)
+    assert 3.9 < spent <= 4.0
+
+
+@pytest.mark.parametrize("options, fragment", [
+    ({"clip": -1.0}, "option 'clip' must be > 0.0"),
+    ({"clip": 0.0}, "option 'clip' must be > 0.0"),
+    ({"target_epsilon": 0.0, "epochs": 1}, "option 'target_epsilon' must be > 0.0"),
+    ({"target_epsilon": -2.0, "epochs": 1}, "option 'target_epsilon' must be > 0.0"),
+    ({"noise_multiplier": -0.1}, "option 'noise_multiplier' must be >= 0.0"),
+    ({"delta": 0.0}, "option 'delta' must be > 0.0"),
+    ({"level": "user"}, "must be 'sample' or 'client'"),
+    ({"noise_multiplier": 1.0, "target_epsilon": 2.0, "epochs": 3}, "noise_multiplier or target_epsilon, not both"),
+    ({"target_epsilon": 2.0}, "target_epsilon needs epochs"),
+])
+def test_bad_options_are_one_line_errors(options, fragment):
+    with pytest.raises(BenchError, match=fragment) as info:
+        DP(**options)
+    assert "\n" not in str(info.value)
+
+
+def test_models_with_batch_norm_are_refused():
+    with pytest.raises(BenchError, match="without BatchNorm"):
+        DP().setup(lenet_task(model=ConvNet()))
+
+
+def test_unreachable_target_epsilon_is_a_one_line_error():
+    d, server = make(target_epsilon=1e-4, epochs=1000, delta=1e-5)
+    with pytest.raises(BenchError, match="cannot reach target_epsilon"):
+        d.observe(server, {}, batch(2), [], None)
+
+
+def test_cli_rows_carry_epsilon_and_delta(tmp_path):
+    args = ["--attack", "dlg", "--attack-arg", "iterations=2", "--attack-arg", "max_iter=2", "--clients", "4", "--quiet"]
+    assert main(["run", "--defense", "dp", "--defense-arg", "noise_multiplier=0.5", *args,
+                 "--output-dir", str(tmp_path)]) == 0
+    row = read_rows(tmp_path / "results.jsonl")[0][0]
+    metrics = row["defense_metrics"]
+    assert metrics["epsilon"] > 0 and metrics["delta"] == 1e-5 and metrics["noise_multiplier"] == 0.5
+    assert 0 < metrics["sample_rate"] < 1  # q = batch / the client's local training set
+    assert main(["train", "--defense", "dp", "--rounds", "2", "--clients", "3", "--train-per-client", "20",
+                 "--test-per-client", "10", "--batch-size", "10", "--output-dir", str(tmp_path / "train")]) == 0
+    train = read_rows(tmp_path / "train" / "results.jsonl")[0][0]
+    history = train["history"]
+    assert history[0]["epsilon"] < history[1]["epsilon"] and history[1]["dp_steps"] == 4
+    assert history[1]["delta"] == 1e-5
+
+
+def test_cli_bad_dp_option_is_one_line_exit_2(tmp_path, capsys):
+    code = main(["run", "--defense", "dp", "--attack", "dlg", "--defense-arg", "clip=-1", "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "clip" in err
