@@ -82,7 +82,10 @@ def per_example_gradients(
     examples). The result stays differentiable with respect to ``x``, ``y`` and ``params`` under
     ordinary autograd and composes with an outer ``vmap``, so attack simulators can use it. Only
     meaningful for models without batch statistics (no BatchNorm in train mode), as in Opacus.
+    A batch of one takes :func:`loss_gradient` (cheaper, and bit-identical to the plain gradient).
     """
+    if x.shape[0] == 1:
+        return {k: g.unsqueeze(0) for k, g in loss_gradient(model, params, x, y, buffers).items()}
     params = dict(params)
 
     def one(xi: torch.Tensor, yi: torch.Tensor) -> Tensors:

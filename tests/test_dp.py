@@ -116,6 +116,11 @@ def test_no_noise_and_no_clipping_is_fedavg():
     assert all(torch.allclose(ours.observed[k], theirs.observed[k], atol=1e-6) for k in theirs.observed)
     assert ours.metrics["epsilon"] == math.inf and any("no privacy" in n for n in ours.notes)
     assert to_jsonable(dict(ours.metrics))["epsilon"] is None  # rows record ∞ as null
+    one = batch(1)  # a batch of one: bit-identical observation and simulator, so attacks behave identically
+    ours, theirs = d.observe(server, {}, one, [], None), f.observe(server, {}, one, [], None)
+    x, y = torch.randn(1, 3, 32, 32), torch.softmax(torch.randn(1, 10), -1)
+    assert all(torch.equal(ours.observed[k], theirs.observed[k]) for k in theirs.observed)
+    assert all(torch.equal(a, theirs.simulate(x, y, {})[k]) for k, a in ours.simulate(x, y, {}).items())
 
 
 def test_epsilon_is_opacus_rdp_accountant_for_the_steps_taken():
