@@ -8,8 +8,8 @@ Parts (each resumable: finished attack targets and trainings are never recompute
   K = 1 and K = 4 clients, backend simulated and tenseal.
 * ``tradeoff``: the privacy-utility trade-off of DP-SGD (level=sample, C = 1) on ``digits`` with
   LeNet, for several noise multipliers σ: federated training (5 clients, IID, batch 32, 20 rounds,
-  lr 0.05, momentum 0.5) gives accuracy and the ε spent by the run (δ = 1e-5); the attack (batch 1,
-  same federation, fresh networks) gives PSNR.
+  momentum 0.5, lr 0.5 for dp and 0.05 for fedavg) gives accuracy and the ε spent by the run
+  (δ = 1e-5); the attack (batch 1, same federation, fresh networks) gives PSNR.
 * ``ckks``: CKKS cost and precision per client vector (15,826 values = LeNet, 100k, 1M), TenSEAL
   measured next to the simulated backend's model (needs TenSEAL).
 * ``report``: reads the results and rewrites the generated blocks of docs/defenses.md and
@@ -53,8 +53,11 @@ CHECKS: dict[str, tuple[str, dict[str, Any]]] = {
     "he K=4 simulated": ("he", {"clients": 4, "backend": "simulated"}),
     "he K=4 tenseal": ("he", {"clients": 4, "backend": "tenseal"}),
 }
-TRADEOFF_SIGMAS = (0.0, 0.01, 0.1, 0.5, 1.0, 2.0, 4.0)
-TRADEOFF_SGD = {"lr": 0.05, "momentum": 0.5}
+TRADEOFF_SIGMAS = (0.0, 0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 4.0)
+#: Clipping to C = 1 shrinks LeNet's per-example gradients (norms ~30 at initialisation, ~3 later) so
+#: DP-SGD runs take a 10× larger learning rate, the usual DP-SGD practice; with σ = 0 that reaches
+#: fedavg's accuracy (0.953 vs 0.940), while lr 0.05 with clipping stalls at 0.57 after 20 rounds.
+FEDAVG_SGD, DP_SGD = {"lr": 0.05, "momentum": 0.5}, {"lr": 0.5, "momentum": 0.5}
 TRADEOFF_FEDERATION = FLSettings(clients=5, partition="iid", batch_size=32, rounds=20, eval_every=5)
 TRADEOFF_DATA, TRADEOFF_MODEL, TRADEOFF_CLIP = "digits", "lenet", 1.0
 
@@ -74,9 +77,9 @@ def attack_runs(out: Path, attack: Choice, targets: int, runs: dict[str, tuple[s
 
 
 def tradeoff_defenses() -> dict[str, tuple[str, dict[str, Any]]]:
-    runs = {"fedavg": ("fedavg", dict(TRADEOFF_SGD))}
+    runs = {"fedavg": ("fedavg", dict(FEDAVG_SGD))}
     for sigma in TRADEOFF_SIGMAS:
-        runs[f"dp σ={sigma:g}"] = ("dp", {**TRADEOFF_SGD, "level": "sample", "clip": TRADEOFF_CLIP,
+        runs[f"dp σ={sigma:g}"] = ("dp", {**DP_SGD, "level": "sample", "clip": TRADEOFF_CLIP,
                                           "noise_multiplier": sigma})
     return runs
 
@@ -228,6 +231,8 @@ def tradeoff_plot(points: list[dict[str, Any]], path: Path, attack: str) -> None
 
     finite = [p for p in points if p["epsilon"] is not None and math.isfinite(p["epsilon"])]
     finite.sort(key=lambda p: p["epsilon"])
+    if not finite:
+        return
     baseline = next((p for p in points if p["label"] == "fedavg"), None)
     fig, (ax_psnr, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     eps = [p["epsilon"] for p in finite]

@@ -359,12 +359,13 @@ class HE(FedAvg):
             "observed_rms": float(exact.pow(2).mean().sqrt()),
             "keygen_seconds": getattr(self.backend, "keygen_seconds", None),
         }
-        notes = [f"he: the server decrypts only the example-weighted mean of {k_clients} clients' uploads "
-                 f"(target + {k_clients - 1} of its round); the attack reconstructs all {k_clients * len(target)} "
-                 f"images and the target's are scored by best match"]
         if k_clients == 1:
-            notes.append("he with clients=1: the decrypted aggregate is the target's own upload, so HE gives no "
-                         "protection against a server that can decrypt")
+            notes = ["he with clients=1: the decrypted aggregate is the target's own upload, so HE gives no "
+                     "protection against a server that can decrypt"]
+        else:
+            notes = [f"he: the server decrypts only the example-weighted mean of {k_clients} clients' uploads "
+                     f"(target + {k_clients - 1} of its round); the attack reconstructs all {k_clients * len(target)} "
+                     f"images and the target's are scored by best match"]
         if not self.backend.measured:
             notes.append("he backend=simulated: no encryption was run; bytes are computed from the CKKS parameters "
                          "and encrypt/aggregate/decrypt seconds are null")
