@@ -239,14 +239,18 @@ def tradeoff_plot(points: list[dict[str, Any]], path: Path, attack: str) -> None
     ax_psnr.errorbar(eps, [np.mean(p["psnr"]) for p in finite], yerr=[np.std(p["psnr"]) for p in finite],
                      marker="o", capsize=3, label="dp (DP-SGD, C = 1)")
     ax_acc.plot(eps, [p["accuracy"] for p in finite], marker="o", label="dp (DP-SGD, C = 1)")
-    for p in finite:
+    for i, p in enumerate(finite):
         ax_psnr.annotate(f"σ={p['sigma']:g}", (p["epsilon"], np.mean(p["psnr"])), textcoords="offset points",
-                         xytext=(4, 4), fontsize=7)
+                         xytext=(2, 6 if i % 2 else 16), fontsize=7)
         ax_acc.annotate(f"σ={p['sigma']:g}", (p["epsilon"], p["accuracy"]), textcoords="offset points",
-                        xytext=(4, -10), fontsize=7)
+                        xytext=(5, -10), fontsize=7)
     if baseline:
         ax_psnr.axhline(np.mean(baseline["psnr"]), color="grey", ls="--", label="fedavg (no defense)")
         ax_acc.axhline(baseline["accuracy"], color="grey", ls="--", label="fedavg (no defense)")
+    unnoised = next((p for p in points if p["sigma"] == 0), None)
+    if unnoised:
+        ax_psnr.axhline(np.mean(unnoised["psnr"]), color="tab:blue", ls=":", label="dp σ = 0 (clipping only, ε = ∞)")
+        ax_acc.axhline(unnoised["accuracy"], color="tab:blue", ls=":", label="dp σ = 0 (clipping only, ε = ∞)")
     for ax, title in ((ax_psnr, f"{attack} attack PSNR (batch 1, untrained LeNet)"),
                       (ax_acc, "test accuracy after 20 rounds (5 clients)")):
         ax.set_xscale("log")
