@@ -21,9 +21,10 @@ import torch
 
 from bench import provenance
 from bench.attack import Attack, Reconstruction
+from bench.conformance.contract import validate_observation, validate_reconstruction
 from bench.data.base import ImageDataset
 from bench.defense import Defense
-from bench.errors import BenchError
+from bench.errors import BenchError, PluginError
 from bench.federated import Federation, FLSettings, TrainingState, start, train
 from bench.metrics import score
 from bench.perceptual import LpipsScorer
@@ -145,6 +146,26 @@ def _cohort(p: Prepared, state: TrainingState, target: int, client: int) -> list
     return out
 
 
+def _valid_observation(p: Prepared, obs: object, num_images: int, target: int) -> Observation:
+    """Refuse a defense that breaks the Observation contract before it produces numbers (one line)."""
+    try:
+        return validate_observation(obs, num_images, p.data.image_shape, p.data.num_classes,
+                                    generator(p.spec.seed, "target", target, "validate"))
+    except PluginError as exc:
+        name = p.spec.defense.name
+        raise PluginError(f"defense {name!r} breaks the Observation contract: {exc} "
+                          f"(`bench check-defense {name}` reports every check)") from None
+
+
+def _valid_reconstruction(p: Prepared, rec: object, obs: Observation) -> Reconstruction:
+    try:
+        return validate_reconstruction(rec, obs)
+    except PluginError as exc:
+        name = p.spec.attack.name
+        raise PluginError(f"attack {name!r} breaks the Reconstruction contract: {exc} "
+                          f"(`bench check-attack {name}` reports every check)") from None
+
+
 def attack_target(p: Prepared, state: TrainingState, target: int, progress: Progress) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
     """One target, start to finish. Returns its row, the true images and the matched reconstruction."""
     client, image_ids, batch = _target_batch(p, target)
@@ -152,9 +173,11 @@ def attack_target(p: Prepared, state: TrainingState, target: int, progress: Prog
     obs: Observation = p.defense.observe(state.server, state.clients[client], batch, _cohort(p, state, target, client),
                                          generator(p.spec.seed, "target", target, "observe"))
     observe_seconds = time.perf_counter() - began
+    obs = _valid_observation(p, obs, len(batch), target)
     began = time.perf_counter()
     rec: Reconstruction = p.attack.reconstruct(obs, generator(p.spec.seed, "target", target, "attack"), progress)
     attack_seconds = time.perf_counter() - began
+    rec = _valid_reconstruction(p, rec, obs)
     truth = p.data.denormalise(batch.x.detach().cpu())
     recon = p.data.denormalise(rec.images.detach().cpu())
     scores = score(truth, recon, batch.y, rec.labels, p.lpips)

@@ -16,9 +16,21 @@ import torch
 from torch import nn
 
 from bench.functional import loss_gradient, sgd_steps
+from bench.options import Option
 from bench.threat import LocalData, Simulator, Tensors, Upload
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+#: The declared options of a plain SGD client; a defense built on it lists them in its ``options``
+#: and builds its protocol with :meth:`SGDProtocol.from_options`.
+SGD_OPTIONS = (
+    Option("lr", float, 0.02, "client learning rate (also the server's step for FedSGD gradients)",
+           min=0.0, min_exclusive=True),
+    Option("local_steps", int, 0, "local SGD steps per round; 0 = local_epochs passes over the local "
+           "data (one batch in the attack setting: FedSGD)", min=0),
+    Option("momentum", float, 0.0, "client SGD momentum", min=0.0, max=1.0),
+    Option("weight_decay", float, 0.0, "client SGD weight decay", min=0.0),
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,12 @@ class SGDProtocol:
     local_epochs: int = 1
     momentum: float = 0.0
     weight_decay: float = 0.0
+
+    @classmethod
+    def from_options(cls, opt: object, local_epochs: int = 1) -> "SGDProtocol":
+        """The protocol of a component that declares :data:`SGD_OPTIONS` (``self.opt``)."""
+        return cls(lr=opt.lr, local_steps=opt.local_steps, local_epochs=local_epochs,  # type: ignore[attr-defined]
+                   momentum=opt.momentum, weight_decay=opt.weight_decay)  # type: ignore[attr-defined]
 
     def schedule(self, data: LocalData, generator: torch.Generator | None = None) -> Batches:
         """The sequence of mini-batches the client trains on (shuffled per epoch when a generator is given)."""

@@ -14,19 +14,11 @@ import torch
 
 from bench.defense import ClientState, Defense, ServerState
 from bench.functional import forward
-from bench.options import Option
-from bench.sgd_client import (SGDProtocol, apply_uploads, client_round, initial_state, observe_sgd_client,
-                              payload_bytes, public_model, sgd_simulator, split_state)
+from bench.sgd_client import (SGD_OPTIONS, SGDProtocol, apply_uploads, client_round, initial_state,
+                              observe_sgd_client, payload_bytes, public_model, sgd_simulator, split_state)
 from bench.threat import LocalData, Observation, PublicKnowledge, Upload
 
-SGD_OPTIONS = (
-    Option("lr", float, 0.02, "client learning rate (also the server's step for FedSGD gradients)",
-           min=0.0, min_exclusive=True),
-    Option("local_steps", int, 0, "local SGD steps per round; 0 = local_epochs passes over the local "
-           "data (one batch in the attack setting: FedSGD)", min=0),
-    Option("momentum", float, 0.0, "client SGD momentum", min=0.0, max=1.0),
-    Option("weight_decay", float, 0.0, "client SGD weight decay", min=0.0),
-)
+__all__ = ["SGD_OPTIONS", "FedAvg"]  # SGD_OPTIONS lives in bench.sgd_client; re-exported for old imports
 
 
 class FedAvg(Defense):
