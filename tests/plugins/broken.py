@@ -113,7 +113,7 @@ class NoVmap(FedAvg):
         obs = super().observe(server, client, target, cohort, generator)
 
         def simulate(x, y, unknowns):
-            if float(x.abs().max()) > 1e6:
+            if float(x.detach().abs().max()) > 1e6:
                 raise ValueError("candidate out of range")
             return obs.simulate(x, y, unknowns)
         return _with(obs, simulate=simulate)
