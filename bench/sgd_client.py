@@ -10,14 +10,17 @@ import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
-from bench.functional import loss_gradient, sgd_steps
+from bench.functional import forward, loss_gradient, sgd_steps
 from bench.options import Option
-from bench.threat import LocalData, Simulator, Tensors, Upload
+from bench.threat import LocalData, PublicKnowledge, Simulator, Tensors, Upload
+
+if TYPE_CHECKING:
+    from bench.defense import FLTask
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -144,6 +147,27 @@ def public_model(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Modu
     copy_ = copy.deepcopy(model)
     copy_.load_state_dict(dict(state))
     return copy_.eval()
+
+
+def predict_logits(model: nn.Module, server: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Logits of the global model (the server's parameters and buffers) in eval mode: ``Defense.predict``
+    of every defense whose clients use the global model as is."""
+    params, buffers = split_state(model, server)
+    model.eval()
+    return forward(model, params, x, buffers)
+
+
+def sgd_public_knowledge(model: nn.Module, server: Mapping[str, torch.Tensor], task: FLTask, target: LocalData,
+                         protocol: SGDProtocol, kind: Literal["gradient", "update"],
+                         **protocol_extra: object) -> PublicKnowledge:
+    """What the server knows about a plain SGD client's computation on ``target``: the model it sent,
+    the task's geometry and normalisation, the protocol (plus ``protocol_extra``, e.g. a defense's
+    public parameters), and that it sees the classifier's weight gradient/update."""
+    return PublicKnowledge(
+        model=public_model(model, server), num_images=len(target), image_shape=task.image_shape,
+        num_classes=task.num_classes, mean=task.mean, std=task.std, observed_kind=kind,
+        classifier_key=f"{task.classifier}.weight",
+        protocol={**protocol.as_dict(), "batch_size": target.batch_size, **protocol_extra})
 
 
 def observe_sgd_client(model: nn.Module, server: Mapping[str, torch.Tensor], target: LocalData,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from bench.commands.check_defense import add_check_args
-from bench.commands.common import choice
+from bench.commands.common import add_component_args, choice
 from bench.conformance import check_attack
 from bench.seeding import resolve_device
 
@@ -17,14 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "unknowns handled. The attack runs with its declared defaults unless "
                                    "--attack-arg says otherwise (e.g. --attack-arg iterations=10 for speed). "
                                    "Exit status 0 when nothing failed, 1 when a check failed, 2 for bad input.")
-    p.add_argument("attack", metavar="NAME", help="registered name, package.module:Class or path/file.py:Class")
-    p.add_argument("--attack-arg", action="append", default=[], metavar="NAME=VALUE",
-                   help="set one of the attack's declared options (repeatable)")
-    p.add_argument("--defense", default="fedavg", metavar="NAME",
-                   help="defense whose observation is attacked (default: fedavg)")
-    p.add_argument("--defense-arg", action="append", default=[], metavar="NAME=VALUE",
-                   help="set one of that defense's options (repeatable)")
-    add_check_args(p)
+    add_check_args(p, "attack")
+    add_component_args(p, "defense", "fedavg")
     p.set_defaults(handler=handle)
 
 

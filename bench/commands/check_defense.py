@@ -8,8 +8,11 @@ from bench.conformance import check_defense
 from bench.seeding import resolve_device
 
 
-def add_check_args(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by check-defense and check-attack."""
+def add_check_args(parser: argparse.ArgumentParser, kind: str) -> None:
+    """Arguments shared by check-defense and check-attack: the component, its options, the tiny case."""
+    parser.add_argument(kind, metavar="NAME", help="registered name, package.module:Class or path/file.py:Class")
+    parser.add_argument(f"--{kind}-arg", action="append", default=[], metavar="NAME=VALUE",
+                        help=f"set one of the {kind}'s declared options (repeatable)")
     add_component_args(parser, "model", None)
     parser.add_argument("--seed", type=int, default=0, help="seed of the tiny case (default: 0)")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
@@ -23,10 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "state sent, determinism under a seed. Prints each check as PASS, FAIL (with "
                                    "the reason), WARN or SKIP. Exit status 0 when nothing failed, 1 when a check "
                                    "failed, 2 for bad input.")
-    p.add_argument("defense", metavar="NAME", help="registered name, package.module:Class or path/file.py:Class")
-    p.add_argument("--defense-arg", action="append", default=[], metavar="NAME=VALUE",
-                   help="set one of the defense's declared options (repeatable)")
-    add_check_args(p)
+    add_check_args(p, "defense")
     p.set_defaults(handler=handle)
 
 

@@ -19,10 +19,9 @@ import torch
 from bench import registry
 from bench.attack import Attack, Reconstruction
 from bench.conformance.case import BATCH, private_head_observation, tiny_case
+from bench.conformance.component import open_report
 from bench.conformance.contract import validate_observation, validate_reconstruction
-from bench.conformance.options import check_options
 from bench.conformance.report import Failed, Report, Warned
-from bench.errors import PluginError
 from bench.seeding import generator, seed_everything
 from bench.setup import Choice
 from bench.threat import Observation
@@ -130,19 +129,10 @@ class AttackChecks:
                 f"optimisable; images {list(rec.images.shape)})")
 
     def run(self) -> Report:
-        report = Report(f"check-attack {self.spec!r}")
-        try:
-            cls = registry.load("attack", self.spec)
-        except PluginError as exc:
-            report.add("interface", "fail", str(exc))
+        report, attack = open_report("attack", self.spec, self.args, created="reconstruct")
+        if attack is None:
             return report
-        report.add("interface", "pass", f"{cls.__module__}.{cls.__qualname__} implements every Attack method")
-        report.check("options", lambda: check_options(cls))
-        try:
-            self.ctx.attack = self.create()
-        except PluginError as exc:
-            report.add("reconstruct", "fail", str(exc))
-            return report
+        self.ctx.attack = attack
         report.title = (f"check-attack {self.spec!r} on a tiny case: {BATCH} synthetic 3x32x32 images, 10 classes, "
                         f"observed through {self.defense.name!r}, seed {self.seed}, device {self.device}")
         report.check("fixture", self.fixture)

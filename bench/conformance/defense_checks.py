@@ -19,12 +19,11 @@ import torch
 
 from bench import registry
 from bench.conformance.case import BATCH, tiny_case
+from bench.conformance.component import open_report
 from bench.conformance.contract import (OBSERVED_KINDS, candidate, check_observation, describe, input_gradients,
                                         require_jsonable, require_x_gradient, simulate_checked, tensor_dict)
-from bench.conformance.options import check_options
 from bench.conformance.report import Failed, Report, Skipped, Warned
 from bench.defense import Defense
-from bench.errors import PluginError
 from bench.seeding import generator, seed_everything
 from bench.setup import Choice, model_choice
 from bench.threat import Tensors, Upload
@@ -307,19 +306,10 @@ class DefenseChecks:
 
     # -- orchestration ---------------------------------------------------------------------------
     def run(self) -> Report:
-        report = Report(f"check-defense {self.spec!r}")
-        try:
-            cls = registry.load("defense", self.spec)
-        except PluginError as exc:
-            report.add("interface", "fail", str(exc))
+        report, defense = open_report("defense", self.spec, self.args, created="setup")
+        if defense is None:
             return report
-        report.add("interface", "pass", f"{cls.__module__}.{cls.__qualname__} implements every Defense method")
-        report.check("options", lambda: check_options(cls))
-        try:
-            self.ctx.defense = self.create()  # bad --defense-arg values are bad input: BenchError, exit 2
-        except PluginError as exc:
-            report.add("setup", "fail", str(exc))
-            return report
+        self.ctx.defense = defense
         model = model_choice(self.model, self.ctx.defense).name
         report.title = (f"check-defense {self.spec!r} on a tiny case: {BATCH} synthetic 3x32x32 images per batch, "
                         f"10 classes, model {model}, seed {self.seed}, device {self.device}")

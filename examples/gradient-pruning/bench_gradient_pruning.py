@@ -18,8 +18,8 @@ the client's SGD on candidate data and zeroes the same entries, which reproduces
 exactly. ``simulator="clean"`` is the attacker DLG evaluated, which matches the unpruned gradient
 of its candidate against the pruned one (``Observation.exact=False``: no candidate reproduces it).
 
-Written only with bench's public API: ``bench.Defense`` and friends, ``bench.sgd_client`` (the
-FedSGD/FedAvg client and its simulator) and ``bench.functional``.
+Written only with bench's public API: ``bench.Defense`` and friends, and ``bench.sgd_client`` (the
+FedSGD/FedAvg client, its simulator and what the server knows about it).
 """
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from bench import ClientState, Defense, LocalData, Observation, Option, PublicKnowledge, ServerState, Upload
-from bench.functional import forward
+from bench import ClientState, Defense, LocalData, Observation, Option, ServerState, Upload
 from bench.sgd_client import (SGD_OPTIONS, SGDProtocol, apply_uploads, client_round, initial_state,
-                              observe_sgd_client, payload_bytes, public_model, sgd_simulator, split_state)
+                              observe_sgd_client, payload_bytes, predict_logits, sgd_public_knowledge,
+                              sgd_simulator)
 
 Tensors = dict[str, torch.Tensor]
 
@@ -99,9 +99,7 @@ class GradientPruning(Defense):
         return apply_uploads(server, uploads, self.protocol.lr)
 
     def predict(self, server: ServerState, client: ClientState, x: torch.Tensor) -> torch.Tensor:
-        params, buffers = split_state(self.model, server)
-        self.model.eval()
-        return forward(self.model, params, x, buffers)
+        return predict_logits(self.model, server, x)
 
     def observe(self, server: ServerState, client: ClientState, target: LocalData,
                 cohort: Sequence[tuple[ClientState, LocalData]], generator: torch.Generator | None) -> Observation:
@@ -115,12 +113,8 @@ class GradientPruning(Defense):
                 return {k: v * masks[k] for k, v in clean(x, y, unknowns).items()}
         else:
             simulate = clean
-        public = PublicKnowledge(
-            model=public_model(self.model, server), num_images=len(target), image_shape=self.task.image_shape,
-            num_classes=self.task.num_classes, mean=self.task.mean, std=self.task.std, observed_kind=kind,
-            classifier_key=f"{self.task.classifier}.weight",
-            protocol={**self.protocol.as_dict(), "batch_size": target.batch_size, "prune_ratio": self.opt.ratio,
-                      "prune_scope": self.opt.scope})
+        public = sgd_public_knowledge(self.model, server, self.task, target, self.protocol, kind,
+                                      prune_ratio=self.opt.ratio, prune_scope=self.opt.scope)
         kept = sum(int(torch.count_nonzero(v)) for v in observed.values()) / sum(v.numel() for v in observed.values())
         masked = self.opt.simulator == "masked"
         return Observation(

@@ -1,6 +1,8 @@
-"""Checks of a component's declared options, shared by every kind of component.
+"""Checks of a component as such, shared by every kind: it loads, and its declared options are sound.
 
-The declaration drives ``--defense-arg`` parsing, ``bench list`` and the config recorded in rows, so
+:func:`open_report` starts a conformance report: the ``interface`` check (the class imports, is a
+subclass of its kind's base class and implements every abstract method), the ``options`` check, and
+the instance built with the user's option values. The options declaration drives ``--defense-arg`` parsing, ``bench list`` and the config recorded in rows, so
 it must be sound: Option instances with unique names and help, defaults that pass their own
 validation, presets that name declared options with valid values, bad values refused with a
 BenchError (a plug-in overriding ``__init__`` must still call ``super().__init__(**values)``), and a
@@ -11,10 +13,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from collections.abc import Mapping
+
+from bench import registry
 from bench.component import Component
 from bench.conformance.contract import first_line, require_jsonable
-from bench.conformance.report import Failed
-from bench.errors import BenchError
+from bench.conformance.report import Failed, Report
+from bench.errors import BenchError, PluginError
 from bench.options import Option
 
 
@@ -102,3 +107,25 @@ def check_options(cls: type[Component]) -> str:
     names = ", ".join(o.name for o in options) or "none"
     presets = f"; presets {', '.join(cls.presets)}" if cls.presets else ""
     return f"{len(options)} declared ({names}){presets}; defaults valid; {refused} invalid values refused"
+
+
+def open_report(kind: str, spec: str, args: Mapping[str, Any], created: str) -> tuple[Report, Component | None]:
+    """A report holding the ``interface`` and ``options`` checks, and the component built with ``args``.
+
+    The component is None when it cannot be built (a failed check named ``created`` says why). Bad
+    ``args`` or an unknown ``spec`` are bad input: the BenchError propagates (exit status 2).
+    """
+    report = Report(f"check-{kind} {spec!r}")
+    try:
+        cls = registry.load(kind, spec)
+    except PluginError as exc:
+        report.add("interface", "fail", str(exc))
+        return report, None
+    base = registry.KINDS[kind].base.__name__
+    report.add("interface", "pass", f"{cls.__module__}.{cls.__qualname__} implements every {base} method")
+    report.check("options", lambda: check_options(cls))
+    try:
+        return report, registry.create(kind, spec, args)
+    except PluginError as exc:
+        report.add(created, "fail", str(exc))
+        return report, None
