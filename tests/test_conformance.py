@@ -188,3 +188,11 @@ def test_validate_reconstruction(images, labels, fragment):
     with pytest.raises(BenchError) as exc:
         validate_reconstruction(Reconstruction(images, labels, 1.0, 3), obs)
     assert fragment in str(exc.value)
+
+
+@pytest.mark.parametrize("command", ["check-defense", "check-attack"])
+def test_check_commands_have_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and f"usage: bench {command}" in out and "Exit status 0" in out
