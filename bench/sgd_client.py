@@ -10,17 +10,15 @@ import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
+from bench.defense import Defense, FLTask, ServerState
 from bench.functional import forward, loss_gradient, sgd_steps
 from bench.options import Option
 from bench.threat import LocalData, PublicKnowledge, Simulator, Tensors, Upload
-
-if TYPE_CHECKING:
-    from bench.defense import FLTask
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -193,3 +191,30 @@ def sgd_simulator(model: nn.Module, server: Mapping[str, torch.Tensor], batch_si
         return payload
 
     return simulate
+
+
+class SGDDefense(Defense):
+    """Base of defenses in the FedAvg family: clients run the plain SGD client on the global model and
+    the server averages what they send; a subclass changes only what is sent (``client_update``) and
+    what the server observes (``observe``), e.g. by pruning, masking or adding noise.
+
+    Supplies ``setup`` (``self.model``, ``self.protocol`` from the declared :data:`SGD_OPTIONS`),
+    ``init_server`` (a fresh network's state), ``aggregate`` (:func:`apply_uploads`) and ``predict``
+    (:func:`predict_logits`). Declare ``options = (..., *SGD_OPTIONS)``.
+    """
+
+    options = SGD_OPTIONS
+
+    def setup(self, task: FLTask) -> None:
+        super().setup(task)
+        self.model = task.new_model()
+        self.protocol = SGDProtocol.from_options(self.opt, task.local_epochs)
+
+    def init_server(self) -> ServerState:
+        return initial_state(self.task.new_model())
+
+    def aggregate(self, server: ServerState, uploads: Sequence[Upload]) -> ServerState:
+        return apply_uploads(server, uploads, self.protocol.lr)
+
+    def predict(self, server: ServerState, client: Tensors, x: torch.Tensor) -> torch.Tensor:
+        return predict_logits(self.model, server, x)

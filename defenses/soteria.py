@@ -16,7 +16,7 @@ What the server can use: it receives the masked gradient, so it sees which colum
 replay (exact); ``simulator="clean"`` is the attacker of the paper's evaluation, which matches the
 unmodified gradient of its candidate (``Observation.exact=False``).
 
-Written only with bench's public API (``bench.Defense``, ``bench.sgd_client``, ``bench.functional``).
+Written only with bench's public API (``bench.sgd_client.SGDDefense`` and the SGD client, ``bench.functional``).
 """
 from __future__ import annotations
 
@@ -26,11 +26,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from bench import ClientState, Defense, LocalData, Observation, Option, ServerState, Upload
+from bench import ClientState, LocalData, Observation, Option, ServerState, Upload
 from bench.functional import forward
-from bench.sgd_client import (SGD_OPTIONS, SGDProtocol, apply_uploads, client_round, initial_state,
-                              observe_sgd_client, payload_bytes, predict_logits, sgd_public_knowledge,
-                              sgd_simulator, split_state)
+from bench.sgd_client import (SGD_OPTIONS, SGDDefense, client_round, observe_sgd_client, payload_bytes,
+                              sgd_public_knowledge, sgd_simulator, split_state)
 
 Tensors = dict[str, torch.Tensor]
 #: Added to the representation in the score's denominator, as in the authors' code.
@@ -76,7 +75,7 @@ def column_mask(scores: torch.Tensor, ratio: float) -> torch.Tensor:
     return (scores.abs() >= threshold).to(scores.dtype)
 
 
-class Soteria(Defense):
+class Soteria(SGDDefense):
     """Soteria (Sun et al. 2021): zero the head's gradient columns of the features that reveal the input most."""
 
     name = "soteria"
@@ -92,8 +91,6 @@ class Soteria(Defense):
 
     def setup(self, task) -> None:
         super().setup(task)
-        self.model = task.new_model()
-        self.protocol = SGDProtocol.from_options(self.opt, task.local_epochs)
         self.weight = f"{task.classifier}.weight"
 
     def defend(self, server: ServerState, payload: Mapping[str, torch.Tensor], x: torch.Tensor
@@ -104,21 +101,12 @@ class Soteria(Defense):
         mask = mask.to(payload[self.weight])
         return {**payload, self.weight: payload[self.weight] * mask}, mask
 
-    def init_server(self) -> ServerState:
-        return initial_state(self.task.new_model())
-
     def client_update(self, server: ServerState, client: ClientState, data: LocalData,
                       generator: torch.Generator | None) -> Upload:
         upload = client_round(self.model, server, data, self.protocol, generator)
         payload, _ = self.defend(server, upload.payload, data.x)
         metrics = {**upload.metrics, "bytes_uploaded": payload_bytes(payload) + payload_bytes(upload.buffers)}
         return dataclasses.replace(upload, payload=payload, metrics=metrics)
-
-    def aggregate(self, server: ServerState, uploads: Sequence[Upload]) -> ServerState:
-        return apply_uploads(server, uploads, self.protocol.lr)
-
-    def predict(self, server: ServerState, client: ClientState, x: torch.Tensor) -> torch.Tensor:
-        return predict_logits(self.model, server, x)
 
     def observe(self, server: ServerState, client: ClientState, target: LocalData,
                 cohort: Sequence[tuple[ClientState, LocalData]], generator: torch.Generator | None) -> Observation:

@@ -18,8 +18,9 @@ the client's SGD on candidate data and zeroes the same entries, which reproduces
 exactly. ``simulator="clean"`` is the attacker DLG evaluated, which matches the unpruned gradient
 of its candidate against the pruned one (``Observation.exact=False``: no candidate reproduces it).
 
-Written only with bench's public API: ``bench.Defense`` and friends, and ``bench.sgd_client`` (the
-FedSGD/FedAvg client, its simulator and what the server knows about it).
+Written only with bench's public API: ``bench.sgd_client.SGDDefense`` (a ``bench.Defense`` whose
+clients run the plain FedSGD/FedAvg client: it supplies setup, init_server, aggregate and predict),
+the SGD client, its simulator and what the server knows about it.
 """
 from __future__ import annotations
 
@@ -29,10 +30,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from bench import ClientState, Defense, LocalData, Observation, Option, ServerState, Upload
-from bench.sgd_client import (SGD_OPTIONS, SGDProtocol, apply_uploads, client_round, initial_state,
-                              observe_sgd_client, payload_bytes, predict_logits, sgd_public_knowledge,
-                              sgd_simulator)
+from bench import ClientState, LocalData, Observation, Option, ServerState, Upload
+from bench.sgd_client import (SGD_OPTIONS, SGDDefense, client_round, observe_sgd_client, payload_bytes,
+                              sgd_public_knowledge, sgd_simulator)
 
 Tensors = dict[str, torch.Tensor]
 
@@ -63,7 +63,7 @@ def sparse_bytes(tensors: Mapping[str, torch.Tensor]) -> int:
     return total
 
 
-class GradientPruning(Defense):
+class GradientPruning(SGDDefense):
     """Gradient pruning (DLG, Zhu et al. 2019): clients zero the smallest-magnitude fraction of what they send."""
 
     name = "pruning"
@@ -80,26 +80,12 @@ class GradientPruning(Defense):
     )
     presets = {"dlg-paper": {"simulator": "clean"}}
 
-    def setup(self, task) -> None:
-        super().setup(task)
-        self.model = task.new_model()
-        self.protocol = SGDProtocol.from_options(self.opt, task.local_epochs)
-
-    def init_server(self) -> ServerState:
-        return initial_state(self.task.new_model())
-
     def client_update(self, server: ServerState, client: ClientState, data: LocalData,
                       generator: torch.Generator | None) -> Upload:
         upload = client_round(self.model, server, data, self.protocol, generator)
         payload = prune(upload.payload, self.opt.ratio, self.opt.scope)
         metrics = {**upload.metrics, "bytes_uploaded": sparse_bytes(payload) + payload_bytes(upload.buffers)}
         return dataclasses.replace(upload, payload=payload, metrics=metrics)
-
-    def aggregate(self, server: ServerState, uploads: Sequence[Upload]) -> ServerState:
-        return apply_uploads(server, uploads, self.protocol.lr)
-
-    def predict(self, server: ServerState, client: ClientState, x: torch.Tensor) -> torch.Tensor:
-        return predict_logits(self.model, server, x)
 
     def observe(self, server: ServerState, client: ClientState, target: LocalData,
                 cohort: Sequence[tuple[ClientState, LocalData]], generator: torch.Generator | None) -> Observation:
