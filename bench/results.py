@@ -65,9 +65,9 @@ def append_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
     atomic_write_bytes(path, old + new.encode())
 
 
-def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """All valid rows of a JSON Lines file, and one message per skipped line (with its line number)."""
-    rows: list[dict[str, Any]] = []
+def read_numbered_rows(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    """Every valid row with its line number, and one message per skipped line (with its line number)."""
+    rows: list[tuple[int, dict[str, Any]]] = []
     problems: list[str] = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, start=1):
@@ -81,5 +81,11 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
             if not isinstance(row, dict):
                 problems.append(f"{path}:{number}: skipped, not a JSON object")
                 continue
-            rows.append(row)
+            rows.append((number, row))
     return rows, problems
+
+
+def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """All valid rows of a JSON Lines file, and one message per skipped line (with its line number)."""
+    numbered, problems = read_numbered_rows(path)
+    return [row for _, row in numbered], problems
