@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.progress import TqdmProgress
-from bench.results import RESULTS_FILE, atomic_write_bytes, read_rows, to_jsonable
+from bench.results import RESULTS_FILE, atomic_write_bytes, read_rows
 from bench.sweeps.cells import Outcome, cell_lock, compute, execute, finalize, restore, snapshot
 from bench.sweeps.config import SweepConfig
 from bench.sweeps.layout import CELLS_DIR, DONE_FILE, PLAN_FILE, cell_dir, is_done
@@ -47,7 +47,7 @@ def write_if_changed(path: Path, data: bytes) -> bool:
 
 def write_plan(root: Path, cfg: SweepConfig, cells: Sequence[Cell]) -> None:
     """``sweep.json``: the cells of the current grid (readers take only these from ``cells/``)."""
-    plan = {"format": 1, "source": str(cfg.source), "config": to_jsonable(json.loads(json.dumps(cfg.raw, default=str))),
+    plan = {"format": 1, "source": str(cfg.source), "config": json.loads(json.dumps(cfg.raw, default=str)),
             "cells": [{"id": c.id, "kind": c.kind, "label": c.label} for c in cells]}
     root.mkdir(parents=True, exist_ok=True)
     write_if_changed(root / PLAN_FILE, (json.dumps(plan, indent=1) + "\n").encode())
