@@ -194,3 +194,22 @@ def test_unwritable_output_dir(tmp_path, capsys):
     assert main(["sweep", str(path)]) == 2
     err = capsys.readouterr().err
     assert "is not writable" in err and err.count("\n") == 1
+
+
+def test_a_cell_with_missing_or_duplicated_rows_is_never_marked_done(tmp_path):
+    from bench.sweeps.cells import finish
+    from bench.sweeps.config import load_config
+    from bench.sweeps.plan import plan
+
+    path, out = config(tmp_path, train="false")
+    cell = plan(load_config(path))[0][0]
+    directory = out / "cells" / cell.id
+    directory.mkdir(parents=True)
+    row = {"kind": "attack", "run_id": cell.id, "target": 0}
+    for rows in ([row], [row, row], [row, {**row, "target": 1}, {**row, "run_id": "other"}]):
+        (directory / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        outcome = finish(cell, directory, 1.0, None)
+        assert outcome.status == "failed" and "not marked done" in outcome.error
+        assert not (directory / DONE_FILE).exists()
+    (directory / "results.jsonl").write_text(json.dumps(row) + "\n" + json.dumps({**row, "target": 1}) + "\n")
+    assert finish(cell, directory, 1.0, None).status == "done" and (directory / DONE_FILE).exists()

@@ -159,8 +159,8 @@ def reconstruction_grid(table: Table, frame: pd.DataFrame, max_images: int) -> t
     n_rows, n_cols = len(table.entries), len(table.attacks)
     widest = max((s.shape[1] for s, _ in strips.values()), default=100)
     tallest = max((s.shape[0] for s, _ in strips.values()), default=65)
-    scale = 2.2 / max(widest, tallest * 2.2)  # inches per pixel: a cell of at most ~2.2 in wide, kept crisp
-    cell_w, cell_h = max(2.2, widest * scale * 1.05), tallest * scale + 0.55
+    scale = 3.4 / max(widest, tallest * 2.2)  # inches per pixel: a cell at most ~3.4 in wide (~3x zoom at 32 px)
+    cell_w, cell_h = max(2.4, widest * scale * 1.05), tallest * scale + 0.55
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell_w * n_cols + 1.6, cell_h * n_rows + 0.4), squeeze=False)
     for r, e in enumerate(table.entries):
         for c, attack in enumerate(table.attacks):

@@ -103,6 +103,18 @@ def finalize(cell: Cell, directory: Path, seconds: float) -> None:
     atomic_write_bytes(directory / DONE_FILE, (json.dumps(done, indent=1) + "\n").encode())
 
 
+def finish(cell: Cell, directory: Path, seconds: float, error: str | None) -> Outcome:
+    """Mark the cell done if its work succeeded and its rows check out (call under the cell's lock)."""
+    if error is None:
+        try:
+            finalize(cell, directory, seconds)
+        except RuntimeError as exc:  # incomplete or duplicated rows: never marked done
+            error = str(exc)
+    if error is not None:
+        return Outcome(cell.id, cell.label, "failed", seconds, error)
+    return Outcome(cell.id, cell.label, "done", seconds)
+
+
 def execute(cell: Cell, root: Path, progress: Progress | None = None) -> Outcome:
     """Run a cell of the sweep in ``root`` unless it is finished (the local executors' unit of work)."""
     directory = cell_dir(root, cell.id)
@@ -113,10 +125,7 @@ def execute(cell: Cell, root: Path, progress: Progress | None = None) -> Outcome
         began = time.perf_counter()
         error = compute(cell, directory, progress)
         seconds = time.perf_counter() - began
-        if error is not None:
-            return Outcome(cell.id, cell.label, "failed", seconds, error)
-        finalize(cell, directory, seconds)
-        return Outcome(cell.id, cell.label, "done", seconds)
+        return finish(cell, directory, seconds, error)
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:

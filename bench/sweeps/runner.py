@@ -21,7 +21,7 @@ from typing import Any
 from bench.errors import BenchError
 from bench.progress import TqdmProgress
 from bench.results import RESULTS_FILE, atomic_write_bytes, read_rows
-from bench.sweeps.cells import Outcome, cell_lock, compute, execute, finalize, restore, snapshot
+from bench.sweeps.cells import Outcome, cell_lock, compute, execute, finish, restore, snapshot
 from bench.sweeps.config import SweepConfig
 from bench.sweeps.layout import CELLS_DIR, DONE_FILE, PLAN_FILE, cell_dir, is_done
 from bench.sweeps.plan import Cell
@@ -153,10 +153,7 @@ def _accept(cell: Cell, root: Path, result: tuple[str | None, float, dict[str, b
         if (directory / DONE_FILE).is_file():
             return Outcome(cell.id, cell.label, "skipped")
         restore(directory, files)  # partial rows of a failed cell are kept: the next run resumes them
-        if error is not None:
-            return Outcome(cell.id, cell.label, "failed", seconds, error)
-        finalize(cell, directory, seconds)
-    return Outcome(cell.id, cell.label, "done", seconds)
+        return finish(cell, directory, seconds, error)
 
 
 def run_ray(cells: Sequence[Cell], root: Path, report: Report, address: str | None) -> None:
