@@ -22,17 +22,19 @@ import torch
 from bench import provenance
 from bench.attack import Attack, Reconstruction
 from bench.conformance.contract import validate_observation, validate_reconstruction
-from bench.data.base import ImageDataset
+from bench.data.base import Dataset, ImageDataset
 from bench.defense import Defense
 from bench.errors import BenchError, PluginError
 from bench.federated import Federation, FLSettings, TrainingState, start, train
 from bench.metrics import score
+from bench.models.base import Model
 from bench.perceptual import LpipsScorer
 from bench.progress import Progress, SilentProgress
 from bench.reports.grids import save_grid, save_pair_png
 from bench.results import RESULTS_FILE, append_rows, read_rows
 from bench.seeding import generator, resolve_device
-from bench.setup import Choice, build_task, create_attack, create_defense, load_dataset, model_choice
+from bench.setup import (Choice, build_task, create_attack, create_defense, data_and_model_components, load_dataset,
+                         model_choice)
 from bench.threat import LocalData, Observation
 
 
@@ -110,7 +112,13 @@ def prepare(spec: RunSpec) -> Prepared:
         raise BenchError(f"--batch-size {spec.batch_size} exceeds a client's {smallest} training examples; "
                          f"use a smaller batch or fewer --clients")
     lpips = LpipsScorer(spec.lpips_weights, device)
-    config = {
+    config = _config(spec, defense, attack, dataset, model, model_component)
+    return Prepared(spec, defense, attack, data, federation, device, config, run_id(config), lpips)
+
+
+def _config(spec: RunSpec, defense: Defense, attack: Attack, dataset: Dataset, model: Choice,
+            model_component: Model) -> dict[str, Any]:
+    return {
         "defense": {"name": spec.defense.name, **defense.config},
         "attack": {"name": spec.attack.name, **attack.config},
         "dataset": {"name": spec.dataset.name, **dataset.config},
@@ -118,7 +126,16 @@ def prepare(spec: RunSpec) -> Prepared:
         "run": {"batch_size": spec.batch_size, "num_targets": spec.num_targets, "seed": spec.seed,
                 "attack_round": spec.attack_round, "federation": asdict(spec.federation)},
     }
-    return Prepared(spec, defense, attack, data, federation, device, config, run_id(config), lpips)
+
+
+def resolved_config(spec: RunSpec) -> dict[str, Any]:
+    """The config ``run(spec)`` records (and hashes into its ``run_id``), without loading any data.
+
+    Sweeps use it to give each cell a stable id and to validate names and options up front.
+    """
+    defense, attack = create_defense(spec.defense), create_attack(spec.attack)
+    dataset, model, model_component = data_and_model_components(spec.dataset, spec.model, defense)
+    return _config(spec, defense, attack, dataset, model, model_component)
 
 
 def _target_batch(p: Prepared, target: int) -> tuple[int, torch.Tensor, LocalData]:
