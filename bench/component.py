@@ -1,6 +1,7 @@
 """Base of every pluggable piece: a name, a one-line description, declared options and presets."""
 from __future__ import annotations
 
+from abc import ABC
 from collections.abc import Mapping
 from types import MappingProxyType, SimpleNamespace
 from typing import Any, ClassVar
@@ -8,11 +9,13 @@ from typing import Any, ClassVar
 from bench.options import Option, resolve_options
 
 
-class Component:
+class Component(ABC):
     """Something a user selects by name and configures with declared options.
 
     Subclasses set the class attributes; instances get ``self.config`` (every option resolved and
     validated, recorded verbatim in result rows) and ``self.opt`` (the same values as attributes).
+    An abstract base (``ABC``), so a subclass that misses one of its kind's ``@abstractmethod`` s
+    cannot be instantiated and the registry refuses it by name.
     """
 
     kind: ClassVar[str] = "component"

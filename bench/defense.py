@@ -99,3 +99,15 @@ class Defense(Component):
         ``cohort`` are other clients taking part in the same round (with their states and data),
         for defenses that reveal only an aggregate. Must not mutate ``server`` or ``client``.
         """
+
+    def true_unknowns(self, client: ClientState, obs: Observation) -> Tensors | None:
+        """The true values of ``obs.unknowns`` for this client, or ``None`` when they cannot be given.
+
+        Never shown to an attack: ``bench check-defense`` uses them to verify that ``simulate`` on the
+        true inputs reproduces what was observed, and that the server's guesses are not the truth.
+        The default looks each unknown up under the same name in the client's private state;
+        override it when the names differ.
+        """
+        if not all(name in client for name in obs.unknowns):
+            return None
+        return {name: client[name] for name in obs.unknowns}

@@ -12,6 +12,12 @@ class BenchError(Exception):
     """A user-facing error: bad input, missing data, an invalid plug-in. One line, no traceback."""
 
 
+class PluginError(BenchError):
+    """A component that loads but breaks its contract (fails to import, misses a method, returns the
+    wrong shapes, a simulator that is not differentiable). ``bench run`` refuses it like any bad
+    input (exit status 2); ``bench check-defense``/``check-attack`` report it as a failed check."""
+
+
 def choices_text(choices: Iterable[object]) -> str:
     """Render the valid choices for an error message, e.g. ``'a', 'b' or 'c'``."""
     items = [repr(str(c)) for c in choices]

@@ -21,17 +21,20 @@ import torch
 
 from bench import provenance
 from bench.attack import Attack, Reconstruction
-from bench.data.base import ImageDataset
+from bench.conformance.contract import validate_observation, validate_reconstruction
+from bench.data.base import Dataset, ImageDataset
 from bench.defense import Defense
-from bench.errors import BenchError
+from bench.errors import BenchError, PluginError
 from bench.federated import Federation, FLSettings, TrainingState, start, train
 from bench.metrics import score
+from bench.models.base import Model
 from bench.perceptual import LpipsScorer
 from bench.progress import Progress, SilentProgress
 from bench.reports.grids import save_grid, save_pair_png
 from bench.results import RESULTS_FILE, append_rows, read_rows
 from bench.seeding import generator, resolve_device
-from bench.setup import Choice, build_task, create_attack, create_defense, load_dataset, model_choice
+from bench.setup import (Choice, build_task, create_attack, create_defense, data_and_model_components, load_dataset,
+                         model_choice)
 from bench.threat import LocalData, Observation
 
 
@@ -109,7 +112,13 @@ def prepare(spec: RunSpec) -> Prepared:
         raise BenchError(f"--batch-size {spec.batch_size} exceeds a client's {smallest} training examples; "
                          f"use a smaller batch or fewer --clients")
     lpips = LpipsScorer(spec.lpips_weights, device)
-    config = {
+    config = _config(spec, defense, attack, dataset, model, model_component)
+    return Prepared(spec, defense, attack, data, federation, device, config, run_id(config), lpips)
+
+
+def _config(spec: RunSpec, defense: Defense, attack: Attack, dataset: Dataset, model: Choice,
+            model_component: Model) -> dict[str, Any]:
+    return {
         "defense": {"name": spec.defense.name, **defense.config},
         "attack": {"name": spec.attack.name, **attack.config},
         "dataset": {"name": spec.dataset.name, **dataset.config},
@@ -117,7 +126,16 @@ def prepare(spec: RunSpec) -> Prepared:
         "run": {"batch_size": spec.batch_size, "num_targets": spec.num_targets, "seed": spec.seed,
                 "attack_round": spec.attack_round, "federation": asdict(spec.federation)},
     }
-    return Prepared(spec, defense, attack, data, federation, device, config, run_id(config), lpips)
+
+
+def resolved_config(spec: RunSpec) -> dict[str, Any]:
+    """The config ``run(spec)`` records (and hashes into its ``run_id``), without loading any data.
+
+    Sweeps use it to give each cell a stable id and to validate names and options up front.
+    """
+    defense, attack = create_defense(spec.defense), create_attack(spec.attack)
+    dataset, model, model_component = data_and_model_components(spec.dataset, spec.model, defense)
+    return _config(spec, defense, attack, dataset, model, model_component)
 
 
 def _target_batch(p: Prepared, target: int) -> tuple[int, torch.Tensor, LocalData]:
@@ -145,6 +163,26 @@ def _cohort(p: Prepared, state: TrainingState, target: int, client: int) -> list
     return out
 
 
+def _valid_observation(p: Prepared, obs: object, num_images: int, target: int) -> Observation:
+    """Refuse a defense that breaks the Observation contract before it produces numbers (one line)."""
+    try:
+        return validate_observation(obs, num_images, p.data.image_shape, p.data.num_classes,
+                                    generator(p.spec.seed, "target", target, "validate"))
+    except PluginError as exc:
+        name = p.spec.defense.name
+        raise PluginError(f"defense {name!r} breaks the Observation contract: {exc} "
+                          f"(`bench check-defense {name}` reports every check)") from None
+
+
+def _valid_reconstruction(p: Prepared, rec: object, obs: Observation) -> Reconstruction:
+    try:
+        return validate_reconstruction(rec, obs)
+    except PluginError as exc:
+        name = p.spec.attack.name
+        raise PluginError(f"attack {name!r} breaks the Reconstruction contract: {exc} "
+                          f"(`bench check-attack {name}` reports every check)") from None
+
+
 def attack_target(p: Prepared, state: TrainingState, target: int, progress: Progress) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
     """One target, start to finish. Returns its row, the true images and the matched reconstruction."""
     client, image_ids, batch = _target_batch(p, target)
@@ -152,9 +190,11 @@ def attack_target(p: Prepared, state: TrainingState, target: int, progress: Prog
     obs: Observation = p.defense.observe(state.server, state.clients[client], batch, _cohort(p, state, target, client),
                                          generator(p.spec.seed, "target", target, "observe"))
     observe_seconds = time.perf_counter() - began
+    obs = _valid_observation(p, obs, len(batch), target)
     began = time.perf_counter()
     rec: Reconstruction = p.attack.reconstruct(obs, generator(p.spec.seed, "target", target, "attack"), progress)
     attack_seconds = time.perf_counter() - began
+    rec = _valid_reconstruction(p, rec, obs)
     truth = p.data.denormalise(batch.x.detach().cpu())
     recon = p.data.denormalise(rec.images.detach().cpu())
     scores = score(truth, recon, batch.y, rec.labels, p.lpips)

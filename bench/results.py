@@ -44,6 +44,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); results and reports are meant to be shared and served
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -65,9 +67,9 @@ def append_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
     atomic_write_bytes(path, old + new.encode())
 
 
-def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """All valid rows of a JSON Lines file, and one message per skipped line (with its line number)."""
-    rows: list[dict[str, Any]] = []
+def read_numbered_rows(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    """Every valid row with its line number, and one message per skipped line (with its line number)."""
+    rows: list[tuple[int, dict[str, Any]]] = []
     problems: list[str] = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, start=1):
@@ -81,5 +83,11 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
             if not isinstance(row, dict):
                 problems.append(f"{path}:{number}: skipped, not a JSON object")
                 continue
-            rows.append(row)
+            rows.append((number, row))
     return rows, problems
+
+
+def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """All valid rows of a JSON Lines file, and one message per skipped line (with its line number)."""
+    numbered, problems = read_numbered_rows(path)
+    return [row for _, row in numbered], problems

@@ -50,6 +50,13 @@ def model_choice(model: Choice | None, defense: Defense) -> Choice:
     return model or Choice(type(defense).default_model or DEFAULT_MODEL)
 
 
+def data_and_model_components(dataset: Choice, model: Choice | None, defense: Defense) -> tuple[Dataset, Choice, Model]:
+    """The data-set and model components with validated options, nothing loaded or built (cheap)."""
+    model = model_choice(model, defense)
+    return (cast(Dataset, registry.create("dataset", dataset.name, dataset.args)), model,
+            cast(Model, registry.create("model", model.name, model.args)))
+
+
 def build_task(model: Choice, data: ImageDataset, device: torch.device, local_epochs: int = 1) -> tuple[Model, FLTask]:
     component = cast(Model, registry.create("model", model.name, model.args))
     shape, classes = data.image_shape, data.num_classes

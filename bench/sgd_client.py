@@ -15,10 +15,23 @@ from typing import Literal
 import torch
 from torch import nn
 
-from bench.functional import GradientFn, loss_gradient, sgd_steps
-from bench.threat import LocalData, Simulator, Tensors, Upload
+from bench.defense import Defense, FLTask, ServerState
+from bench.functional import GradientFn, forward, loss_gradient, sgd_steps
+from bench.options import Option
+from bench.threat import LocalData, PublicKnowledge, Simulator, Tensors, Upload
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+#: The declared options of a plain SGD client; a defense built on it lists them in its ``options``
+#: and builds its protocol with :meth:`SGDProtocol.from_options`.
+SGD_OPTIONS = (
+    Option("lr", float, 0.02, "client learning rate (also the server's step for FedSGD gradients)",
+           min=0.0, min_exclusive=True),
+    Option("local_steps", int, 0, "local SGD steps per round; 0 = local_epochs passes over the local "
+           "data (one batch in the attack setting: FedSGD)", min=0),
+    Option("momentum", float, 0.0, "client SGD momentum", min=0.0, max=1.0),
+    Option("weight_decay", float, 0.0, "client SGD weight decay", min=0.0),
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,12 @@ class SGDProtocol:
     local_epochs: int = 1
     momentum: float = 0.0
     weight_decay: float = 0.0
+
+    @classmethod
+    def from_options(cls, opt: object, local_epochs: int = 1) -> "SGDProtocol":
+        """The protocol of a component that declares :data:`SGD_OPTIONS` (``self.opt``)."""
+        return cls(lr=opt.lr, local_steps=opt.local_steps, local_epochs=local_epochs,  # type: ignore[attr-defined]
+                   momentum=opt.momentum, weight_decay=opt.weight_decay)  # type: ignore[attr-defined]
 
     def schedule(self, data: LocalData, generator: torch.Generator | None = None) -> Batches:
         """The sequence of mini-batches the client trains on (shuffled per epoch when a generator is given)."""
@@ -132,6 +151,27 @@ def public_model(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Modu
     return copy_.eval()
 
 
+def predict_logits(model: nn.Module, server: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Logits of the global model (the server's parameters and buffers) in eval mode: ``Defense.predict``
+    of every defense whose clients use the global model as is."""
+    params, buffers = split_state(model, server)
+    model.eval()
+    return forward(model, params, x, buffers)
+
+
+def sgd_public_knowledge(model: nn.Module, server: Mapping[str, torch.Tensor], task: FLTask, target: LocalData,
+                         protocol: SGDProtocol, kind: Literal["gradient", "update"],
+                         **protocol_extra: object) -> PublicKnowledge:
+    """What the server knows about a plain SGD client's computation on ``target``: the model it sent,
+    the task's geometry and normalisation, the protocol (plus ``protocol_extra``, e.g. a defense's
+    public parameters), and that it sees the classifier's weight gradient/update."""
+    return PublicKnowledge(
+        model=public_model(model, server), num_images=len(target), image_shape=task.image_shape,
+        num_classes=task.num_classes, mean=task.mean, std=task.std, observed_kind=kind,
+        classifier_key=f"{task.classifier}.weight",
+        protocol={**protocol.as_dict(), "batch_size": target.batch_size, **protocol_extra})
+
+
 def observe_sgd_client(model: nn.Module, server: Mapping[str, torch.Tensor], target: LocalData,
                        protocol: SGDProtocol, gradient: GradientFn = loss_gradient) -> tuple[Tensors, Literal["gradient", "update"]]:
     """What a plain SGD client sends for ``target`` in the attack setting: eval mode (as Inverting
@@ -156,3 +196,30 @@ def sgd_simulator(model: nn.Module, server: Mapping[str, torch.Tensor], batch_si
         return payload
 
     return simulate
+
+
+class SGDDefense(Defense):
+    """Base of defenses in the FedAvg family: clients run the plain SGD client on the global model and
+    the server averages what they send; a subclass changes only what is sent (``client_update``) and
+    what the server observes (``observe``), e.g. by pruning, masking or adding noise.
+
+    Supplies ``setup`` (``self.model``, ``self.protocol`` from the declared :data:`SGD_OPTIONS`),
+    ``init_server`` (a fresh network's state), ``aggregate`` (:func:`apply_uploads`) and ``predict``
+    (:func:`predict_logits`). Declare ``options = (..., *SGD_OPTIONS)``.
+    """
+
+    options = SGD_OPTIONS
+
+    def setup(self, task: FLTask) -> None:
+        super().setup(task)
+        self.model = task.new_model()
+        self.protocol = SGDProtocol.from_options(self.opt, task.local_epochs)
+
+    def init_server(self) -> ServerState:
+        return initial_state(self.task.new_model())
+
+    def aggregate(self, server: ServerState, uploads: Sequence[Upload]) -> ServerState:
+        return apply_uploads(server, uploads, self.protocol.lr)
+
+    def predict(self, server: ServerState, client: Tensors, x: torch.Tensor) -> torch.Tensor:
+        return predict_logits(self.model, server, x)

@@ -128,6 +128,10 @@ class Observation:
     ``knowledge`` names the attacker's knowledge level, recorded in every result row. ``notes`` are
     plain-language caveats about this threat model, also recorded. ``metrics`` are what the defense
     reports about this exchange (bytes sent, seconds, privacy spent), copied into the row.
+    ``exact`` says whether ``simulate`` on the client's true inputs (and true unknowns) reproduces
+    ``observed`` up to floating-point error; a defense whose client adds randomness or loss the server
+    cannot replay (DP noise, quantisation, a defense-unaware simulator) sets it False, and the
+    conformance check (``bench check-defense``) then does not demand that equality.
     """
 
     observed: Tensors
@@ -137,6 +141,7 @@ class Observation:
     knowledge: str = "full"
     notes: tuple[str, ...] = ()
     metrics: Mapping[str, Any] = field(default_factory=dict)
+    exact: bool = True
 
     def unknown_guesses(self) -> Tensors:
         return {name: u.guess for name, u in self.unknowns.items()}

@@ -15,12 +15,15 @@ from typing import Any
 import numpy as np
 
 from bench import provenance
+from bench.data.base import Dataset
+from bench.defense import Defense
 from bench.errors import BenchError
 from bench.experiment import run_id
 from bench.federated import Federation, FLSettings, train
+from bench.models.base import Model
 from bench.results import RESULTS_FILE, append_rows
 from bench.seeding import resolve_device
-from bench.setup import Choice, build_task, create_defense, load_dataset, model_choice
+from bench.setup import Choice, build_task, create_defense, data_and_model_components, load_dataset, model_choice
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,20 @@ class TrainSpec:
     device: str = "auto"
     data_root: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the preset used, recorded verbatim
+
+
+def _config(spec: TrainSpec, defense: Defense, dataset: Dataset, model: Choice, model_component: Model) -> dict[str, Any]:
+    return {"defense": {"name": spec.defense.name, **defense.config},
+            "dataset": {"name": spec.dataset.name, **dataset.config},
+            "model": {"name": model.name, **model_component.config},
+            "run": {"seed": spec.seed, "federation": asdict(spec.federation), **spec.extra}}
+
+
+def resolved_config(spec: TrainSpec) -> dict[str, Any]:
+    """The config ``run_training(spec)`` records (and hashes into its ``run_id``), without loading data."""
+    defense = create_defense(spec.defense)
+    dataset, model, model_component = data_and_model_components(spec.dataset, spec.model, defense)
+    return _config(spec, defense, dataset, model, model_component)
 
 
 def run_training(spec: TrainSpec, on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -56,10 +73,7 @@ def run_training(spec: TrainSpec, on_round: Callable[[dict[str, Any]], None] | N
     model_component, task = build_task(model, data, device, settings.local_epochs)
     defense.setup(task)
     federation = Federation(data, settings, spec.seed, device)
-    config = {"defense": {"name": spec.defense.name, **defense.config},
-              "dataset": {"name": spec.dataset.name, **dataset.config},
-              "model": {"name": model.name, **model_component.config},
-              "run": {"seed": spec.seed, "federation": asdict(settings), **spec.extra}}
+    config = _config(spec, defense, dataset, model, model_component)
     began = time.perf_counter()
     state = train(defense, federation, spec.seed, settings.rounds, on_round=on_round)
     history = state.history

@@ -11,7 +11,8 @@ upload to L2 norm ≤ C and adds N(0, σ²C²) to every coordinate. The *client*
 the honest-but-curious server is the adversary and must never see the clean update.
 
 σ (``noise_multiplier``) is given, or calibrated from ``target_epsilon`` and ``delta`` with Opacus'
-``get_noise_multiplier`` for the run's sampling rate and ``epochs``. The (ε, δ) actually spent is
+``get_noise_multiplier`` for the run's sampling rate and ``epochs`` (then ``noise_multiplier`` is
+ignored; the σ used is in every row's metrics). The (ε, δ) actually spent is
 computed by Opacus' ``RDPAccountant`` from each client's own history of (σ, q, steps), kept in its
 private state: q = batch/n and one accountant step per local SGD step (``sample``), q = 1 and one
 step per round (``client``: every client takes part in every round). Attack rows account the target
@@ -25,6 +26,7 @@ simulator reproduces the observation exactly.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,9 +38,9 @@ from bench.defense import ClientState, ServerState
 from bench.errors import BenchError
 from bench.functional import GradientFn, loss_gradient, per_example_gradients
 from bench.options import Option
-from bench.sgd_client import client_round, observe_sgd_client, payload_bytes, sgd_simulator
+from bench.sgd_client import (SGD_OPTIONS, SGDDefense, client_round, observe_sgd_client, payload_bytes,
+                              sgd_public_knowledge, sgd_simulator)
 from bench.threat import LocalData, Observation, Simulator, Tensors, Upload
-from defenses.fedavg import SGD_OPTIONS, FedAvg
 
 LEVELS = ("sample", "client")
 #: ClientState key of the client's accountant history: rows (σ, q, steps), as Opacus' RDPAccountant keeps it.
@@ -133,23 +135,24 @@ def has_batch_norm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-class DP(FedAvg):
+class DP(SGDDefense):
     """Differential privacy: DP-SGD per-example or DP-FedAvg per-client clipping + Gaussian noise, RDP accounting."""
 
     name = "dp"
     description = __doc__
-    options = SGD_OPTIONS + (
+    options = (
+        *SGD_OPTIONS,
         Option("level", str, "sample", "sample: DP-SGD, clip each example's gradient at every local step; "
                "client: DP-FedAvg, clip the client's whole upload", choices=LEVELS),
         Option("clip", float, 1.0, "clipping norm C (per example, or of the whole upload)", min=0.0,
                min_exclusive=True),
-        Option("noise_multiplier", float, None, "σ: noise std is σ·C (default 1.0 unless target_epsilon is "
-               "given; not both)", min=0.0),
-        Option("target_epsilon", float, None, "calibrate σ with Opacus so the run spends this ε (needs epochs)",
-               min=0.0, min_exclusive=True),
+        Option("noise_multiplier", float, DEFAULT_NOISE_MULTIPLIER, "σ: the noise std is σ·C (ignored, and not to "
+               "be given, when target_epsilon is set)", min=0.0),
+        Option("target_epsilon", float, math.inf, "calibrate σ with Opacus so the run spends this ε (needs epochs); "
+               "inf: no target, use noise_multiplier", min=0.0, min_exclusive=True),
         Option("delta", float, 1e-5, "δ of the (ε, δ) guarantee", min=0.0, max=1.0, min_exclusive=True),
-        Option("epochs", int, None, "passes the target_epsilon covers: rounds × local epochs (sample), "
-               "rounds (client); HyperFL: 200 × 5", min=1),
+        Option("epochs", int, 0, "passes the target_epsilon covers: rounds × local epochs (sample), rounds "
+               "(client); HyperFL: 200 × 5; 0: not set", min=0),
         Option("attacker_clips", bool, True, "the attacker's simulator replays the public clipping step "
                "(false: it simulates plain FedAvg)"),
     )
@@ -158,12 +161,18 @@ class DP(FedAvg):
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)
-        if self.opt.noise_multiplier is not None and self.opt.target_epsilon is not None:
+        given = set(values) | set(self.presets.get(values.get("preset"), {}))
+        if self.calibrates and "noise_multiplier" in given:
             raise BenchError("defense 'dp' takes noise_multiplier or target_epsilon, not both")
-        if self.opt.target_epsilon is not None and self.opt.epochs is None:
+        if self.calibrates and self.opt.epochs < 1:
             raise BenchError("defense 'dp' option target_epsilon needs epochs (passes the budget covers: "
                              "rounds × local epochs; HyperFL: 1000)")
         self._calibrated: dict[float, float] = {}
+
+    @property
+    def calibrates(self) -> bool:
+        """True when σ comes from target_epsilon (finite) rather than noise_multiplier."""
+        return math.isfinite(self.opt.target_epsilon)
 
     def setup(self, task) -> None:
         super().setup(task)
@@ -184,10 +193,9 @@ class DP(FedAvg):
         return self.protocol.local_steps or self.protocol.local_epochs * data.steps_per_epoch()
 
     def noise_multiplier(self, q: float) -> float:
-        if self.opt.noise_multiplier is not None:
+        """σ for an exchange at sampling rate q: the given one, or Opacus' calibration for target_epsilon."""
+        if not self.calibrates:
             return float(self.opt.noise_multiplier)
-        if self.opt.target_epsilon is None:
-            return DEFAULT_NOISE_MULTIPLIER
         if q not in self._calibrated:
             self._calibrated[q] = calibrated_noise_multiplier(self.opt.target_epsilon, self.opt.delta, q,
                                                               self.opt.epochs)
@@ -243,8 +251,8 @@ class DP(FedAvg):
                  f"{sum(n for _, _, n in history)} step(s), Opacus RDP)"]
         if sigma == 0:
             notes.append("noise_multiplier=0: no privacy guarantee (epsilon is infinite, recorded as null)")
-        public = self.public_knowledge(server, target, kind, dp_level=self.opt.level, clip=self.opt.clip,
-                                       noise_multiplier=sigma)
+        public = sgd_public_knowledge(self.model, server, self.task, target, self.protocol, kind,
+                                      dp_level=self.opt.level, clip=self.opt.clip, noise_multiplier=sigma)
         return Observation(observed=observed, public=public, simulate=self.simulator(server, target.batch_size),
-                           notes=tuple(notes),
+                           notes=tuple(notes), exact=sigma == 0 and self.opt.attacker_clips,
                            metrics={"bytes_uploaded": payload_bytes(observed), **self.privacy_metrics(history, sigma, q)})

@@ -9,25 +9,16 @@ client's upload exactly, and simulates it by replaying the same local computatio
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
 
 import torch
 
 from bench.defense import ClientState, Defense, ServerState
 from bench.functional import forward
-from bench.options import Option
-from bench.sgd_client import (SGDProtocol, apply_uploads, client_round, initial_state, observe_sgd_client,
-                              payload_bytes, public_model, sgd_simulator, split_state)
+from bench.sgd_client import (SGD_OPTIONS, SGDProtocol, apply_uploads, client_round, initial_state,
+                              observe_sgd_client, payload_bytes, public_model, sgd_simulator, split_state)
 from bench.threat import LocalData, Observation, PublicKnowledge, Upload
 
-SGD_OPTIONS = (
-    Option("lr", float, 0.02, "client learning rate (also the server's step for FedSGD gradients)",
-           min=0.0, min_exclusive=True),
-    Option("local_steps", int, 0, "local SGD steps per round; 0 = local_epochs passes over the local "
-           "data (one batch in the attack setting: FedSGD)", min=0),
-    Option("momentum", float, 0.0, "client SGD momentum", min=0.0, max=1.0),
-    Option("weight_decay", float, 0.0, "client SGD weight decay", min=0.0),
-)
+__all__ = ["SGD_OPTIONS", "FedAvg"]  # SGD_OPTIONS lives in bench.sgd_client; re-exported for old imports
 
 
 class FedAvg(Defense):
@@ -60,19 +51,14 @@ class FedAvg(Defense):
         self.model.eval()
         return forward(self.model, params, x, buffers)
 
-    def public_knowledge(self, server: ServerState, target: LocalData, kind: Literal["gradient", "update"],
-                         num_images: int | None = None, **protocol: Any) -> PublicKnowledge:
-        """What the server knows of an SGD client's computation (defenses built on FedAvg add to ``protocol``)."""
-        return PublicKnowledge(
-            model=public_model(self.model, server), num_images=num_images or len(target),
-            image_shape=self.task.image_shape, num_classes=self.task.num_classes, mean=self.task.mean,
-            std=self.task.std, observed_kind=kind, classifier_key=f"{self.task.classifier}.weight",
-            protocol={**self.protocol.as_dict(), "batch_size": target.batch_size, **protocol})
-
     def observe(self, server: ServerState, client: ClientState, target: LocalData,
                 cohort: Sequence[tuple[ClientState, LocalData]], generator: torch.Generator | None) -> Observation:
         observed, kind = observe_sgd_client(self.model, server, target, self.protocol)
-        public = self.public_knowledge(server, target, kind)
+        public = PublicKnowledge(
+            model=public_model(self.model, server), num_images=len(target), image_shape=self.task.image_shape,
+            num_classes=self.task.num_classes, mean=self.task.mean, std=self.task.std, observed_kind=kind,
+            classifier_key=f"{self.task.classifier}.weight",
+            protocol={**self.protocol.as_dict(), "batch_size": target.batch_size})
         return Observation(observed=observed, public=public,
                            simulate=sgd_simulator(self.model, server, target.batch_size, self.protocol),
                            metrics={"bytes_uploaded": payload_bytes(observed)})

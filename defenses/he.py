@@ -34,6 +34,7 @@ times that for a sum of K: 1.24e-9 for N = 8192, Δ = 2^40 (TenSEAL measured 1.2
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -45,9 +46,9 @@ import torch
 from bench.defense import ClientState, ServerState
 from bench.errors import BenchError
 from bench.options import Option
-from bench.sgd_client import apply_uploads, client_round, observe_sgd_client, sgd_simulator
+from bench.sgd_client import (SGD_OPTIONS, SGDDefense, apply_uploads, client_round, observe_sgd_client,
+                              sgd_public_knowledge, sgd_simulator)
 from bench.threat import LocalData, Observation, Simulator, Tensors, Upload
-from defenses.fedavg import SGD_OPTIONS, FedAvg
 
 BACKENDS = ("simulated", "tenseal")
 #: SEAL's largest total coefficient-modulus size (bits) for 128-bit security, by polynomial degree.
@@ -231,13 +232,14 @@ def parse_coeff_bits(text: str) -> tuple[int, ...]:
                          f"60,40,40,60, got {text!r}") from None
 
 
-class HE(FedAvg):
+class HE(SGDDefense):
     """Homomorphic encryption (CKKS): the server only decrypts the aggregate of K clients' uploads."""
 
     name = "he"
     description = __doc__
-    options = SGD_OPTIONS + (
-        Option("clients", int, 4, "K: clients whose encrypted uploads are summed before the server decrypts, "
+    options = (
+        *SGD_OPTIONS,
+        Option("clients", int, 2, "K: clients whose encrypted uploads are summed before the server decrypts, "
                "in the attack setting (training: all participating clients); 1 = no protection", min=1),
         Option("backend", str, "simulated", "tenseal: real CKKS (optional TenSEAL); simulated: CKKS' error "
                "model and sizes, no cryptography", choices=BACKENDS),
@@ -322,6 +324,9 @@ class HE(FedAvg):
         k_clients = self.opt.clients
 
         def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
+            if x.shape[0] != k_clients * batch_size:
+                raise ValueError(f"he simulate() takes the K×B = {k_clients * batch_size} images of all "
+                                 f"{k_clients} aggregated clients, got {x.shape[0]}")
             parts = [one(x[k * batch_size:(k + 1) * batch_size], y[k * batch_size:(k + 1) * batch_size], unknowns)
                      for k in range(k_clients)]
             return {key: sum(p[key] for p in parts) / k_clients for key in parts[0]}
@@ -369,7 +374,11 @@ class HE(FedAvg):
         if not self.backend.measured:
             notes.append("he backend=simulated: no encryption was run; bytes are computed from the CKKS parameters "
                          "and encrypt/aggregate/decrypt seconds are null")
-        public = self.public_knowledge(server, target, kind, num_images=k_clients * len(target),
-                                       he_clients=k_clients, ckks=self.ckks.as_dict())
+        public = dataclasses.replace(
+            sgd_public_knowledge(self.model, server, self.task, target, self.protocol, kind, he_clients=k_clients,
+                                 ckks=self.ckks.as_dict()),
+            num_images=k_clients * len(target))
+        # exact: simulate(the target's own inputs) reproduces the observation only when K = 1; for K > 1 it
+        # needs all K clients' inputs (it does reproduce it then, to CKKS precision: see the tests)
         return Observation(observed=observed, public=public, simulate=self.simulator(server, target.batch_size),
-                           notes=tuple(notes), metrics=metrics)
+                           notes=tuple(notes), metrics=metrics, exact=k_clients == 1)

@@ -6,6 +6,7 @@ import torch
 from opacus.accountants import RDPAccountant
 
 from bench.cli import main
+from bench.conformance import check_defense
 from bench.errors import BenchError
 from bench.functional import loss_gradient, per_example_gradients
 from bench.models.convnet import ConvNet
@@ -165,6 +166,7 @@ def test_target_epsilon_is_calibrated_with_opacus():
     ({"level": "user"}, "must be 'sample' or 'client'"),
     ({"noise_multiplier": 1.0, "target_epsilon": 2.0, "epochs": 3}, "noise_multiplier or target_epsilon, not both"),
     ({"target_epsilon": 2.0}, "target_epsilon needs epochs"),
+    ({"preset": "hyperfl-paper", "noise_multiplier": 1.0}, "noise_multiplier or target_epsilon, not both"),
 ])
 def test_bad_options_are_one_line_errors(options, fragment):
     with pytest.raises(BenchError, match=fragment) as info:
@@ -203,3 +205,14 @@ def test_cli_bad_dp_option_is_one_line_exit_2(tmp_path, capsys):
     code = main(["run", "--defense", "dp", "--attack", "dlg", "--defense-arg", "clip=-1", "--output-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "clip" in err
+
+
+@pytest.mark.parametrize("args, skipped", [({"noise_multiplier": "0"}, set()),
+                                           ({"noise_multiplier": "0", "level": "client", "local_steps": "2"}, set()),
+                                           ({}, {"simulate-consistent", "matches-client"})])
+def test_dp_conforms(args, skipped):
+    """bench check-defense: with σ = 0 every check passes (the simulator replays exactly); with noise the
+    observation declares exact=False and the two replay checks are skipped, the rest pass."""
+    report = check_defense("dp", args)
+    assert {r.name for r in report.results if r.status == "skip"} == skipped, report.render()
+    assert all(r.status in ("pass", "skip") for r in report.results), report.render()

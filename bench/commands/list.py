@@ -10,7 +10,8 @@ from bench.options import Option
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="show registered defenses, attacks, data sets and models",
                        description="Show every registered component (built-in or plug-in) with a one-line "
-                                   "description and its options with defaults.")
+                                   "description and its options with defaults. Plug-ins (components registered "
+                                   "by another installed distribution) are marked with that distribution.")
     p.add_argument("kind", nargs="?", choices=["defense", "attack", "dataset", "model"],
                    help="only this kind of component")
     p.set_defaults(handler=handle)
@@ -26,8 +27,8 @@ def handle(args: argparse.Namespace) -> int:
     for kind in kinds:
         print(f"{kind}s:")
         for name, cls, summary in registry.describe(kind):
-            source = "" if cls is None or cls.__module__.split(".")[0] in ("bench", "attacks", "defenses") \
-                else f" [plug-in: {cls.__module__}]"
+            origin = registry.origin(kind, name)
+            source = f" [plug-in: {origin}]" if origin else ""
             print(f"  {name}{source} — {summary}")
             if cls is None:
                 continue
@@ -35,5 +36,7 @@ def handle(args: argparse.Namespace) -> int:
                 print(_option_line(option))
             if cls.presets:
                 print(f"      presets: {', '.join(cls.presets)}  (use preset=NAME)")
+        for clash in registry.clashes(kind):
+            print(f"  note: {clash}")
         print()
     return 0

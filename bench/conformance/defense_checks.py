@@ -1,0 +1,343 @@
+"""``bench check-defense``: does a defense keep the contract attacks and the harness rely on?
+
+Runs the defense on a tiny case (see :mod:`bench.conformance.case`) and checks, one named check each:
+its interface and options; that ``observe`` returns a well-formed Observation and mutates nothing;
+that ``simulate`` has observed's keys/shapes/dtypes, is differentiable in x, soft labels and the
+unknowns, reproduces the observation on the true inputs (unless the Observation declares
+``exact=False``), and works under ``torch.func.vmap``; that ``client_update``, ``aggregate`` and
+``predict`` return the right things and one round trains; that nothing of a client's private state
+reaches the server; and that the same seed gives the same tensors.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from bench import registry
+from bench.conformance.case import BATCH, tiny_case
+from bench.conformance.component import open_report
+from bench.conformance.contract import (OBSERVED_KINDS, candidate, check_observation, describe, input_gradients,
+                                        require_jsonable, require_x_gradient, simulate_checked, tensor_dict)
+from bench.conformance.report import Failed, Report, Skipped, Warned
+from bench.defense import Defense
+from bench.seeding import generator, seed_everything
+from bench.setup import Choice, model_choice
+from bench.threat import Tensors, Upload
+
+#: simulate(true inputs) must match observed within ATOL + RTOL · max|observed| per tensor.
+ATOL, RTOL = 1e-6, 1e-5
+
+
+def mismatch(got: Mapping[str, torch.Tensor], want: Mapping[str, torch.Tensor]) -> tuple[str, float, float] | None:
+    """(key, largest difference, tolerance) of the first tensor that differs beyond tolerance."""
+    for key, w in want.items():
+        g, w = got[key].detach(), w.detach()
+        if not w.is_floating_point():
+            if not torch.equal(g, w):
+                return key, float("inf"), 0.0
+            continue
+        diff = float((g.double() - w.double()).abs().max()) if w.numel() else 0.0
+        tol = ATOL + RTOL * (float(w.abs().max()) if w.numel() else 0.0)
+        if not diff <= tol:
+            return key, diff, tol
+    return None
+
+
+def _clone(tensors: Mapping[str, torch.Tensor]) -> Tensors:
+    return {k: v.detach().clone() for k, v in tensors.items()}
+
+
+def _unchanged(before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor], what: str, call: str) -> None:
+    for key, value in before.items():
+        if key not in after or not torch.equal(value, after[key].detach()):
+            raise Failed(f"{call} changed {what}[{key!r}]; it must not modify its inputs")
+
+
+def _informative(t: torch.Tensor) -> bool:
+    """Worth looking for in what is sent: a non-constant floating tensor (constants match by chance)."""
+    return t.is_floating_point() and t.numel() > 1 and bool(t.min() != t.max())
+
+
+def check_upload(upload: Any, num_examples: int) -> Upload:
+    if not isinstance(upload, Upload):
+        raise Failed(f"client_update() returned a {type(upload).__name__}, not a bench.Upload")
+    tensor_dict(upload.payload, "Upload.payload", floating=False)
+    tensor_dict(upload.buffers, "Upload.buffers", floating=False, allow_empty=True)
+    if upload.num_examples != num_examples:
+        raise Failed(f"Upload.num_examples is {upload.num_examples!r}, but the client trained on {num_examples}")
+    if upload.kind not in OBSERVED_KINDS:
+        raise Failed(f"Upload.kind is {upload.kind!r}, expected 'gradient' or 'update'")
+    if not isinstance(upload.metrics, Mapping):
+        raise Failed(f"Upload.metrics is a {type(upload.metrics).__name__}, not a dict")
+    require_jsonable(dict(upload.metrics), "Upload.metrics")
+    return upload
+
+
+class DefenseChecks:
+    """The checks of one defense, sharing the state they build up (ctx)."""
+
+    def __init__(self, spec: str, args: Mapping[str, Any], model: Choice | None, seed: int,
+                 device: torch.device) -> None:
+        self.spec, self.args, self.model, self.seed, self.device = spec, dict(args), model, seed, device
+        self.ctx = SimpleNamespace()
+
+    # -- building blocks -------------------------------------------------------------------------
+    def create(self) -> Defense:
+        return registry.create("defense", self.spec, self.args)  # type: ignore[return-value]
+
+    def observe(self, d: Defense, server: Tensors, clients: list, case: Any) -> Any:
+        return d.observe(server, clients[0], case.target, [(clients[1], case.cohort)],
+                         generator(self.seed, "check", "observe"))
+
+    def start(self, d: Defense) -> tuple[Any, Tensors, list]:
+        case = tiny_case(d, self.model, self.seed, self.device)
+        d.setup(case.task)
+        seed_everything(self.seed, "check", "init")
+        server = d.init_server()
+        clients = [d.init_client(c) for c in range(2)]
+        return case, server, clients
+
+    # -- the checks ------------------------------------------------------------------------------
+    def setup(self) -> str:
+        c = self.ctx
+        c.case, c.server, c.clients = self.start(c.defense)
+        tensor_dict(c.server, "init_server()", floating=False)
+        for i, client in enumerate(c.clients):
+            tensor_dict(client, f"init_client({i})", floating=False, allow_empty=True)
+        c.initial_clients = [_clone(s) for s in c.clients]
+        values = sum(t.numel() for t in c.server.values())
+        private = f"{len(c.clients[0])} tensors" if c.clients[0] else "none"
+        return (f"model {c.case.model_name}; server state {len(c.server)} tensors ({values:,} values); "
+                f"private client state: {private}")
+
+    def observe_check(self) -> str:
+        c = self.ctx
+        server, clients = _clone(c.server), [_clone(s) for s in c.clients]
+        task = c.case.task
+        c.obs = check_observation(self.observe(c.defense, c.server, c.clients, c.case), BATCH, task.image_shape,
+                                  task.num_classes)
+        _unchanged(server, c.server, "server", "observe()")
+        for i, before in enumerate(clients):
+            _unchanged(before, c.clients[i], f"client {i} state", "observe()")
+        obs = c.obs
+        unknowns = f", unknowns {', '.join(obs.unknowns)}" if obs.unknowns else ""
+        return (f"{len(obs.observed)} {obs.public.observed_kind} tensors{unknowns}; knowledge {obs.knowledge!r}; "
+                f"exact={obs.exact}")
+
+    def simulate_shapes(self) -> str:
+        c = self.ctx
+        c.x, c.y, c.soft, c.guesses = candidate(c.obs, generator(self.seed, "check", "candidate"))
+        simulate_checked(c.obs, c.x, c.y, c.guesses)
+        simulate_checked(c.obs, c.x, c.soft, c.guesses)
+        return "same keys, shapes, dtypes and devices as observed, for integer and soft labels"
+
+    def simulate_grad(self) -> str:
+        c = self.ctx
+        grads = input_gradients(c.obs, c.x, c.soft, c.guesses)
+        require_x_gradient(grads)
+        hints = {"y": " (DLG-style attacks optimise label probabilities)"}
+        for name, g in grads.items():
+            if g is None:
+                raise Failed(f"simulate() is not differentiable in {name}"
+                             f"{hints.get(name, ' (an adaptive attack optimises it)')}")
+            if not bool(torch.isfinite(g).all()):
+                raise Failed(f"the matching loss has a non-finite gradient with respect to {name}")
+        if not bool(grads["x"].abs().sum() > 0):
+            raise Failed("the gradient of the matching loss with respect to x is identically zero")
+        return f"gradients reach x{', the soft labels and every unknown' if c.obs.unknowns else ' and the soft labels'}"
+
+    def simulate_consistent(self) -> str:
+        c = self.ctx
+        obs, target = c.obs, c.case.target
+        if not obs.exact:
+            raise Skipped("the Observation declares exact=False (its simulator does not replay the client "
+                          "exactly: noise, or a defense-unaware attacker), so simulate(true inputs) may differ")
+        truth = c.defense.true_unknowns(c.clients[0], obs) if obs.unknowns else {}
+        if truth is None:
+            raise Skipped(f"the true values of unknowns {', '.join(map(repr, obs.unknowns))} are not in the "
+                          f"client state under those names; override Defense.true_unknowns")
+        labels = (("true labels", target.y),
+                  ("one-hot label probabilities", torch.nn.functional.one_hot(target.y, c.case.task.num_classes).float()))
+        worst = 0.0
+        for what, y in labels:
+            simulated = simulate_checked(obs, target.x, y, truth)
+            bad = mismatch(simulated, obs.observed)
+            if bad:
+                key, diff, tol = bad
+                raise Failed(f"simulate(true x, {what}{', true unknowns' if truth else ''}) differs from "
+                             f"observed[{key!r}] by up to {diff:.3g} (tolerance {tol:.2g}): replay exactly what "
+                             f"the client computes, or declare Observation(exact=False) if it adds randomness "
+                             f"the server cannot replay")
+            worst = max(worst, max(float((simulated[k].detach() - v).abs().max()) for k, v in obs.observed.items()))
+        return f"simulate(true inputs) reproduces observed (largest difference {worst:.2g})"
+
+    def simulate_vmap(self) -> str:
+        c = self.ctx
+        xs, _, softs, guesses = candidate(c.obs, generator(self.seed, "check", "restarts"), restarts=2)
+        try:
+            batched = torch.func.vmap(c.obs.simulate)(xs, softs, guesses)
+        except Exception as exc:
+            raise Warned(f"simulate() does not run under torch.func.vmap ({str(exc).strip().splitlines()[0]}); "
+                         f"attacks fall back to a slower loop over restarts") from None
+        for r in range(2):
+            single = simulate_checked(c.obs, xs[r], softs[r], {k: v[r] for k, v in guesses.items()})
+            try:
+                bad = mismatch({k: batched[k][r] for k in single}, single)
+            except (KeyError, IndexError, TypeError):
+                raise Failed("under vmap simulate() returns other keys or shapes than without it") from None
+            if bad:
+                raise Failed(f"under vmap simulate()[{bad[0]!r}] differs from the unbatched result by "
+                             f"{bad[1]:.3g}: batched restarts would optimise the wrong objective")
+        return "vmap over 2 candidates runs and matches a loop"
+
+    def client_update(self) -> str:
+        c = self.ctx
+        c.uploads = []
+        for i, (client, data) in enumerate(zip(c.clients, c.case.clients)):
+            server = _clone(c.server)
+            upload = check_upload(c.defense.client_update(c.server, client, data,
+                                                          generator(self.seed, "check", "round", i)), len(data))
+            _unchanged(server, c.server, "server", "client_update()")
+            c.uploads.append(upload)
+        first = c.uploads[0]
+        metrics = ", ".join(sorted(first.metrics)) or "none"
+        return (f"{first.kind} of {len(first.payload)} tensors from each of 2 clients "
+                f"({c.case.clients[0].steps_per_epoch()} mini-batches each); metrics: {metrics}")
+
+    def matches_client(self) -> str:
+        c = self.ctx
+        try:
+            obs = c.defense.observe(c.server, copy.deepcopy(c.clients[0]), c.case.target, [],
+                                    generator(self.seed, "check", "observe"))
+        except Exception as exc:
+            raise Skipped(f"observe() with no other client raised {type(exc).__name__}; not comparable") from None
+        upload = c.defense.client_update(c.server, copy.deepcopy(c.clients[0]), c.case.target, None)
+        common = {k: v for k, v in obs.observed.items()
+                  if k in upload.payload and isinstance(upload.payload[k], torch.Tensor)
+                  and upload.payload[k].shape == v.shape}
+        if not common:
+            raise Skipped("observed and uploaded tensors share no name and shape; not comparable")
+        bad = mismatch(upload.payload, common)
+        if bad and not obs.exact:
+            raise Skipped("observe() and client_update() differ on the target batch, as expected for an "
+                          "Observation that declares exact=False (randomness is drawn independently)")
+        if bad:
+            raise Warned(f"observe() and client_update() disagree on the target batch (observed[{bad[0]!r}] by up "
+                         f"to {bad[1]:.3g}): fine when the server sees an aggregate or observes in eval mode, "
+                         f"otherwise privacy and utility measure different protocols")
+        return f"observe() sees what client_update() sends for the same batch ({len(common)} tensors compared)"
+
+    def private_state(self) -> str:
+        c = self.ctx
+        private = {f"client {i} state[{k!r}]": t for i, states in enumerate(zip(c.initial_clients, c.clients))
+                   for s in states for k, t in s.items() if isinstance(t, torch.Tensor) and _informative(t)}
+        sent = {f"observed[{k!r}]": t for k, t in c.obs.observed.items()}
+        for i, u in enumerate(c.uploads):
+            sent |= {f"client {i}'s Upload.payload[{k!r}]": t for k, t in u.payload.items()}
+            sent |= {f"client {i}'s Upload.buffers[{k!r}]": t for k, t in u.buffers.items()}
+        for p_name, p in private.items():
+            for s_name, s in sent.items():
+                if s.shape == p.shape and s.dtype == p.dtype and s.device == p.device and torch.equal(s, p.detach()):
+                    raise Failed(f"{p_name} is sent to the server as {s_name}: private state must stay on the client")
+        truth = c.defense.true_unknowns(c.clients[0], c.obs) if c.obs.unknowns else {}
+        for name, value in (truth or {}).items():
+            guess = c.obs.unknowns[name].guess
+            if guess.shape == value.shape and torch.equal(guess.detach(), value.detach()):
+                raise Failed(f"the server's guess of unknown {name!r} is the client's true value: the guess must "
+                             f"be the server's own stand-in")
+        if not private:
+            return "the client keeps no private state"
+        return f"none of {len(private)} private tensors appears in an upload or the observation"
+
+    def aggregate(self) -> str:
+        c = self.ctx
+        server = _clone(c.server)
+        new = tensor_dict(c.defense.aggregate(c.server, c.uploads), "aggregate()", floating=False)
+        _unchanged(server, c.server, "server", "aggregate()")
+        if set(new) != set(c.server):
+            raise Failed(f"aggregate() returned keys {sorted(set(new) ^ set(c.server))[:3]} that differ from the "
+                         f"server state's")
+        for k, v in c.server.items():
+            if new[k].shape != v.shape or new[k].dtype != v.dtype or new[k].device != v.device:
+                raise Failed(f"aggregate()[{k!r}] is {describe(new[k])}, the server state has {describe(v)}")
+        c.new_server = new
+        changed = sum(not torch.equal(new[k], v) for k, v in c.server.items())
+        if not changed:
+            raise Warned("one round of training left every server tensor unchanged")
+        return f"next server state has the same {len(new)} tensors; {changed} changed after one round"
+
+    def predict(self) -> str:
+        c = self.ctx
+        states = [("initial", c.server)] + ([("trained", c.new_server)] if hasattr(c, "new_server") else [])
+        want = (BATCH, c.case.task.num_classes)
+        for when, server in states:
+            with torch.no_grad():
+                logits = c.defense.predict(server, c.clients[0], c.case.target.x)
+            if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != want or not logits.is_floating_point():
+                got = describe(logits) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                raise Failed(f"predict() ({when} state) returned {got}, expected logits {list(want)} floating point")
+            if not bool(torch.isfinite(logits).all()):
+                raise Failed(f"predict() ({when} state) returned non-finite logits")
+        return f"logits {list(want)} from the {' and the '.join(w for w, _ in states)} server state"
+
+    def deterministic(self) -> str:
+        def one_run() -> dict[str, Tensors]:
+            d = self.create()
+            case, server, clients = self.start(d)
+            obs = self.observe(d, server, clients, case)
+            x, _, soft, guesses = candidate(obs, generator(self.seed, "check", "candidate"))
+            upload = d.client_update(server, clients[0], case.clients[0], generator(self.seed, "check", "round", 0))
+            return {"init_server()": _clone(server), "observed": _clone(obs.observed),
+                    "simulate()": _clone(obs.simulate(x, soft, guesses)), "Upload.payload": _clone(upload.payload)}
+
+        a, b = one_run(), one_run()
+        for what, tensors in a.items():
+            for key, value in tensors.items():
+                if not torch.equal(value, b[what][key]):
+                    diff = (f" by up to {float((value.double() - b[what][key].double()).abs().max()):.3g}"
+                            if value.is_floating_point() and value.shape == b[what][key].shape else "")
+                    raise Failed(f"two runs with seed {self.seed} differ in {what}[{key!r}]{diff}: "
+                                 f"draw randomness only from the generator passed in (or torch's seeded global RNG)")
+        return "two runs with the same seed give identical initial state, observation, simulation and upload"
+
+    # -- orchestration ---------------------------------------------------------------------------
+    def run(self) -> Report:
+        report, defense = open_report("defense", self.spec, self.args, created="setup")
+        if defense is None:
+            return report
+        self.ctx.defense = defense
+        model = model_choice(self.model, self.ctx.defense).name
+        report.title = (f"check-defense {self.spec!r} on a tiny case: {BATCH} synthetic 3x32x32 images per batch, "
+                        f"10 classes, model {model}, seed {self.seed}, device {self.device}")
+        steps = [
+            ("setup", self.setup, ()),
+            ("observe", self.observe_check, ("setup",)),
+            ("simulate-shapes", self.simulate_shapes, ("observe",)),
+            ("simulate-grad", self.simulate_grad, ("simulate-shapes",)),
+            ("simulate-consistent", self.simulate_consistent, ("simulate-shapes",)),
+            ("simulate-vmap", self.simulate_vmap, ("simulate-shapes",)),
+            ("client-update", self.client_update, ("setup",)),
+            ("matches-client", self.matches_client, ("observe", "client-update")),
+            ("private-state", self.private_state, ("observe", "client-update")),
+            ("aggregate", self.aggregate, ("client-update",)),
+            ("predict", self.predict, ("setup",)),
+            ("deterministic", self.deterministic, ("observe", "client-update")),
+        ]
+        for name, fn, after in steps:
+            report.check(name, fn, after)
+        return report
+
+
+def check_defense(spec: str, args: Mapping[str, Any] | None = None, model: Choice | None = None, seed: int = 0,
+                  device: torch.device | str = "cpu") -> Report:
+    """Run every defense check; the report says which passed (``report.failed`` when any failed).
+
+    Raises BenchError for bad input (an unknown name, invalid option values, an unknown model).
+    """
+    if model is not None:
+        registry.load("model", model.name)
+    return DefenseChecks(spec, args or {}, model, seed, torch.device(device)).run()

@@ -1,0 +1,137 @@
+"""Reading result rows for leaderboards and reports: files, run directories and sweep directories.
+
+* a file is read line by line; a bad line is reported with its line number and skipped, the rest kept;
+* a directory is searched for ``results.jsonl`` files; a *sweep* directory (it holds ``sweep.json``)
+  contributes the rows of its finished cells only (unfinished cells are partial and are reported);
+* a row is identified by (kind, run_id, target): the same row reached twice (a sweep's merged file
+  and its cell, two copies of a run) is counted once.
+
+Each row gets two in-memory annotations for the reports: ``_source`` (``file:line``) and, for attack
+rows with a picture, ``_image_path`` (the PNG, resolved against the row's results file).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+from bench.results import RESULTS_FILE, read_numbered_rows
+from bench.sweeps.layout import CELLS_DIR, DONE_FILE, PLAN_FILE, cell_dir
+
+#: Fields a row needs to take part in a leaderboard, by kind.
+REQUIRED = {
+    "attack": ("run_id", "config", "psnr", "ssim", "status"),
+    "train": ("run_id", "config", "final_accuracy"),
+}
+REQUIRED_CONFIG = {"attack": ("defense", "attack", "dataset", "model", "run"), "train": ("defense", "dataset", "model")}
+MAX_PROBLEMS_PER_FILE = 10
+
+
+@dataclass
+class ResultSet:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # skipped lines and unreadable files
+    notes: list[str] = field(default_factory=list)  # unfinished cells, duplicates
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r.get("kind") == kind]
+
+
+def _row_problem(row: dict[str, Any]) -> str | None:
+    kind = row.get("kind")
+    if kind not in REQUIRED:
+        return f"kind {kind!r} is not one leaderboards use ('attack' or 'train')"
+    missing = [k for k in REQUIRED[kind] if k not in row]
+    config = row.get("config")
+    if not missing and isinstance(config, dict):
+        missing = [f"config.{k}" for k in REQUIRED_CONFIG[kind] if not isinstance(config.get(k), dict)]
+    elif not missing:
+        missing = ["config (a table)"]
+    return f"{kind} row without {', '.join(missing)}" if missing else None
+
+
+def _read_file(path: Path, out: ResultSet) -> list[dict[str, Any]]:
+    try:
+        numbered, problems = read_numbered_rows(path)
+    except OSError as exc:
+        out.problems.append(f"{path}: cannot read ({exc.strerror or exc}); skipped")
+        return []
+    rows = []
+    for number, row in numbered:
+        problem = _row_problem(row)
+        if problem:
+            problems.append(f"{path}:{number}: skipped, {problem}")
+            continue
+        row["_source"] = f"{path}:{number}"
+        if row.get("image_file"):
+            row["_image_path"] = str(path.parent / row["image_file"])
+        rows.append(row)
+    if len(problems) > MAX_PROBLEMS_PER_FILE:
+        problems = problems[:MAX_PROBLEMS_PER_FILE] + [
+            f"{path}: ... and {len(problems) - MAX_PROBLEMS_PER_FILE} more bad line(s) skipped"]
+    out.problems.extend(problems)
+    out.files.append(path)
+    return rows
+
+
+def _sweep_cells(root: Path, out: ResultSet) -> list[Path]:
+    """Results files of the finished cells of a sweep's current plan."""
+    try:
+        ids = [c["id"] for c in json.loads((root / PLAN_FILE).read_text())["cells"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        out.problems.append(f"{root / PLAN_FILE}: unreadable plan ({exc}); reading every finished cell instead")
+        ids = sorted(p.name for p in (root / CELLS_DIR).iterdir()) if (root / CELLS_DIR).is_dir() else []
+    unfinished = [i for i in ids if not (cell_dir(root, i) / DONE_FILE).is_file()]
+    if unfinished:
+        out.notes.append(f"{root}: {len(unfinished)} of {len(ids)} cell(s) unfinished, left out "
+                         f"(re-run the sweep to finish them)")
+    return [cell_dir(root, i) / RESULTS_FILE for i in ids if i not in unfinished]
+
+
+def _files(path: Path, out: ResultSet) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise BenchError(f"no such results file or directory: {str(path)!r}")
+    found: list[Path] = []
+    for here, dirs, names in os.walk(path):
+        dirs.sort()
+        if PLAN_FILE in names:
+            found += _sweep_cells(Path(here), out)
+            dirs[:] = []
+        elif RESULTS_FILE in names:
+            cell = Path(here)
+            if cell.parent.name == CELLS_DIR and (cell.parent.parent / PLAN_FILE).is_file() \
+                    and not (cell / DONE_FILE).is_file():
+                out.notes.append(f"{cell}: unfinished sweep cell, left out")
+                continue
+            found.append(cell / RESULTS_FILE)
+    return found
+
+
+def load_results(paths: Sequence[Path]) -> ResultSet:
+    """Every usable row under ``paths``; raises a one-line BenchError when there is none."""
+    out = ResultSet()
+    seen: dict[tuple[Any, ...], str] = {}
+    duplicates = 0
+    for path in paths:
+        for file in _files(Path(path), out):
+            for row in _read_file(file, out):
+                key = (row["kind"], row["run_id"], row.get("target"))
+                if key in seen:
+                    duplicates += 1
+                    continue
+                seen[key] = row["_source"]
+                out.rows.append(row)
+    if duplicates:
+        out.notes.append(f"{duplicates} row(s) read twice (same kind, run id and target) counted once")
+    if not out.rows:
+        where = ", ".join(map(str, paths))
+        detail = f"; {len(out.problems)} problem(s), first: {out.problems[0]}" if out.problems else ""
+        raise BenchError(f"no result rows found in {where} ({len(out.files)} results file(s) read){detail}")
+    return out

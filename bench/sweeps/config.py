@@ -1,0 +1,264 @@
+"""Sweep files (TOML, or YAML with pyyaml): a strict schema with one-line errors naming the bad key.
+
+```toml
+[sweep]                      # where and how (all optional)
+output_dir = "results/sweeps/default"   # default: results/sweeps/<file name without extension>
+device = "cpu"               # auto | cpu | cuda | cuda:N
+data_root = "/data"          # for torchvision data sets
+lpips_weights = "alexnet-owt-7be5be79.pth"
+
+[grid]                       # axes of the attack runs; a scalar is a one-value axis
+datasets = ["photos"]        # names, or {name = "...", args = {...}} tables
+models = ["cnn"]             # omit: each defense's own default model
+seeds = [0, 1]
+num_targets = 2
+batch_size = 1
+attack_round = 0
+
+[federation]                 # the FL setting of the attacked clients (bench run's federation flags)
+clients = 4
+
+[train]                      # utility runs: one per defense × data set × model × train seed
+rounds = 10                  # omit the table for bench train's defaults; enabled = false skips them
+seeds = [0]                  # default: [grid] seeds
+clients = 20                 # ... and the other federation keys
+
+[[defenses]]                 # each: name, and optional args (the component's declared options)
+name = "dp"
+args = { noise_multiplier = 0.5 }
+
+[[attacks]]
+name = "dlg"
+```
+
+Relative paths are taken from the current directory, as on the command line.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from bench.data.partition import PARTITIONS
+from bench.errors import BenchError, choices_text
+from bench.federated import FLSettings
+from bench.setup import DEFAULT_DATASET, Choice
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+SECTIONS = ("sweep", "grid", "federation", "train", "defenses", "attacks")
+SWEEP_KEYS = ("output_dir", "device", "data_root", "lpips_weights")
+GRID_KEYS = ("datasets", "models", "seeds", "num_targets", "batch_size", "attack_round")
+FEDERATION_KEYS = ("clients", "partition", "train_per_client", "test_per_client", "batch_size", "local_epochs")
+TRAIN_KEYS = ("enabled", "rounds", "eval_every", "seeds") + FEDERATION_KEYS
+COMPONENT_KEYS = ("name", "args")
+DEFAULT_TRAIN_ROUNDS = 20  # bench train's default
+
+
+@dataclass(frozen=True)
+class TrainGrid:
+    """The utility runs: federation settings (with rounds) and the seeds to train with."""
+
+    federation: FLSettings
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A validated sweep file: the grid's axes and where results go."""
+
+    source: Path
+    output_dir: Path
+    device: str
+    data_root: Path | None
+    lpips_weights: Path | None
+    defenses: tuple[Choice, ...]
+    attacks: tuple[Choice, ...]
+    datasets: tuple[Choice, ...]
+    models: tuple[Choice | None, ...]
+    seeds: tuple[int, ...]
+    num_targets: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    attack_rounds: tuple[int, ...]
+    federation: FLSettings
+    train: TrainGrid | None
+    raw: Mapping[str, Any]
+
+
+class _Reader:
+    """Typed access to one table of the file, with errors that say where."""
+
+    def __init__(self, source: Path, where: str, table: Any, allowed: tuple[str, ...]) -> None:
+        self.source, self.where = source, where
+        if not isinstance(table, Mapping):
+            self.fail(f"must be a table, got {_show(table)}")
+        unknown = sorted(set(map(str, table)) - set(allowed))
+        if unknown:
+            self.fail(f"unknown key {unknown[0]!r}; valid keys: {choices_text(allowed)}")
+        self.table = table
+
+    def fail(self, message: str) -> None:
+        raise BenchError(f"{self.source}: {self.where}: {message}")
+
+    def text(self, key: str, default: str | None) -> str | None:
+        value = self.table.get(key, default)
+        if value is not None and not isinstance(value, str):
+            self.fail(f"{key} must be a string, got {_show(value)}")
+        return value
+
+    def integer(self, key: str, default: int | None, minimum: int, optional: bool = False) -> int | None:
+        value = self.table.get(key, default)
+        if value is None and optional:
+            return None
+        if not _is_int(value):
+            self.fail(f"{key} must be an integer, got {_show(value)}")
+        if value < minimum:
+            self.fail(f"{key} must be >= {minimum}, got {value}")
+        return int(value)
+
+    def integers(self, key: str, default: tuple[int, ...], minimum: int) -> tuple[int, ...]:
+        """A scalar or a non-empty list of integers (an axis of the grid)."""
+        value = self.table.get(key, list(default))
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            self.fail(f"the grid is empty: {key} is an empty list")
+        for v in values:
+            if not _is_int(v):
+                self.fail(f"{key} must be an integer or a list of integers, got {_show(v)}")
+            if v < minimum:
+                self.fail(f"{key} values must be >= {minimum}, got {v}")
+        return tuple(dict.fromkeys(int(v) for v in values))
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.table.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(f"{key} must be true or false, got {_show(value)}")
+        return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _parse(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BenchError(f"sweep file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"cannot read sweep file {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise BenchError(f"{path}: not valid TOML: {exc}") from None
+    elif suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise BenchError("YAML sweep files need pyyaml: pip install 'bench-fl[yaml]' (or write TOML)") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise BenchError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    else:
+        raise BenchError(f"sweep file {str(path)!r} must end in .toml, .yaml or .yml")
+    if not isinstance(data, dict):
+        raise BenchError(f"{path}: the file must hold a table of sections {choices_text(SECTIONS)}")
+    return data
+
+
+def _choices(source: Path, kind: str, key: str, value: Any, required: bool) -> tuple[Choice, ...]:
+    """A list of components: names, or tables {name, args}."""
+    if value is None:
+        if required:
+            raise BenchError(f"{source}: the grid is empty: no {key} listed (add [[{key}]] tables with a name)")
+        return ()
+    if not isinstance(value, list):
+        value = [value]
+    if not value:
+        raise BenchError(f"{source}: the grid is empty: {key} is an empty list")
+    out = []
+    for i, entry in enumerate(value):
+        where = f"{key}[{i}]"
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        table = _Reader(source, where, entry, COMPONENT_KEYS)
+        name = table.text("name", None)
+        if not name:
+            table.fail(f"needs a {kind} name")
+        args = entry.get("args", {})
+        if not isinstance(args, Mapping):
+            table.fail(f"args must be a table of option = value, got {_show(args)}")
+        for option, v in args.items():
+            if not isinstance(v, (str, int, float, bool)):
+                table.fail(f"args.{option} must be a string, number or boolean, got {_show(v)}")
+        out.append(Choice(name, dict(args)))
+    return tuple(out)
+
+
+def _federation(table: _Reader, rounds: int = 0, eval_every: int = 1) -> FLSettings:
+    defaults = {f.name: f.default for f in fields(FLSettings)}
+    partition = table.text("partition", defaults["partition"])
+    if partition not in PARTITIONS:
+        table.fail(f"partition must be {choices_text(PARTITIONS)}, got {partition!r}")
+    return FLSettings(
+        clients=table.integer("clients", defaults["clients"], 1),
+        partition=partition,
+        train_per_client=table.integer("train_per_client", None, 1, optional=True),
+        test_per_client=table.integer("test_per_client", None, 1, optional=True),
+        batch_size=table.integer("batch_size", defaults["batch_size"], 1),
+        local_epochs=table.integer("local_epochs", defaults["local_epochs"], 1),
+        rounds=rounds, eval_every=eval_every)
+
+
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def load_config(path: Path) -> SweepConfig:
+    """Read and validate a sweep file (names and options of components are checked by ``plan``)."""
+    path = Path(path)
+    data = _parse(path)
+    _Reader(path, "top level", data, SECTIONS)
+    sweep = _Reader(path, "[sweep]", data.get("sweep", {}), SWEEP_KEYS)
+    grid = _Reader(path, "[grid]", data.get("grid", {}), GRID_KEYS)
+    attack_fl = _Reader(path, "[federation]", data.get("federation", {}), FEDERATION_KEYS)
+    seeds = grid.integers("seeds", (0,), 0)
+    train_grid = None
+    if data.get("train", {}) is not False:
+        train = _Reader(path, "[train]", data.get("train", {}), TRAIN_KEYS)
+        if train.flag("enabled", True):
+            rounds = train.integer("rounds", DEFAULT_TRAIN_ROUNDS, 1)
+            train_grid = TrainGrid(_federation(train, rounds, train.integer("eval_every", 1, 1)),
+                                   train.integers("seeds", seeds, 0))
+    models = _choices(path, "model", "models", grid.table.get("models"), required=False)
+    return SweepConfig(
+        source=path,
+        output_dir=Path(sweep.text("output_dir", str(Path("results") / "sweeps" / path.stem))),
+        device=sweep.text("device", "auto"),
+        data_root=_path(sweep.text("data_root", None)),
+        lpips_weights=_path(sweep.text("lpips_weights", None)),
+        defenses=_choices(path, "defense", "defenses", data.get("defenses"), required=True),
+        attacks=_choices(path, "attack", "attacks", data.get("attacks"), required=True),
+        datasets=_choices(path, "dataset", "datasets", grid.table.get("datasets", [DEFAULT_DATASET]), required=True),
+        models=models or (None,),
+        seeds=seeds,
+        num_targets=grid.integers("num_targets", (1,), 1),
+        batch_sizes=grid.integers("batch_size", (1,), 1),
+        attack_rounds=grid.integers("attack_round", (0,), 0),
+        federation=_federation(attack_fl),
+        train=train_grid,
+        raw=data,
+    )

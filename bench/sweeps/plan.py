@@ -1,0 +1,109 @@
+"""Expanding a sweep file into cells, each with a stable id from its resolved configuration.
+
+A cell is one ``bench run`` (an attack on ``num_targets`` targets) or one ``bench train`` (a defense's
+utility). Its id is the ``run_id`` its rows carry: a hash of the configuration with every option
+resolved (defaults filled in), so ``args = {}`` and ``args = {lr = 0.02}`` are the same cell when 0.02
+is the default, and a cell keeps its id when the file is reordered or other cells are added.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from bench import registry
+from bench.errors import BenchError
+from bench.experiment import RunSpec, resolved_config, run_id
+from bench.setup import Choice
+from bench.sweeps.config import SweepConfig
+from bench.utility import TrainSpec
+from bench.utility import resolved_config as resolved_train_config
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work of a sweep (picklable: it travels to worker processes and Ray tasks)."""
+
+    kind: Literal["attack", "train"]
+    id: str
+    label: str
+    spec: RunSpec | TrainSpec
+
+    @property
+    def expected_rows(self) -> int:
+        return self.spec.num_targets if isinstance(self.spec, RunSpec) else 1
+
+    def in_dir(self, directory: Path) -> RunSpec | TrainSpec:
+        """The cell's spec writing into ``directory`` (attack cells resume targets already there)."""
+        if isinstance(self.spec, RunSpec):
+            return replace(self.spec, output_dir=Path(directory), resume=True)
+        return replace(self.spec, output_dir=Path(directory))
+
+
+def choice_text(choice: Choice | None) -> str:
+    """``name`` or ``name(k=v, ...)`` with the options the sweep file gave."""
+    if choice is None:
+        return "default model"
+    args = ", ".join(f"{k}={v}" for k, v in choice.args.items())
+    return f"{choice.name}({args})" if args else choice.name
+
+
+def _check_components(cfg: SweepConfig) -> None:
+    """Every named component exists and accepts its options (errors say which entry of the file)."""
+    for key, kind, entries in (("defenses", "defense", cfg.defenses), ("attacks", "attack", cfg.attacks),
+                               ("datasets", "dataset", cfg.datasets), ("models", "model", cfg.models)):
+        for i, choice in enumerate(entries):
+            if choice is None:
+                continue
+            try:
+                registry.create(kind, choice.name, choice.args)
+            except BenchError as exc:
+                raise BenchError(f"{cfg.source}: {key}[{i}]: {exc}") from None
+    if cfg.data_root is not None and not cfg.data_root.is_dir():
+        raise BenchError(f"{cfg.source}: [sweep] data_root {str(cfg.data_root)!r} is not a directory")
+
+
+def _axes_label(cfg: SweepConfig, dataset: Choice, model: Choice | None, extra: list[str]) -> list[str]:
+    """Only the axes with more than one value are worth a word in a cell's label."""
+    parts = []
+    if len(cfg.datasets) > 1:
+        parts.append(choice_text(dataset))
+    if len(cfg.models) > 1:
+        parts.append(choice_text(model))
+    return parts + extra
+
+
+def plan(cfg: SweepConfig) -> tuple[list[Cell], list[str]]:
+    """All cells of the grid in a stable order (and notes about entries that resolve to the same cell)."""
+    _check_components(cfg)
+    cells: dict[str, Cell] = {}
+    notes: list[str] = []
+
+    def add(kind: Literal["attack", "train"], spec: RunSpec | TrainSpec, label: str) -> None:
+        config = resolved_config(spec) if isinstance(spec, RunSpec) else resolved_train_config(spec)
+        cell = Cell(kind, run_id(config), label, spec)
+        if cell.id in cells:
+            notes.append(f"{label!r} resolves to the same configuration as {cells[cell.id].label!r}; run once")
+        else:
+            cells[cell.id] = cell
+
+    common = {"device": cfg.device, "data_root": cfg.data_root, "output_dir": Path(".")}
+    for dataset, model, defense in itertools.product(cfg.datasets, cfg.models, cfg.defenses):
+        if cfg.train is not None:
+            for seed in cfg.train.seeds:
+                label = " · ".join([f"train {choice_text(defense)}",
+                                    *_axes_label(cfg, dataset, model, []), f"seed {seed}"])
+                add("train", TrainSpec(defense=defense, federation=cfg.train.federation, dataset=dataset, model=model,
+                                       seed=seed, **common), label)
+        for attack, batch, attack_round, targets, seed in itertools.product(
+                cfg.attacks, cfg.batch_sizes, cfg.attack_rounds, cfg.num_targets, cfg.seeds):
+            extra = [f"batch {batch}"] * (len(cfg.batch_sizes) > 1) \
+                + [f"round {attack_round}"] * (len(cfg.attack_rounds) > 1) \
+                + [f"{targets} targets"] * (len(cfg.num_targets) > 1) + [f"seed {seed}"]
+            label = " · ".join([f"{choice_text(defense)} × {choice_text(attack)}",
+                                *_axes_label(cfg, dataset, model, extra)])
+            add("attack", RunSpec(defense=defense, attack=attack, dataset=dataset, model=model, batch_size=batch,
+                                  num_targets=targets, seed=seed, lpips_weights=cfg.lpips_weights,
+                                  federation=cfg.federation, attack_round=attack_round, **common), label)
+    return list(cells.values()), notes

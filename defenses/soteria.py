@@ -1,0 +1,133 @@
+"""Soteria — perturbing the data representation (Sun et al., CVPR 2021; jeremy313/Soteria).
+
+Soteria protects the layer whose input is the data representation r (the features entering the
+fully connected head; here the model's classifier, as in the authors' LeNet and ConvNet code). For
+each representation feature f it scores how little the feature reveals per unit of input change,
+
+    s_f = Σ_n ‖∂r_f(x_n)/∂x_n‖₂ / (r_f(x_n) + 0.1)        (summed over the client's examples)
+
+and zeroes the classifier weight's gradient columns of the features whose score lies below the
+``ratio`` quantile (the authors' pruning rate; their Inverting-Gradients example uses 60 %). Every
+other tensor is sent unchanged. The mask is computed on the client's own data in eval mode, one
+Jacobian per example (``torch.func.jacrev``), which is the defense's compute cost.
+
+What the server can use: it receives the masked gradient, so it sees which columns are zero.
+``simulator="masked"`` (default) is the adaptive attacker that zeroes the same columns in its
+replay (exact); ``simulator="clean"`` is the attacker of the paper's evaluation, which matches the
+unmodified gradient of its candidate (``Observation.exact=False``).
+
+Written only with bench's public API (``bench.sgd_client.SGDDefense`` and the SGD client, ``bench.functional``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from bench import ClientState, LocalData, Observation, Option, ServerState, Upload
+from bench.functional import forward
+from bench.sgd_client import (SGD_OPTIONS, SGDDefense, client_round, observe_sgd_client, payload_bytes,
+                              sgd_public_knowledge, sgd_simulator, split_state)
+
+Tensors = dict[str, torch.Tensor]
+#: Added to the representation in the score's denominator, as in the authors' code.
+OFFSET = 0.1
+
+
+def representation(model: nn.Module, layer: str, params: Mapping[str, torch.Tensor],
+                   buffers: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The input of ``layer`` (flattened per example) when ``model`` runs on ``x``."""
+    seen: list[torch.Tensor] = []
+    handle = model.get_submodule(layer).register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0]))
+    try:
+        forward(model, params, x, buffers)
+    finally:
+        handle.remove()
+    return seen[0].flatten(1)
+
+
+def feature_scores(model: nn.Module, layer: str, server: Mapping[str, torch.Tensor], x: torch.Tensor,
+                   chunk: int = 16) -> torch.Tensor:
+    """s_f = Σ_n ‖∂r_f(x_n)/∂x_n‖ / (r_f(x_n) + 0.1) for every feature f of ``layer``'s input."""
+    params, buffers = split_state(model, server)
+    params = {k: v.detach() for k, v in params.items()}
+    model.eval()
+
+    def features(image: torch.Tensor) -> torch.Tensor:
+        return representation(model, layer, params, buffers, image[None])[0]
+
+    total = None
+    for start in range(0, len(x), chunk):
+        images = x[start:start + chunk].detach()
+        jacobians = torch.func.vmap(torch.func.jacrev(features))(images)  # [n, F, C, H, W]
+        r = torch.func.vmap(features)(images)  # [n, F]
+        scores = (jacobians.flatten(2).norm(dim=2) / (r + OFFSET)).sum(0)
+        total = scores if total is None else total + scores
+    assert total is not None
+    return total
+
+
+def column_mask(scores: torch.Tensor, ratio: float) -> torch.Tensor:
+    """1 for the features kept, 0 for those whose |score| is below the ``ratio`` quantile of the scores."""
+    threshold = torch.quantile(scores.double(), ratio).to(scores.dtype)
+    return (scores.abs() >= threshold).to(scores.dtype)
+
+
+class Soteria(SGDDefense):
+    """Soteria (Sun et al. 2021): zero the head's gradient columns of the features that reveal the input most."""
+
+    name = "soteria"
+    description = __doc__
+    options = (
+        Option("ratio", float, 0.6, "fraction of the representation's features whose classifier-gradient columns "
+               "are zeroed (the authors' pruning rate; 0.6 in their Inverting-Gradients example)", min=0.0, max=1.0),
+        Option("simulator", str, "masked", "the server's replay: 'masked' zeroes the columns it saw zeroed "
+               "(adaptive, exact); 'clean' ignores the defense, as the paper's attacks did",
+               choices=("masked", "clean")),
+        *SGD_OPTIONS,
+    )
+
+    def setup(self, task) -> None:
+        super().setup(task)
+        self.weight = f"{task.classifier}.weight"
+
+    def defend(self, server: ServerState, payload: Mapping[str, torch.Tensor], x: torch.Tensor
+               ) -> tuple[Tensors, torch.Tensor]:
+        """``payload`` with the defended columns of the classifier weight's gradient/update zeroed, and the
+        column mask (1 = kept)."""
+        mask = column_mask(feature_scores(self.model, self.task.classifier, server, x), self.opt.ratio)
+        mask = mask.to(payload[self.weight])
+        return {**payload, self.weight: payload[self.weight] * mask}, mask
+
+    def client_update(self, server: ServerState, client: ClientState, data: LocalData,
+                      generator: torch.Generator | None) -> Upload:
+        upload = client_round(self.model, server, data, self.protocol, generator)
+        payload, _ = self.defend(server, upload.payload, data.x)
+        metrics = {**upload.metrics, "bytes_uploaded": payload_bytes(payload) + payload_bytes(upload.buffers)}
+        return dataclasses.replace(upload, payload=payload, metrics=metrics)
+
+    def observe(self, server: ServerState, client: ClientState, target: LocalData,
+                cohort: Sequence[tuple[ClientState, LocalData]], generator: torch.Generator | None) -> Observation:
+        sent, kind = observe_sgd_client(self.model, server, target, self.protocol)
+        observed, mask = self.defend(server, sent, target.x)
+        clean = sgd_simulator(self.model, server, target.batch_size, self.protocol)
+        kept = (observed[self.weight] != 0).any(dim=0).to(observed[self.weight].dtype)  # the columns the server sees
+        masked = self.opt.simulator == "masked"
+        if masked:
+            def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
+                out = clean(x, y, unknowns)
+                return {**out, self.weight: out[self.weight] * kept}
+        else:
+            simulate = clean
+        public = sgd_public_knowledge(self.model, server, self.task, target, self.protocol, kind,
+                                      soteria_ratio=self.opt.ratio, defended_layer=self.task.classifier)
+        return Observation(
+            observed=observed, public=public, simulate=simulate, exact=masked,
+            knowledge="full" if masked else "defense-unaware",
+            notes=(f"Soteria zeroes {self.weight} columns; " +
+                   ("the server zeroes the same columns in its replay" if masked else
+                    "the attacker ignores the defense (the paper's evaluation)"),),
+            metrics={"bytes_uploaded": payload_bytes(observed), "defended_features": int((mask == 0).sum()),
+                     "representation_features": int(mask.numel())})
