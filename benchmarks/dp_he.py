@@ -154,8 +154,12 @@ def ckks_table(out: Path) -> str:
 
 # --- report -------------------------------------------------------------------------------------------
 def rows_of(folder: Path, kind: str) -> list[dict[str, Any]]:
+    """The rows of one kind in a results file; of attack rows, the latest per target."""
     path = folder / RESULTS_FILE
-    return [r for r in read_rows(path)[0] if r.get("kind") == kind] if path.exists() else []
+    rows = [r for r in read_rows(path)[0] if r.get("kind") == kind] if path.exists() else []
+    if kind == "attack":
+        rows = sorted({r["target"]: r for r in rows}.values(), key=lambda r: r["target"])
+    return rows
 
 
 def mean_std(values: list[float], digits: int) -> str:
@@ -175,7 +179,7 @@ def checks_table(out: Path) -> str:
     lines = ["| defense | PSNR dB (mean ± std) | SSIM | PSNR per target | ε (δ=1e-5) | σ | bytes/client | "
              "expansion | encrypt s | aggregate s | decrypt s |", "|" + "---|" * 11]
     for label in CHECKS:
-        rows = sorted(rows_of(out / slug(label), "attack"), key=lambda r: r["target"])
+        rows = rows_of(out / slug(label), "attack")
         if not rows:
             continue
         m = rows[0]["defense_metrics"]
