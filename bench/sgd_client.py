@@ -145,7 +145,8 @@ def sgd_simulator(model: nn.Module, server: Mapping[str, torch.Tensor], batch_si
     params = {k: v.detach() for k, v in params.items()}
 
     def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
-        model.eval()
+        if model.training:  # (the check is cheaper than eval() on every call of an attack loop)
+            model.eval()
         batches = protocol.schedule(LocalData(x, y, batch_size))
         payload, _ = local_payload(model, params, buffers, batches, protocol, create_graph=True)
         return payload
