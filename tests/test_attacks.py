@@ -11,9 +11,9 @@ from bench.data.embedded import build_photos
 from bench.functional import loss_gradient
 from bench.metrics import psnr_per_image
 from bench.progress import SilentProgress
-from bench.threat import LocalData, Observation, PublicKnowledge, Unknown
+from bench.threat import LocalData, Observation, Unknown
 from defenses.fedavg import FedAvg
-from tests.helpers import lenet_task
+from tests.helpers import exploding, lenet_task
 
 SILENT = SilentProgress()
 
@@ -37,18 +37,13 @@ def gen(seed=0):
 
 # ---- iDLG --------------------------------------------------------------------------------------
 
-def test_idlg_reads_the_label_and_recovers_one_image():
+def test_idlg_reads_the_label_recovers_one_image_and_stops_at_its_tolerance():
     x, y, obs = photo_case()
-    rec = IDLG(iterations=30).reconstruct(obs, gen(), SILENT)
+    rec = IDLG(iterations=40).reconstruct(obs, gen(), SILENT)
     assert not rec.diverged and rec.labels.tolist() == y.tolist()
     assert rec.info["label_source"].startswith("idlg")
+    assert rec.loss < 1e-6 and rec.iterations < 40  # stopped by tol = 1e-6 (iDLG's convergence test)
     assert psnr_per_image(x, rec.images.clamp(0, 1)).item() > 40
-
-
-def test_idlg_stops_at_its_tolerance():
-    _, _, obs = photo_case()
-    rec = IDLG(iterations=300, tol=1e-3).reconstruct(obs, gen(), SILENT)
-    assert rec.loss < 1e-3 and rec.iterations < 300
 
 
 def test_idlg_optimises_labels_when_the_classifier_is_hidden():
@@ -62,11 +57,11 @@ def test_idlg_optimises_labels_when_the_classifier_is_hidden():
 
 def test_ig_reconstructs_one_image_within_the_box():
     x, y, obs = photo_case()
-    rec = InvertingGradients(iterations=300, tv=1e-3).reconstruct(obs, gen(), SILENT)
+    rec = InvertingGradients(iterations=200, tv=1e-3).reconstruct(obs, gen(), SILENT)
     low, high = obs.public.pixel_bounds()
     assert (rec.images >= low - 1e-6).all() and (rec.images <= high + 1e-6).all()
     assert rec.labels.tolist() == y.tolist() and not rec.diverged
-    assert psnr_per_image(x, rec.images).item() > 18  # random init scores ~5 dB
+    assert psnr_per_image(x, rec.images).item() > 20  # random init scores ~5 dB; this reaches 31
 
 
 def test_ig_restarts_pick_the_lowest_matching_loss():
@@ -91,15 +86,7 @@ def test_ig_batch_uses_the_count_rule_and_multi_step_updates():
 
 def test_ig_records_divergence_and_returns_a_finite_best_iterate():
     _, _, obs = photo_case()
-    calls = {"n": 0}
-
-    def exploding(x_, y_, u):
-        calls["n"] += 1
-        sim = obs.simulate(x_, y_, u)
-        return {k: v * (float("nan") if calls["n"] > 4 else 1.0) for k, v in sim.items()}
-
-    broken = Observation(obs.observed, obs.public, exploding)
-    rec = InvertingGradients(iterations=20).reconstruct(broken, gen(), SILENT)
+    rec = InvertingGradients(iterations=20).reconstruct(exploding(obs), gen(), SILENT)
     assert rec.diverged and rec.iterations < 20 and torch.isfinite(rec.images).all()
 
 

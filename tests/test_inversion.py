@@ -9,7 +9,7 @@ from bench.inversion import (BestIterates, GradientMatching, adam, count_labels,
 from bench.inversion.objective import cosine_distance, layerwise_cosine_distance
 from bench.models.base import classifier_of
 from bench.progress import SilentProgress
-from bench.threat import LocalData, Observation, PublicKnowledge
+from bench.threat import LocalData, Observation
 from defenses.fedavg import FedAvg
 from tests.helpers import lenet_task
 
@@ -174,7 +174,7 @@ def test_vmapped_restarts_equal_sequential_runs(local_steps):
     """Adam on the sum of R restarts' losses (one vmapped tensor) = R independent runs."""
     _, y, obs = fedavg_obs([2, 5], seed=7, size=8, local_steps=local_steps)
     objective = GradientMatching(obs, distance="cosine", tv=1e-2)
-    init = torch.randn(3, 2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    init = torch.randn(2, 2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
 
     def run(start):
         x = start.clone().requires_grad_(True)
@@ -185,7 +185,7 @@ def test_vmapped_restarts_equal_sequential_runs(local_steps):
 
     batched, batched_losses = run(init)
     assert not hasattr(objective, "vmap_failed")
-    for r in range(3):
+    for r in range(2):
         alone, alone_loss = run(init[r:r + 1])
         assert torch.allclose(batched[r], alone[0], atol=1e-4)
         assert batched_losses[r].item() == pytest.approx(alone_loss[0].item(), rel=1e-4, abs=1e-6)

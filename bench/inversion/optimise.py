@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bench.options import Option
 from bench.progress import Progress
 
 
@@ -37,6 +38,16 @@ class OptimisationResult:
     iterations: int
     diverged: bool
     history: list[float] = field(default_factory=list)
+
+
+def lbfgs_options(tol: float = 0.0) -> tuple[Option, ...]:
+    """The options of an attack built on :func:`lbfgs` (DLG, iDLG), declared once so they read alike."""
+    return (
+        Option("iterations", int, 300, "L-BFGS steps", min=1),
+        Option("lr", float, 1.0, "L-BFGS learning rate", min=0.0, min_exclusive=True),
+        Option("max_iter", int, 20, "L-BFGS inner iterations per step (PyTorch default)", min=1),
+        Option("tol", float, tol, "stop once the matching loss is below this (0: never)", min=0.0),
+    )
 
 
 def lbfgs(variables: Sequence[torch.Tensor], objective: Callable[[], torch.Tensor], iterations: int,
