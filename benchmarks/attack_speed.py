@@ -5,7 +5,8 @@ and the same initial image, interleaved round by round in one process (so machin
 them alike); ratios are medians over rounds of bench's time divided by the minimal loop's time of
 the same round. Writes ``docs/performance.md``.
 
-* ig: one iteration = one Adam step (cosine + TV objective, signed gradient, MultiStepLR, box).
+* ig: one iteration = one Adam step (cosine + TV objective, signed gradient, MultiStepLR, box), timed
+  in the loop's steady state (from the first to the last step; set-up and the final scoring excluded).
   Two minimal loops: "as the reference" (``loss.backward()``, which also accumulates gradients into
   the network's parameters, exactly like inversefed) and "pruned" (``backward(inputs=[x])``, the
   same trick bench uses); the target compares with the faster of the two.
@@ -45,8 +46,8 @@ from bench.threat import LocalData, Observation  # noqa: E402
 from defenses.fedavg import FedAvg  # noqa: E402
 
 SILENT = SilentProgress()
-#: iterations per timed call: (ig Adam steps, L-BFGS steps for dlg/idlg)
-WORK = {"lenet": (150, 2), "convnet": (6, 1)}
+#: work per timed call: (ig Adam steps, L-BFGS steps for dlg/idlg, L-BFGS inner iterations per step)
+WORK = {"lenet": (150, 2, 20), "convnet": (8, 1, 4)}
 
 
 def observation(model_name: str) -> tuple[Observation, torch.Tensor]:
@@ -59,6 +60,19 @@ def observation(model_name: str) -> tuple[Observation, torch.Tensor]:
     x = data.normalise(data.train_x[:1])
     y = data.train_y[:1]
     return defense.observe(defense.init_server(), {}, LocalData(x, y, 1), [], None), y
+
+
+class Timing(SilentProgress):
+    """A Progress that timestamps every step, to time the loop's steady state (no setup, no scoring)."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def advance(self, steps: int = 1, loss: float | None = None) -> None:
+        self.stamps.append(time.perf_counter())
+
+    def per_step(self) -> float:
+        return (self.stamps[-1] - self.stamps[0]) / (len(self.stamps) - 1)
 
 
 class Counting:
@@ -83,7 +97,7 @@ def minimal_ig(obs: Observation, y: torch.Tensor, iterations: int, pruned: bool,
     x = torch.randn(1, *obs.public.image_shape, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     optimiser = torch.optim.Adam([x], lr=0.1)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, step_milestones(iterations), 0.1)
-    start = time.perf_counter()
+    timing = Timing()
     for _ in range(iterations):
         optimiser.zero_grad()
         loss = F.cross_entropy(model(x), y)
@@ -97,10 +111,11 @@ def minimal_ig(obs: Observation, y: torch.Tensor, iterations: int, pruned: bool,
         scheduler.step()
         with torch.no_grad():
             x.data = torch.max(torch.min(x, high), low)
-    return (time.perf_counter() - start) / iterations
+        timing.advance()
+    return timing.per_step()
 
 
-def minimal_lbfgs(obs: Observation, y: torch.Tensor | None, steps: int, pruned: bool) -> float:
+def minimal_lbfgs(obs: Observation, y: torch.Tensor | None, steps: int, max_iter: int, pruned: bool) -> float:
     """DLG (y None: soft labels optimised too) or iDLG (y given) as in the reference scripts.
     Returns seconds per objective evaluation."""
     model = obs.public.model
@@ -110,7 +125,7 @@ def minimal_lbfgs(obs: Observation, y: torch.Tensor | None, steps: int, pruned: 
     x = torch.randn(1, *obs.public.image_shape, generator=g).requires_grad_(True)
     label = torch.randn(1, obs.public.num_classes, generator=g).requires_grad_(True)
     variables = [x] if y is not None else [x, label]
-    optimiser = torch.optim.LBFGS(variables, lr=1.0)
+    optimiser = torch.optim.LBFGS(variables, lr=1.0, max_iter=max_iter)
     calls = 0
 
     def closure():
@@ -133,33 +148,33 @@ def minimal_lbfgs(obs: Observation, y: torch.Tensor | None, steps: int, pruned: 
     return (time.perf_counter() - start) / max(calls, 1)
 
 
-def bench_lbfgs(attack_cls, obs: Observation, steps: int) -> float:
+def bench_lbfgs(attack_cls, obs: Observation, steps: int, max_iter: int) -> float:
     counting = Counting(obs)
     start = time.perf_counter()
-    attack_cls(iterations=steps, tol=0.0).reconstruct(counting.obs, torch.Generator().manual_seed(0), SILENT)
+    attack_cls(iterations=steps, max_iter=max_iter, tol=0.0).reconstruct(counting.obs, torch.Generator().manual_seed(0), SILENT)
     return (time.perf_counter() - start) / max(counting.calls, 1)
 
 
 def bench_ig(obs: Observation, iterations: int, restarts: int = 1) -> float:
-    start = time.perf_counter()
+    timing = Timing()
     InvertingGradients(iterations=iterations, restarts=restarts, tv=1e-3).reconstruct(
-        obs, torch.Generator().manual_seed(0), SILENT)
-    return (time.perf_counter() - start) / iterations
+        obs, torch.Generator().manual_seed(0), timing)
+    return timing.per_step()
 
 
 def measure(model_name: str, rounds: int, restarts: bool, loads: list[tuple[float, ...]]) -> dict[str, list[float]]:
     obs, y = observation(model_name)
-    ig_iters, lbfgs_steps = WORK[model_name]
+    ig_iters, steps, inner = WORK[model_name]
     cases: dict[str, Callable[[], float]] = {
         "ig": lambda: bench_ig(obs, ig_iters),
         "ig minimal (as reference)": lambda: minimal_ig(obs, y, ig_iters, pruned=False),
         "ig minimal (pruned)": lambda: minimal_ig(obs, y, ig_iters, pruned=True),
-        "dlg": lambda: bench_lbfgs(DLG, obs, lbfgs_steps),
-        "dlg minimal (as reference)": lambda: minimal_lbfgs(obs, None, lbfgs_steps, pruned=False),
-        "dlg minimal (pruned)": lambda: minimal_lbfgs(obs, None, lbfgs_steps, pruned=True),
-        "idlg": lambda: bench_lbfgs(IDLG, obs, lbfgs_steps),
-        "idlg minimal (as reference)": lambda: minimal_lbfgs(obs, y, lbfgs_steps, pruned=False),
-        "idlg minimal (pruned)": lambda: minimal_lbfgs(obs, y, lbfgs_steps, pruned=True),
+        "dlg": lambda: bench_lbfgs(DLG, obs, steps, inner),
+        "dlg minimal (as reference)": lambda: minimal_lbfgs(obs, None, steps, inner, pruned=False),
+        "dlg minimal (pruned)": lambda: minimal_lbfgs(obs, None, steps, inner, pruned=True),
+        "idlg": lambda: bench_lbfgs(IDLG, obs, steps, inner),
+        "idlg minimal (as reference)": lambda: minimal_lbfgs(obs, y, steps, inner, pruned=False),
+        "idlg minimal (pruned)": lambda: minimal_lbfgs(obs, y, steps, inner, pruned=True),
     }
     if restarts:
         cases["ig 4 restarts batched"] = lambda: bench_ig(obs, ig_iters, restarts=4)
@@ -190,7 +205,8 @@ def report(results: dict[str, dict[str, list[float]]], rounds: int, threads: int
         "bench's attacks against minimal hand-written PyTorch loops of the same math on the same model,",
         "observed gradient and initial image, measured interleaved in one process; a ratio is the median",
         "over rounds of (bench's time / the loop's time in the same round). ig: one iteration = one Adam",
-        "step; dlg/idlg: one objective evaluation (L-BFGS evaluates a variable number of times per step).",
+        "step, timed from the first to the last step (set-up and the final scoring excluded on both sides);",
+        "dlg/idlg: one objective evaluation, whole run (L-BFGS evaluates a variable number of times per step).",
         "\"as reference\" loops call `loss.backward()` as inversefed, mit-han-lab/dlg and iDLG do (it also",
         "accumulates gradients into the network's parameters); \"pruned\" loops call",
         "`backward(inputs=variables)`, as bench does. The target is ≤ 1.1× the faster minimal loop.",
@@ -221,6 +237,8 @@ def report(results: dict[str, dict[str, list[float]]], rounds: int, threads: int
                       f"**{ratio:.2f}×** of the sequential time (target ≤ 0.6×)."]
         lines += ["", "Per-round times (ms): " + "; ".join(
             f"{n}: " + ", ".join(f"{x * 1e3:.1f}" for x in t) for n, t in times.items()), ""]
+    lines += ["Work per timed call: " + "; ".join(f"{m}: {w[0]} ig steps, {w[1]} L-BFGS step(s) of up to {w[2]} "
+                                                   "evaluations" for m, w in WORK.items() if m in results) + ".", ""]
     lines += ["For reference (issue #3, measured on this machine class with 2 threads): breaching 0.1.2's IG",
               "costs 1.24× a minimal loop on its LeNet and 1.03× on ConvNet-64.", ""]
     return "\n".join(lines)
