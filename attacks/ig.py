@@ -87,13 +87,12 @@ class InvertingGradients(Attack):
                       decay=self.opt.decay, project=box if self.opt.boxed else None, description="ig")
 
         best = dict(zip(map(id, variables), result.values))
-        scores = self._matching_scores(obs, result, best, x, logits, unknowns, fixed)
-        finite = torch.isfinite(scores)
-        pick = int(torch.argmin(torch.where(finite, scores, torch.full_like(scores, float("inf"))))) if finite.any() else 0
+        scores = self._matching_scores(obs, result, best, x, logits, unknowns, fixed).nan_to_num(nan=float("inf"))
+        pick = int(torch.argmin(scores))
         labels = fixed[pick] if logits is None else best[id(logits)][pick].argmax(dim=-1)
         info = {"label_source": source, "selected_restart": pick,
                 "restart_losses": [float(s) for s in scores], "restarts_diverged": int(result.diverged.sum()),
-                "final_objective": float(result.losses[pick])}
+                "best_objective": float(result.losses[pick])}  # matching loss + tv · TV
         if free:
             info["unknowns_optimised"] = {
                 name: float((best[id(t)][pick] - obs.unknowns[name].guess).norm() /
