@@ -45,13 +45,22 @@ def has_tied_tensors(model: nn.Module) -> bool:
     return _TIED[model]
 
 
+def _are_own(tensors: Mapping[str, torch.Tensor], own: Iterable[torch.Tensor]) -> bool:
+    own = list(own)
+    return len(tensors) == len(own) and all(a is b for a, b in zip(tensors.values(), own))
+
+
 def forward(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor,
             buffers: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Run ``model`` with the given parameters (and buffers) instead of its own.
 
-    Weight tying is honoured only for models that tie tensors: finding ties walks every module on
-    each call, a measurable share of an attack step on a small network.
+    When they *are* the module's own tensors (an attacker's simulator holding the server's state in
+    a private copy of the network) the module is called directly: swapping tensors in and out costs
+    a measurable share of an attack step on a small network. Weight tying is honoured only for models
+    that tie tensors (finding ties walks every module on each call).
     """
+    if _are_own(params, model.parameters()) and (not buffers or _are_own(buffers, model.buffers())):
+        return model(x)
     tensors = dict(params) if not buffers else {**buffers, **params}
     return functional_call(model, tensors, (x,), strict=False, tie_weights=has_tied_tensors(model))
 

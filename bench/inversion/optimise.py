@@ -118,10 +118,11 @@ class BestIterates:
         Non-finite losses never count as better (NaN compares false)."""
         losses = losses.detach().to("cpu", torch.float64)
         better = losses < self.loss
-        if not bool(better.any()):
+        improved = int(better.sum())
+        if not improved:
             return
         self.loss = torch.where(better, losses, self.loss)
-        if bool(better.all()):
+        if improved == len(better):
             for stored, current in zip(self.values, self.variables):
                 stored.copy_(current.detach())
             return
@@ -182,10 +183,10 @@ def adam(variables: Sequence[torch.Tensor], objective: Callable[[], torch.Tensor
 
     def evaluate() -> torch.Tensor:
         losses = objective()
-        best.offer(losses)
-        finite = torch.isfinite(losses.detach()).cpu()
-        if not bool(finite.all()):
-            diverged.logical_or_(~finite)
+        values = losses.detach().to("cpu", torch.float64)
+        best.offer(values)
+        if not bool(torch.isfinite(values).all()):
+            diverged.logical_or_(~torch.isfinite(values))
         return losses
 
     progress.start(iterations, description)
