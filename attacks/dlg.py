@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 
 from bench.attack import Attack, Reconstruction
-from bench.inversion import GradientMatching, image_init, lbfgs, unknown_variables
-from bench.options import Option
+from bench.inversion import GradientMatching, image_init, lbfgs, lbfgs_options, unknown_variables
 from bench.progress import Progress
 from bench.threat import Observation
 
@@ -22,12 +21,7 @@ class DLG(Attack):
 
     name = "dlg"
     description = __doc__
-    options = (
-        Option("iterations", int, 300, "L-BFGS steps", min=1),
-        Option("lr", float, 1.0, "L-BFGS learning rate", min=0.0, min_exclusive=True),
-        Option("max_iter", int, 20, "L-BFGS inner iterations per step (PyTorch default)", min=1),
-        Option("tol", float, 0.0, "stop once the matching loss is below this (0: never)", min=0.0),
-    )
+    options = lbfgs_options()
 
     def reconstruct(self, obs: Observation, generator: torch.Generator, progress: Progress) -> Reconstruction:
         x = image_init(obs, generator).requires_grad_(True)

@@ -185,14 +185,20 @@ def observe_sgd_client(model: nn.Module, server: Mapping[str, torch.Tensor], tar
 
 def sgd_simulator(model: nn.Module, server: Mapping[str, torch.Tensor], batch_size: int,
                   protocol: SGDProtocol, gradient: GradientFn = loss_gradient) -> Simulator:
-    """The attacker's differentiable replay of :func:`observe_sgd_client` for candidate inputs."""
-    params, buffers = split_state(model, server)
-    params = {k: v.detach() for k, v in params.items()}
+    """The attacker's differentiable replay of :func:`observe_sgd_client` for candidate inputs.
+
+    It runs a private copy of the network that holds the server's state as its own parameters, so
+    that the first (for FedSGD: the only) gradient is taken without swapping tensors in and out.
+    """
+    own = public_model(model, server)
+    params = dict(own.named_parameters())
+    buffers = dict(own.named_buffers())
 
     def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
-        model.eval()
+        if own.training:
+            own.eval()
         batches = protocol.schedule(LocalData(x, y, batch_size))
-        payload, _ = local_payload(model, params, buffers, batches, protocol, create_graph=True, gradient=gradient)
+        payload, _ = local_payload(own, params, buffers, batches, protocol, create_graph=True, gradient=gradient)
         return payload
 
     return simulate

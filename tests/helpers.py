@@ -12,3 +12,17 @@ def lenet_task(image_shape=(3, 32, 32), num_classes=10, local_epochs=1, model=No
     return FLTask(new_model=lambda: model.build(image_shape, num_classes), model_name="lenet", classifier="fc",
                   image_shape=image_shape, num_classes=num_classes, mean=(0.5,) * image_shape[0],
                   std=(0.25,) * image_shape[0], device=torch.device("cpu"), local_epochs=local_epochs)
+
+
+def exploding(obs, after: int = 4):
+    """``obs`` whose simulator returns NaN from its ``after``+1-th call on (a diverging attack)."""
+    from bench.threat import Observation
+
+    calls = {"n": 0}
+
+    def simulate(x, y, unknowns):
+        calls["n"] += 1
+        sim = obs.simulate(x, y, unknowns)
+        return {k: v * (float("nan") if calls["n"] > after else 1.0) for k, v in sim.items()}
+
+    return Observation(observed=obs.observed, public=obs.public, simulate=simulate)

@@ -9,9 +9,9 @@ from bench.data.embedded import build_photos
 from bench.inversion.optimise import lbfgs
 from bench.metrics import psnr_per_image
 from bench.progress import SilentProgress
-from bench.threat import LocalData, Observation
+from bench.threat import LocalData
 from defenses.fedavg import FedAvg
-from tests.helpers import lenet_task
+from tests.helpers import exploding, lenet_task
 
 
 def small_case(seed=0, size=16):
@@ -57,13 +57,5 @@ def test_lbfgs_returns_the_best_iterate_not_the_last():
 
 def test_divergence_is_detected_and_reported():
     x, y, obs = small_case()
-    calls = {"n": 0}
-
-    def exploding(x_, y_, u):
-        calls["n"] += 1
-        sim = obs.simulate(x_, y_, u)
-        return {k: v * (float("nan") if calls["n"] > 4 else 1.0) for k, v in sim.items()}
-
-    broken = Observation(observed=obs.observed, public=obs.public, simulate=exploding)
-    rec = DLG(iterations=5).reconstruct(broken, torch.Generator().manual_seed(0), SilentProgress())
+    rec = DLG(iterations=5).reconstruct(exploding(obs), torch.Generator().manual_seed(0), SilentProgress())
     assert rec.diverged and torch.isfinite(rec.images).all() and rec.iterations < 5

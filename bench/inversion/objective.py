@@ -68,7 +68,10 @@ class GradientMatching:
         """Objectives of R candidates at once (every argument has a leading dimension R): shape [R].
 
         Uses ``vmap`` over the simulator; a simulator that cannot be vmapped falls back to a loop.
+        A single candidate skips ``vmap`` (same math; plain autograd is cheaper on small networks).
         """
+        if x.shape[0] == 1:
+            return self.loss(x[0], y[0], {k: v[0] for k, v in unknowns.items()}).unsqueeze(0)
         try:
             return torch.func.vmap(self.loss)(x, y, dict(unknowns))
         except (RuntimeError, NotImplementedError, ValueError) as exc:
