@@ -298,3 +298,36 @@ def test_factored_simulator_matches_the_victim_when_clipping_is_active(momentum)
     sim = obs.simulate(target.x, target.y, {k: client[k] for k in PRIVATE})
     for k in obs.observed:
         assert torch.allclose(sim[k], obs.observed[k], atol=1e-6, rtol=1e-4), k
+
+
+def test_attack_after_training_rounds_runs_end_to_end(tmp_path):
+    from bench.cli import main
+    from bench.results import read_rows
+
+    args = ["run", "--defense", "hyperfl", "--attack", "dlg", "--attack-arg", "iterations=2", "--attack-arg",
+            "max_iter=2", "--dataset", "digits", "--clients", "2", "--train-per-client", "20", "--test-per-client",
+            "10", "--attack-round", "1", "--quiet", "--output-dir", str(tmp_path)]
+    assert main(args) == 0
+    row = read_rows(tmp_path / "results.jsonl")[0][0]
+    assert row["knowledge"] == "hyperfl-adaptive" and row["model"] == "cnn" and row["attack_round"] == 1
+    assert row["defense_metrics"]["recovered_weight_max_error"] < 1e-3
+    assert row["config"]["defense"]["attacker"] == "adaptive"
+
+
+def test_train_presets_apply_the_protocol_the_model_and_the_defense_preset():
+    from bench.presets import resolve
+    from bench.setup import Choice
+
+    r = resolve("quick", Choice("fedavg"), Choice("photos"), None, {"clients": None, "rounds": 3})
+    assert r.defense.args == {"preset": "quick"} and r.model.name == "cnn"
+    assert r.federation.clients == 10 and r.federation.local_epochs == 5 and r.federation.rounds == 3
+    r = resolve("paper", Choice("hyperfl"), Choice("cifar10"), Choice("lenet"), {})
+    assert r.defense.args == {} and r.model.name == "lenet" and r.extra["defense_preset_applied"] is None
+    assert (r.federation.clients, r.federation.rounds, r.federation.train_per_client,
+            r.federation.test_per_client) == (20, 200, 600, 300)
+    r = resolve("paper", Choice("fedavg", {"preset": "hyperfl-paper", "lr": "0.1"}), Choice("emnist"), None, {})
+    assert r.defense.args == {"preset": "hyperfl-paper", "lr": "0.1"} and r.federation.train_per_client == 1000
+    r = resolve(None, Choice("fedavg"), Choice("photos"), None, {"clients": 4})
+    assert r.model is None and r.federation.clients == 4 and r.extra == {}
+    with pytest.raises(BenchError, match="unknown preset 'fast'; valid: 'quick' or 'paper'"):
+        resolve("fast", Choice("fedavg"), Choice("photos"), None, {})
