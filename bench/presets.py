@@ -32,9 +32,9 @@ class TrainPreset:
 TRAIN_PRESETS: dict[str, TrainPreset] = {
     "quick": TrainPreset(
         "quick", "the paper's protocol scaled to the embedded data and 2 CPU cores (a few minutes per defense): "
-                 "10 clients, dominant split, 100 train / 50 test examples each, batch 50, 5 local epochs, 10 rounds",
+                 "10 clients, dominant split, 100 train / 50 test examples each, batch 50, 5 local epochs, 20 rounds",
         {"clients": 10, "partition": "dominant", "train_per_client": 100, "test_per_client": 50, "batch_size": 50,
-         "local_epochs": 5, "rounds": 10}),
+         "local_epochs": 5, "rounds": 20}),
     "paper": TrainPreset(
         "paper", "the HyperFL paper's protocol: 20 clients all participating, 200 rounds, batch 50, 5 local epochs, "
                  "dominant split; train/test per client 600/300 (CIFAR-10), 600/600 (Fashion-MNIST), "

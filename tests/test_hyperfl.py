@@ -321,6 +321,7 @@ def test_train_presets_apply_the_protocol_the_model_and_the_defense_preset():
     r = resolve("quick", Choice("fedavg"), Choice("photos"), None, {"clients": None, "rounds": 3})
     assert r.defense.args == {"preset": "quick"} and r.model.name == "cnn"
     assert r.federation.clients == 10 and r.federation.local_epochs == 5 and r.federation.rounds == 3
+    assert resolve("quick", Choice("hyperfl"), Choice("photos"), None, {}).federation.rounds == 20
     r = resolve("paper", Choice("hyperfl"), Choice("cifar10"), Choice("lenet"), {})
     assert r.defense.args == {} and r.model.name == "lenet" and r.extra["defense_preset_applied"] is None
     assert (r.federation.clients, r.federation.rounds, r.federation.train_per_client,
