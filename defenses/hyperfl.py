@@ -26,7 +26,6 @@ The threat model (``attacker``) says what the honest-but-curious server knows:
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -352,9 +351,10 @@ class HyperFL(Defense):
     # -- state -----------------------------------------------------------------------------------
 
     def _fresh_private(self) -> Tensors:
-        """A new embedding and head, drawn as the official code initialises them."""
-        model = HyperFLModel(self.task.new_model(), self.task.classifier, self.opt.embedding_dim, self.opt.hidden_dim)
-        return {k: v.detach().clone() for k, v in model.named_parameters() if k in PRIVATE}
+        """A new embedding (N(0, 1), as nn.Embedding) and head (the target network's own initialisation)."""
+        head = self.task.new_model().get_submodule(self.task.classifier)
+        embedding = torch.randn(self.opt.embedding_dim).to(self.task.device)
+        return {EMBEDDING: embedding, HEAD_WEIGHT: head.weight.detach().clone(), HEAD_BIAS: head.bias.detach().clone()}
 
     def init_server(self) -> ServerState:
         net = HyperNetwork(self.model.hypernetwork.shapes, self.opt.embedding_dim, self.opt.hidden_dim)
@@ -474,14 +474,12 @@ class HyperFL(Defense):
                            metrics=metrics)
 
     def _guess(self, generator: torch.Generator | None) -> Tensors:
-        """The server's own stand-ins for embedding and head: drawn like a client's, from the attack's stream."""
-        g = generator or torch.Generator().manual_seed(0)
-        device = self.task.device
-        out_features, in_features = self.model.head.weight.shape
-        bound = 1 / math.sqrt(in_features)  # nn.Linear's default initialisation
-        return {EMBEDDING: torch.randn(self.opt.embedding_dim, generator=g).to(device),
-                HEAD_WEIGHT: (torch.rand(out_features, in_features, generator=g) * 2 - 1).mul(bound).to(device),
-                HEAD_BIAS: (torch.rand(out_features, generator=g) * 2 - 1).mul(bound).to(device)}
+        """The server's own stand-ins for embedding and head, drawn as a client draws them but from the
+        attack's random stream (torch's global RNG is left as it was)."""
+        seed = int(torch.randint(2**62, (1,), generator=generator or torch.Generator().manual_seed(0)))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self._fresh_private()
 
     def _public_model(self, server: ServerState, private: Tensors) -> nn.Module:
         model = copy.deepcopy(self.model)

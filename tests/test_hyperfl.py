@@ -281,11 +281,13 @@ def test_models_with_batchnorm_are_refused_with_a_one_line_error():
         HyperFL().setup(task)
 
 
-def test_model_level_head_init_matches_the_guess_distribution():
-    # the blind guess is drawn like a client's head (nn.Linear's default: U(-1/sqrt(in), 1/sqrt(in)))
-    d, server, client = tiny(attacker="blind")
-    guess = d._guess(torch.Generator().manual_seed(0))
-    assert guess[HEAD_WEIGHT].abs().max() <= 0.5 and guess[HEAD_WEIGHT].shape == client[HEAD_WEIGHT].shape
+def test_blind_guesses_are_drawn_like_a_clients_from_the_attack_stream_only():
+    d, _, client = tiny(attacker="blind")
+    state = torch.get_rng_state()
+    a, b = d._guess(torch.Generator().manual_seed(0)), d._guess(torch.Generator().manual_seed(0))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(a[k], b[k]) and a[k].shape == client[k].shape for k in PRIVATE)
+    assert a[HEAD_WEIGHT].abs().max() <= 0.5  # nn.Linear(4, 3): U(-1/2, 1/2)
     assert isinstance(d.model, HyperFLModel)
 
 
@@ -305,11 +307,11 @@ def test_attack_after_training_rounds_runs_end_to_end(tmp_path):
     from bench.results import read_rows
 
     args = ["run", "--defense", "hyperfl", "--attack", "dlg", "--attack-arg", "iterations=2", "--attack-arg",
-            "max_iter=2", "--dataset", "digits", "--clients", "2", "--train-per-client", "20", "--test-per-client",
-            "10", "--attack-round", "1", "--quiet", "--output-dir", str(tmp_path)]
+            "max_iter=2", "--dataset", "digits", "--model", "lenet", "--clients", "2", "--train-per-client", "20",
+            "--test-per-client", "10", "--attack-round", "1", "--quiet", "--output-dir", str(tmp_path)]
     assert main(args) == 0
     row = read_rows(tmp_path / "results.jsonl")[0][0]
-    assert row["knowledge"] == "hyperfl-adaptive" and row["model"] == "cnn" and row["attack_round"] == 1
+    assert row["knowledge"] == "hyperfl-adaptive" and row["attack_round"] == 1 and HyperFL.default_model == "cnn"
     assert row["defense_metrics"]["recovered_weight_max_error"] < 1e-3
     assert row["config"]["defense"]["attacker"] == "adaptive"
 
