@@ -177,13 +177,14 @@ def main() -> None:
     p.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS), help="which settings to run")
     p.add_argument("--rows", nargs="+", choices=[r for r, _ in ROWS], default=[r for r, _ in ROWS],
                    help="which defense/attacker rows to run")
-    p.add_argument("--skip-utility", action="store_true")
+    p.add_argument("--skip-utility", action="store_true", help="do not run the utility cells")
+    p.add_argument("--skip-privacy", action="store_true", help="do not run the privacy cells")
     p.add_argument("--render-only", action="store_true")
     args = p.parse_args()
-    if not args.render_only:
+    if not args.render_only and not args.skip_privacy:
         privacy(args)
-        if not args.skip_utility:
-            utility(args)
+    if not args.render_only and not args.skip_utility:
+        utility(args)
     render(args.out, args.attack)
 
 
