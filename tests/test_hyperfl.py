@@ -334,3 +334,19 @@ def test_train_presets_apply_the_protocol_the_model_and_the_defense_preset():
     assert r.model is None and r.federation.clients == 4 and r.extra == {}
     with pytest.raises(BenchError, match="unknown preset 'fast'; valid: 'quick' or 'paper'"):
         resolve("fast", Choice("fedavg"), Choice("photos"), None, {})
+
+
+def test_train_cli_applies_a_preset_under_explicit_flags(tmp_path):
+    from bench.cli import main
+    from bench.results import read_rows
+
+    args = ["train", "--defense", "hyperfl", "--preset", "quick", "--dataset", "digits", "--model", "lenet",
+            "--rounds", "1", "--clients", "2", "--train-per-client", "10", "--test-per-client", "5",
+            "--local-epochs", "1", "--output-dir", str(tmp_path)]
+    assert main(args) == 0
+    row = read_rows(tmp_path / "results.jsonl")[0][0]
+    fed = row["config"]["run"]["federation"]
+    assert (fed["clients"], fed["rounds"], fed["batch_size"], fed["partition"]) == (2, 1, 50, "dominant")
+    assert row["config"]["run"]["preset"] == "quick" and row["model"] == "lenet"
+    hyper = row["bytes_uploaded_per_client_per_round"]
+    assert hyper > 0 and 0 <= row["final_accuracy"] <= 1
