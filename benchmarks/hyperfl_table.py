@@ -117,8 +117,10 @@ def privacy_table(out: Path, attack: str) -> str:
             if not rows:
                 cells += ["not run"] * 4
                 continue
-            n = len(rows)
-            cells += [f"{_stat(rows, 'psnr', 2)} (n={n})", _stat(rows, "ssim", 3), _stat(rows, "lpips", 3),
+            n, diverged = len(rows), sum(1 for r in rows if r.get("diverged"))
+            seconds = np.mean([r["attack_seconds"] for r in rows])
+            tag = f"n={n}, {seconds:.0f} s/target" + (f", {diverged} diverged" if diverged else "")
+            cells += [f"{_stat(rows, 'psnr', 2)} ({tag})", _stat(rows, "ssim", 3), _stat(rows, "lpips", 3),
                       _stat(rows, "label_acc", 2)]
             first = rows[0]
             cfg = first["config"]
@@ -154,10 +156,10 @@ def utility_table(out: Path) -> str:
 def render(out: Path, attack: str) -> None:
     text = DOC.read_text()
     for marker, table in (("privacy", privacy_table(out, attack)), ("utility", utility_table(out))):
-        pattern = re.compile(rf"(<!-- hyperfl-table:{marker}:begin -->\n).*?(\n<!-- hyperfl-table:{marker}:end -->)", re.S)
+        pattern = re.compile(rf"(<!-- hyperfl-table:{marker}:begin -->\n).*?(<!-- hyperfl-table:{marker}:end -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"{DOC} lacks the hyperfl-table:{marker} markers")
-        text = pattern.sub(lambda m, t=table: m.group(1) + t + m.group(2), text)
+        text = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), text)
     DOC.write_text(text)
     print(f"rendered {DOC}")
 
