@@ -234,7 +234,7 @@ def factored_round_update(model: HyperFLModel, server: Mapping[str, torch.Tensor
     velocity = None
     for xb, yb in head_batches:
         grads = loss_gradient(target, model.head_params(head[HEAD_WEIGHT], head[HEAD_BIAS]), xb, yb, generated)
-        grads = dict(zip((HEAD_WEIGHT, HEAD_BIAS), grads.values()))
+        grads = {HEAD_WEIGHT: grads[f"{model.classifier}.weight"], HEAD_BIAS: grads[f"{model.classifier}.bias"]}
         head, velocity = _sgd_step(head, grads, velocity, p.head_lr, p.momentum, p.weight_decay, False)
     head_params = model.head_params(head[HEAD_WEIGHT], head[HEAD_BIAS])
     small = {"A": a_mlp, "c": c_mlp, EMBEDDING: emb}
