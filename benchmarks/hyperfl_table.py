@@ -153,9 +153,12 @@ def utility_table(out: Path) -> str:
     return "\n".join(lines)
 
 
-def render(out: Path, attack: str) -> None:
+def render(out: Path, attacks: list[str]) -> None:
+    """Rewrite the doc's tables: one privacy table per attack that has results, then the utility table."""
     text = DOC.read_text()
-    for marker, table in (("privacy", privacy_table(out, attack)), ("utility", utility_table(out))):
+    found = [a for a in attacks if (out / a).is_dir()]
+    privacy = "\n\n".join(f"**{a}**\n\n{privacy_table(out, a)}" for a in found) or "not run"
+    for marker, table in (("privacy", privacy), ("utility", utility_table(out))):
         pattern = re.compile(rf"(<!-- hyperfl-table:{marker}:begin -->\n).*?(<!-- hyperfl-table:{marker}:end -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"{DOC} lacks the hyperfl-table:{marker} markers")
@@ -187,7 +190,7 @@ def main() -> None:
         privacy(args)
     if not args.render_only and not args.skip_utility:
         utility(args)
-    render(args.out, args.attack)
+    render(args.out, [args.attack] + [a for a in ("ig", "dlg") if a != args.attack])
 
 
 if __name__ == "__main__":
