@@ -38,10 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.experiment import RunSpec, run  # noqa: E402
 from bench.federated import FLSettings  # noqa: E402
+from bench.metrics import psnr_per_image, ssim_per_image  # noqa: E402
 from bench.options import parse_assignments  # noqa: E402
 from bench.presets import resolve  # noqa: E402
 from bench.results import RESULTS_FILE, read_rows  # noqa: E402
-from bench.setup import Choice  # noqa: E402
+from bench.setup import Choice, load_dataset  # noqa: E402
 from bench.utility import TrainSpec, run_training  # noqa: E402
 
 DOC = ROOT / "docs" / "hyperfl.md"
@@ -105,6 +106,21 @@ def _cell_rows(out: Path, attack: str, cell: Cell) -> list[dict[str, Any]]:
     return [r for r in read_rows(path)[0] if r.get("kind") == "attack"] if path.exists() else []
 
 
+def baseline_cells(rows: list[dict[str, Any]]) -> list[str]:
+    """PSNR/SSIM of a flat image of the training set's mean colour against the same targets: what a
+    reconstruction scores with no information about the image at all."""
+    cfg = rows[0]["config"]["dataset"]
+    _, data = load_dataset(Choice(cfg["name"], {k: v for k, v in cfg.items() if k != "name"}), None)
+    mean = data.train_x.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
+    psnr, ssim = [], []
+    for r in rows:
+        x = data.train_x[r["image_ids"]]
+        psnr.append(float(psnr_per_image(x, mean.expand_as(x)).mean()))
+        ssim.append(float(ssim_per_image(x, mean.expand_as(x)).mean()))
+    fake = [{"psnr": p, "ssim": q} for p, q in zip(psnr, ssim)]
+    return [f"{_stat(fake, 'psnr', 2)} (n={len(rows)})", _stat(fake, "ssim", 3), "", ""]
+
+
 def privacy_table(out: Path, attack: str) -> str:
     head = ("| server observes → | FedSGD PSNR (dB) | SSIM | LPIPS | label acc | after local training PSNR (dB) | SSIM "
             "| LPIPS | label acc |")
@@ -132,6 +148,11 @@ def privacy_table(out: Path, attack: str) -> str:
             if first.get("lpips") is None and first.get("lpips_note"):
                 details.add(f"LPIPS: {first['lpips_note']}")
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    reference = []
+    for setting in SETTINGS:
+        rows = next((r for r in (_cell_rows(out, attack, Cell(row, setting)) for row, _ in ROWS) if r), [])
+        reference += baseline_cells(rows) if rows else ["", "", "", ""]
+    lines.append("| *no information: a flat image of the data set's mean colour* | " + " | ".join(reference) + " |")
     lines.append("")
     lines += [f"- {d}" for d in sorted(details)]
     return "\n".join(lines)
