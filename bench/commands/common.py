@@ -35,18 +35,33 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                         help="folder holding torchvision-format data sets (never downloaded)")
 
 
-def add_federation_args(parser: argparse.ArgumentParser, batch_flag: str, batch_default: int = 50) -> None:
+def add_federation_args(parser: argparse.ArgumentParser, batch_flag: str, batch_default: int = 50,
+                        unset: bool = False) -> None:
+    """The federation flags. With ``unset`` their values stay ``None`` unless given (a preset fills
+    them; see :func:`explicit_federation`); the help still shows the defaults used without a preset."""
     group = parser.add_argument_group("federation")
-    group.add_argument("--clients", type=int, default=20, help="number of clients (default: 20)")
-    group.add_argument("--partition", choices=PARTITIONS, default="dominant",
+
+    def default(value):
+        return None if unset else value
+
+    group.add_argument("--clients", type=int, default=default(20), help="number of clients (default: 20)")
+    group.add_argument("--partition", choices=PARTITIONS, default=default("dominant"),
                        help="how data are split over clients: iid, or HyperFL's dominant label groups (default)")
     group.add_argument("--train-per-client", type=int, default=None, metavar="N",
                        help="training examples per client (default: the most every client can get)")
     group.add_argument("--test-per-client", type=int, default=None, metavar="N",
                        help="test examples per client (default: the most every client can get)")
-    group.add_argument(batch_flag, dest="train_batch_size", type=int, default=batch_default,
+    group.add_argument(batch_flag, dest="train_batch_size", type=int, default=default(batch_default),
                        help=f"local mini-batch size during training (default: {batch_default})")
-    group.add_argument("--local-epochs", type=int, default=1, help="passes over local data per round (default: 1)")
+    group.add_argument("--local-epochs", type=int, default=default(1),
+                       help="passes over local data per round (default: 1)")
+
+
+def explicit_federation(args: argparse.Namespace, **more: object) -> dict[str, object]:
+    """The federation settings the user gave (``None`` = not given), as FLSettings field names."""
+    return {"clients": args.clients, "partition": args.partition, "train_per_client": args.train_per_client,
+            "test_per_client": args.test_per_client, "batch_size": args.train_batch_size,
+            "local_epochs": args.local_epochs, **more}
 
 
 def federation(args: argparse.Namespace, rounds: int = 0, eval_every: int = 1) -> FLSettings:

@@ -1,0 +1,352 @@
+"""HyperFL: the protocol matches the official code's semantics, and its threat model is exact."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.defense import FLTask
+from bench.errors import BenchError
+from bench.functional import cross_entropy, forward
+from bench.inversion import GradientMatching
+from bench.models.cnn import CNN
+from bench.models.convnet import ConvNet
+from bench.threat import LocalData, Upload
+from defenses.hyperfl import (EMBEDDING, HEAD_BIAS, HEAD_WEIGHT, PRIVATE, HyperFL, HyperFLModel, estimate_embedding,
+                              hyper_gradient)
+
+
+class Tiny(nn.Module):
+    """conv 1→2 k3 + fc 32→4 feature extractor, head fc2 4→3 (on 1×6×6 images)."""
+
+    classifier_name = "fc2"
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 2, 3)
+        self.fc1 = nn.Linear(32, 4)
+        self.fc2 = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc2(F.leaky_relu(self.fc1(F.leaky_relu(self.conv1(x)).flatten(1))))
+
+
+def tiny_task(local_epochs=1):
+    return FLTask(new_model=Tiny, model_name="tiny", classifier="fc2", image_shape=(1, 6, 6), num_classes=3,
+                  mean=(0.5,), std=(0.25,), device=torch.device("cpu"), local_epochs=local_epochs)
+
+
+def tiny(seed=0, **options):
+    torch.manual_seed(seed)
+    options = {"embedding_dim": 3, "hidden_dim": 5, **options}
+    d = HyperFL(**options)
+    d.setup(tiny_task())
+    server = d.init_server()
+    return d, server, d.init_client(0)
+
+
+def data(n=4, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return LocalData(torch.randn(n, 1, 6, 6, generator=g), torch.randint(0, 3, (n,), generator=g), batch)
+
+
+def cnn_task(shape):
+    return FLTask(new_model=lambda: CNN().build(shape, 10), model_name="cnn", classifier="fc2", image_shape=shape,
+                  num_classes=10, mean=(0.5,) * shape[0], std=(0.25,) * shape[0], device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("shape, generated", [((3, 32, 32), 106_400), ((1, 28, 28), 115_776)])
+def test_hypernetwork_generates_every_feature_extractor_tensor_of_the_paper_cnn(shape, generated):
+    torch.manual_seed(0)
+    d = HyperFL()
+    d.setup(cnn_task(shape))
+    target = d.task.new_model()
+    expected = {n: p.shape for n, p in target.named_parameters() if not n.startswith("fc2.")}
+    with torch.no_grad():
+        out = d.model.hypernetwork(torch.randn(64))
+    assert {n: t.shape for n, t in out.items()} == expected
+    assert sum(t.numel() for t in out.values()) == generated
+    # the official CIFAR hypernetwork: 64→128 + one head per tensor = 13.7 M parameters
+    server = d.init_server()
+    assert sum(v.numel() for v in server.values()) == 64 * 128 + 128 + 129 * generated
+    assert d.predict(server, d.init_client(0), torch.randn(2, *shape)).shape == (2, 10)
+
+
+def test_only_the_hypernetwork_update_is_uploaded():
+    d, server, client = tiny()
+    before = {k: v.clone() for k, v in client.items()}
+    upload = d.client_update(server, client, data(), torch.Generator().manual_seed(1))
+    assert upload.kind == "update" and not upload.buffers and upload.num_examples == 4
+    assert set(upload.payload) == set(server) == set(d.model.hypernetwork.state_dict())
+    assert all(upload.payload[k].shape == server[k].shape for k in server)
+    # the private pieces moved on the client and appear nowhere in what it sent
+    assert set(client) == set(PRIVATE) and all(not torch.equal(client[k], before[k]) for k in PRIVATE)
+    sent = torch.cat([v.flatten() for v in upload.payload.values()])
+    for k in PRIVATE:
+        for value in (client[k], before[k]):
+            flat = value.flatten()
+            windows = sent.unfold(0, flat.numel(), 1)
+            assert not torch.isclose(windows, flat, atol=1e-6).all(dim=1).any(), k
+    assert upload.metrics["bytes_uploaded"] == 4 * sum(v.numel() for v in server.values())
+    obs = HyperFL(embedding_dim=3, hidden_dim=5, attacker="blind")
+    obs.setup(tiny_task())
+    assert set(obs.observe(server, client, data(2, 2), [], None).observed) == set(server)
+
+
+def test_aggregation_is_the_size_weighted_mean_of_the_new_hypernetworks():
+    d, server, _ = tiny()
+    g = torch.Generator().manual_seed(3)
+    new = [{k: v + torch.randn(v.shape, generator=g) for k, v in server.items()} for _ in range(3)]
+    sizes = [10, 30, 60]
+    uploads = [Upload({k: n[k] - server[k] for k in server}, s) for n, s in zip(new, sizes)]
+    merged = d.aggregate(server, uploads)
+    for k in server:
+        expected = sum(s / 100 * n[k] for n, s in zip(new, sizes))
+        assert torch.allclose(merged[k], expected, atol=1e-6)
+
+
+def test_local_round_equals_the_official_code_with_torch_optimisers():
+    """One round as cnn/methods/hyperfl.py runs it: SGD on the head, then SGD on hypernetwork +
+    embedding with each group's gradient norm clipped (a small clip so clipping is active)."""
+    d, server, client = tiny(head_epochs=1, local_epochs=2, max_grad_norm=0.05)
+    batches = data(4, 2)
+    ref = copy.deepcopy(d.model)
+    ref.hypernetwork.load_state_dict(server)
+    with torch.no_grad():
+        for k in PRIVATE:
+            ref.get_parameter(k).copy_(client[k])
+    opt = torch.optim.SGD(ref.head.parameters(), lr=0.1, momentum=0.5, weight_decay=5e-4)
+    for x, y in batches.batches():
+        opt.zero_grad()
+        F.cross_entropy(ref(x), y).backward()
+        opt.step()
+    opt = torch.optim.SGD([{"params": ref.hypernetwork.parameters()}, {"params": [ref.embedding]}], lr=0.02,
+                          momentum=0.5, weight_decay=5e-4)
+    for _ in range(2):
+        for x, y in batches.batches():
+            opt.zero_grad()
+            ref.zero_grad()
+            F.cross_entropy(ref(x), y).backward()
+            norm = torch.nn.utils.clip_grad_norm_(ref.hypernetwork.parameters(), 0.05)
+            torch.nn.utils.clip_grad_norm_([ref.embedding], 0.05)
+            opt.step()
+    assert norm > 0.05
+    upload = d.client_update(server, client, batches, None)
+    for k, v in ref.hypernetwork.state_dict().items():
+        assert torch.allclose(server[k] + upload.payload[k], v, atol=1e-6), k
+    for k in PRIVATE:
+        assert torch.allclose(client[k], ref.get_parameter(k), atol=1e-6), k
+
+
+def test_gradients_through_the_hypernetwork_match_finite_differences():
+    d, server, client = tiny()
+    model = d.model.double()
+    hyper = {f"hypernetwork.{k}": v.double() for k, v in server.items()}
+    private = {k: v.double() for k, v in client.items()}
+    batch = data(2, 2)
+    x, y = batch.x.double(), batch.y
+    grads = hyper_gradient(model, hyper, private, x, y, create_graph=False)
+
+    def loss(h):
+        return float(cross_entropy(forward(model, {**h, **private}, x), y))
+
+    g = torch.Generator().manual_seed(0)
+    for name in ("hypernetwork.mlp.0.weight", "hypernetwork.heads.conv1__weight.weight",
+                 "hypernetwork.heads.fc1__bias.bias"):
+        for _ in range(3):
+            idx = tuple(int(torch.randint(0, s, (1,), generator=g)) for s in hyper[name].shape)
+            eps = 1e-6
+            plus, minus = dict(hyper), dict(hyper)
+            plus[name] = hyper[name].clone()
+            plus[name][idx] += eps
+            minus[name] = hyper[name].clone()
+            minus[name][idx] -= eps
+            numeric = (loss(plus) - loss(minus)) / (2 * eps)
+            assert abs(numeric - float(grads[name][idx])) < 1e-6 * max(1.0, abs(numeric)), (name, idx)
+
+
+@pytest.mark.parametrize("setting", ["fedsgd", "local"])
+@pytest.mark.parametrize("attacker", ["blind", "adaptive", "oracle"])
+def test_simulate_with_the_true_data_and_unknowns_reproduces_the_observation(setting, attacker):
+    d, server, client = tiny(attacker=attacker, attack_setting=setting, local_epochs=2)
+    target = data(2, 1)
+    obs = d.observe(server, client, target, [], torch.Generator().manual_seed(5))
+    assert obs.knowledge == f"hyperfl-{attacker}" and obs.public.classifier_key is None
+    assert obs.public.observed_kind == ("gradient" if setting == "fedsgd" else "update")
+    truth = {k: client[k] for k in obs.unknowns}
+    sim = obs.simulate(target.x, target.y, truth)
+    assert set(sim) == set(obs.observed)
+    for k in obs.observed:
+        assert torch.allclose(sim[k], obs.observed[k], atol=1e-5, rtol=1e-4), k
+    expected = {"blind": False, "adaptive": True, "oracle": False}[attacker]
+    assert all(u.optimisable == expected for u in obs.unknowns.values())
+    if attacker == "oracle":
+        assert all(torch.equal(u.guess, client[k]) for k, u in obs.unknowns.items())
+    if attacker == "blind":
+        assert all(not torch.equal(u.guess, client[k]) for k, u in obs.unknowns.items())
+
+
+def test_observe_does_not_touch_the_client_or_the_server():
+    d, server, client = tiny(attack_setting="local")
+    s0, c0 = {k: v.clone() for k, v in server.items()}, {k: v.clone() for k, v in client.items()}
+    d.observe(server, client, data(2, 1), [], None)
+    assert all(torch.equal(server[k], s0[k]) for k in s0) and all(torch.equal(client[k], c0[k]) for k in c0)
+
+
+def test_adaptive_attacker_recovers_the_generated_weights_from_one_fedsgd_gradient():
+    torch.manual_seed(0)
+    d = HyperFL(attacker="adaptive")
+    d.setup(cnn_task((3, 32, 32)))
+    server, client = d.init_server(), d.init_client(0)
+    g = torch.Generator().manual_seed(0)
+    target = LocalData(torch.randn(1, 3, 32, 32, generator=g), torch.tensor([4]), 1)
+    obs = d.observe(server, client, target, [], g)
+    with torch.no_grad():
+        truth = forward(d.model.hypernetwork, server, client[EMBEDDING])
+    net = obs.public.model
+    for name, value in truth.items():
+        assert torch.allclose(net.get_parameter(name), value, rtol=1e-5, atol=1e-5 * float(value.abs().max())), name
+    assert obs.metrics["recovered_embedding_max_error"] < 1e-4
+    # it now faces FedSGD on the CNN with only the head unknown: the observed tensors are the generated
+    # feature extractor's gradient, reproduced by its simulator with the true head
+    assert set(obs.observed) == set(truth) and set(obs.unknowns) == {HEAD_WEIGHT, HEAD_BIAS}
+    sim = obs.simulate(target.x, target.y, {k: client[k] for k in obs.unknowns})
+    assert all(torch.allclose(sim[k], obs.observed[k], rtol=1e-4, atol=1e-6 * float(obs.observed[k].abs().max()))
+               for k in sim)
+
+
+def obs_grad_is_informative(d, server, client, target):
+    """Some hidden unit is active, so the first layer's gradient is not zero."""
+    hyper = {f"hypernetwork.{k}": v for k, v in server.items()}
+    grads = hyper_gradient(d.model, hyper, {k: client[k] for k in PRIVATE}, target.x, target.y, create_graph=False)
+    return float(grads["hypernetwork.mlp.0.bias"].abs().max()) > 1e-4
+
+
+def test_embedding_estimate_from_a_one_step_update_is_exact():
+    d, server, client = tiny(attack_setting="local", local_epochs=1, head_epochs=0, hidden_dim=16)
+    target = data(1, 1)
+    assert obs_grad_is_informative(d, server, client, target)
+    obs = d.observe(server, client, target, [], None)
+    estimate = estimate_embedding(server, obs.observed, d.protocol, 1)
+    assert torch.allclose(estimate, client[EMBEDDING], atol=1e-4)
+    assert obs.unknowns[EMBEDDING].guess.allclose(estimate)
+
+
+@pytest.mark.parametrize("setting", ["fedsgd", "local"])
+@pytest.mark.parametrize("attacker", ["blind", "adaptive"])
+def test_simulators_are_differentiable_and_vmappable(setting, attacker):
+    d, server, client = tiny(attacker=attacker, attack_setting=setting)
+    target = data(2, 2)
+    obs = d.observe(server, client, target, [], torch.Generator().manual_seed(1))
+    objective = GradientMatching(obs, distance="cosine")
+    x = torch.randn(3, 2, 1, 6, 6, requires_grad=True)
+    y = torch.softmax(torch.randn(3, 2, 3), -1).requires_grad_(True)
+    unknowns = {k: u.guess.expand(3, *u.shape).clone().requires_grad_(u.optimisable) for k, u in obs.unknowns.items()}
+    losses = objective.loss_batched(x, y, unknowns)
+    assert losses.shape == (3,) and not hasattr(objective, "vmap_failed")
+    looped = torch.stack([objective.loss(x[r], y[r], {k: v[r] for k, v in unknowns.items()}) for r in range(3)])
+    assert torch.allclose(losses, looped, atol=1e-5)
+    losses.sum().backward()
+    assert x.grad.abs().sum() > 0 and y.grad.abs().sum() > 0
+    for k, v in unknowns.items():
+        if v.requires_grad:
+            assert v.grad.abs().sum() > 0, k
+
+
+def test_shared_init_gives_every_client_the_same_start_and_private_init_does_not():
+    d, _, a = tiny(client_init="shared")
+    b = d.init_client(1)
+    assert all(torch.equal(a[k], b[k]) for k in PRIVATE)
+    d, _, a = tiny(client_init="private")
+    b = d.init_client(1)
+    assert not torch.equal(a[EMBEDDING], b[EMBEDDING])
+
+
+def test_evaluate_local_scores_the_model_at_the_end_of_the_local_round():
+    d, server, client = tiny(evaluate="local")
+    upload = d.client_update(server, client, data(), None)
+    new = d.aggregate(server, [upload, Upload({k: -v for k, v in upload.payload.items()}, 4)])
+    x = data(3, 3, seed=9).x
+    local = {k: server[k] + upload.payload[k] for k in server}
+    expected = forward(d.model, {**{f"hypernetwork.{k}": v for k, v in local.items()},
+                                 **{k: client[k] for k in PRIVATE}}, x)
+    assert torch.allclose(d.predict(new, client, x), expected, atol=1e-6)
+
+
+def test_models_with_batchnorm_are_refused_with_a_one_line_error():
+    task = FLTask(new_model=lambda: ConvNet(width=4).build((3, 32, 32), 10), model_name="convnet", classifier="fc",
+                  image_shape=(3, 32, 32), num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3, device=torch.device("cpu"))
+    with pytest.raises(BenchError, match="without buffers"):
+        HyperFL().setup(task)
+
+
+def test_blind_guesses_are_drawn_like_a_clients_from_the_attack_stream_only():
+    d, _, client = tiny(attacker="blind")
+    state = torch.get_rng_state()
+    a, b = d._guess(torch.Generator().manual_seed(0)), d._guess(torch.Generator().manual_seed(0))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(a[k], b[k]) and a[k].shape == client[k].shape for k in PRIVATE)
+    assert a[HEAD_WEIGHT].abs().max() <= 0.5  # nn.Linear(4, 3): U(-1/2, 1/2)
+    assert isinstance(d.model, HyperFLModel)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_factored_simulator_matches_the_victim_when_clipping_is_active(momentum):
+    d, server, client = tiny(attacker="oracle", attack_setting="local", local_epochs=3, max_grad_norm=1e-3,
+                             momentum=momentum)
+    target = data(2, 1)
+    obs = d.observe(server, client, target, [], None)
+    sim = obs.simulate(target.x, target.y, {k: client[k] for k in PRIVATE})
+    for k in obs.observed:
+        assert torch.allclose(sim[k], obs.observed[k], atol=1e-6, rtol=1e-4), k
+
+
+def test_attack_after_training_rounds_runs_end_to_end(tmp_path):
+    from bench.cli import main
+    from bench.results import read_rows
+
+    args = ["run", "--defense", "hyperfl", "--attack", "dlg", "--attack-arg", "iterations=2", "--attack-arg",
+            "max_iter=2", "--dataset", "digits", "--model", "lenet", "--clients", "2", "--train-per-client", "20",
+            "--test-per-client", "10", "--attack-round", "1", "--quiet", "--output-dir", str(tmp_path)]
+    assert main(args) == 0
+    row = read_rows(tmp_path / "results.jsonl")[0][0]
+    assert row["knowledge"] == "hyperfl-adaptive" and row["attack_round"] == 1 and HyperFL.default_model == "cnn"
+    assert row["defense_metrics"]["recovered_weight_max_error"] < 1e-3
+    assert row["config"]["defense"]["attacker"] == "adaptive"
+
+
+def test_train_presets_apply_the_protocol_the_model_and_the_defense_preset():
+    from bench.presets import resolve
+    from bench.setup import Choice
+
+    r = resolve("quick", Choice("fedavg"), Choice("photos"), None, {"clients": None, "rounds": 3})
+    assert r.defense.args == {"preset": "quick"} and r.model.name == "cnn"
+    assert r.federation.clients == 10 and r.federation.local_epochs == 5 and r.federation.rounds == 3
+    assert resolve("quick", Choice("hyperfl"), Choice("photos"), None, {}).federation.rounds == 20
+    r = resolve("paper", Choice("hyperfl"), Choice("cifar10"), Choice("lenet"), {})
+    assert r.defense.args == {} and r.model.name == "lenet" and r.extra["defense_preset_applied"] is None
+    assert (r.federation.clients, r.federation.rounds, r.federation.train_per_client,
+            r.federation.test_per_client) == (20, 200, 600, 300)
+    r = resolve("paper", Choice("fedavg", {"preset": "hyperfl-paper", "lr": "0.1"}), Choice("emnist"), None, {})
+    assert r.defense.args == {"preset": "hyperfl-paper", "lr": "0.1"} and r.federation.train_per_client == 1000
+    r = resolve(None, Choice("fedavg"), Choice("photos"), None, {"clients": 4})
+    assert r.model is None and r.federation.clients == 4 and r.extra == {}
+    with pytest.raises(BenchError, match="unknown preset 'fast'; valid: 'quick' or 'paper'"):
+        resolve("fast", Choice("fedavg"), Choice("photos"), None, {})
+
+
+def test_train_cli_applies_a_preset_under_explicit_flags(tmp_path):
+    from bench.cli import main
+    from bench.results import read_rows
+
+    args = ["train", "--defense", "hyperfl", "--preset", "quick", "--dataset", "digits", "--model", "lenet",
+            "--rounds", "1", "--clients", "2", "--train-per-client", "10", "--test-per-client", "5",
+            "--local-epochs", "1", "--output-dir", str(tmp_path)]
+    assert main(args) == 0
+    row = read_rows(tmp_path / "results.jsonl")[0][0]
+    fed = row["config"]["run"]["federation"]
+    assert (fed["clients"], fed["rounds"], fed["batch_size"], fed["partition"]) == (2, 1, 50, "dominant")
+    assert row["config"]["run"]["preset"] == "quick" and row["model"] == "lenet"
+    hyper = row["bytes_uploaded_per_client_per_round"]
+    assert hyper > 0 and 0 <= row["final_accuracy"] <= 1
