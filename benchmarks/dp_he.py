@@ -13,11 +13,11 @@ Parts (each resumable: finished attack targets and trainings are never recompute
 * ``ckks``: CKKS cost and precision per client vector (15,826 values = LeNet, 100k, 1M), TenSEAL
   measured next to the simulated backend's model (needs TenSEAL).
 * ``report``: reads the results and rewrites the generated blocks of docs/defenses.md and
-  docs/figures/dp_tradeoff.png (pure function of the results files).
+  docs/figures/dp_tradeoff_<attack>.png (pure function of the results files).
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/dp_he.py all --attack dlg --targets 3
 
-``--attack`` picks any registered attack (e.g. ``ig`` once it exists), ``--attack-arg k=v`` its
+``--attack`` picks any registered attack (e.g. ``ig``), ``--attack-arg k=v`` its
 options; results go to ``results/benchmarks/dp-he/<attack>/``.
 """
 from __future__ import annotations
@@ -270,27 +270,38 @@ def tradeoff_plot(points: list[dict[str, Any]], path: Path, attack: str) -> None
     fig.savefig(path, dpi=130)
 
 
-def replace_block(text: str, name: str, content: str) -> str:
+def replace_block(text: str, name: str, content: str, after: str | None = None) -> str:
+    """Rewrite the generated block ``name``; a block that does not exist yet is inserted after the
+    end marker of block ``after`` (so each attack gets its own tables and the others are kept)."""
     begin, end = f"<!-- generated:{name}:begin -->", f"<!-- generated:{name}:end -->"
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"docs/defenses.md lacks the markers {begin} … {end}")
+        anchor = f"<!-- generated:{after}:end -->" if after else None
+        if anchor is None or anchor not in text:
+            raise SystemExit(f"docs/defenses.md lacks the markers {begin} … {end}")
+        return text.replace(anchor, f"{anchor}\n\n{begin}\n{content}\n{end}", 1)
     return pattern.sub(lambda _: f"{begin}\n{content}\n{end}", text)
 
 
 def report(out: Path, attack: str, docs: Path) -> None:
+    """Rewrite this attack's blocks of docs/defenses.md (``checks-ATTACK``, ``tradeoff-ATTACK``, new
+    ones after the ``dlg`` blocks), the shared CKKS block and ``figures/dp_tradeoff_ATTACK.png``."""
     page = docs / "defenses.md"
     text = page.read_text()
     checks = checks_table(out / "checks")
     points = tradeoff_points(out / "tradeoff")
     print(checks, "\n")
     print(tradeoff_table(points))
-    text = replace_block(text, "checks", f"Attack: `{attack}`.\n\n{checks}")
-    text = replace_block(text, "ckks", ckks_table(out.parent / "ckks"))
-    text = replace_block(text, "tradeoff", f"Attack: `{attack}`.\n\n{tradeoff_table(points)}")
+    figure = f"figures/dp_tradeoff_{attack}.png"
+    text = replace_block(text, f"checks-{attack}", f"Attack: `{attack}`.\n\n{checks}", after="checks-dlg")
+    if rows_of(out.parent / "ckks", "ckks"):  # the CKKS costs do not depend on the attack: keep them if absent
+        text = replace_block(text, "ckks", ckks_table(out.parent / "ckks"))
+    text = replace_block(text, f"tradeoff-{attack}",
+                         f"Attack: `{attack}`.\n\n![DP-SGD privacy-utility trade-off, {attack}]({figure})\n\n"
+                         f"{tradeoff_table(points)}", after="tradeoff-dlg")
     page.write_text(text)
     if points:
-        tradeoff_plot(points, docs / "figures" / "dp_tradeoff.png", attack)
+        tradeoff_plot(points, docs / figure, attack)
 
 
 def main() -> int:
