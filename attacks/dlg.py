@@ -38,4 +38,5 @@ class DLG(Attack):
         images, logits = result.values[0], result.values[1]
         return Reconstruction(images=images, labels=logits.argmax(dim=-1), loss=result.loss,
                               iterations=result.iterations, diverged=result.diverged,
-                              info={"label_source": "optimised (soft labels)"})
+                              info={"label_source": "optimised (soft labels)", "initial_loss": result.initial_loss,
+                                    "improved": result.improved})

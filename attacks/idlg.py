@@ -56,4 +56,5 @@ class IDLG(Attack):
             labels = result.values[1].argmax(dim=-1)
         return Reconstruction(images=result.values[0], labels=labels, loss=result.loss,
                               iterations=result.iterations, diverged=result.diverged,
-                              info={"label_source": source})
+                              info={"label_source": source, "initial_loss": result.initial_loss,
+                                    "improved": result.improved})

@@ -92,7 +92,8 @@ class InvertingGradients(Attack):
         labels = fixed[pick] if logits is None else best[id(logits)][pick].argmax(dim=-1)
         info = {"label_source": source, "selected_restart": pick,
                 "restart_losses": [float(s) for s in scores], "restarts_diverged": int(result.diverged.sum()),
-                "best_objective": float(result.losses[pick])}  # matching loss + tv · TV
+                "best_objective": float(result.losses[pick]),  # matching loss + tv · TV
+                "improved": result.improved(pick)}
         if free:
             info["unknowns_optimised"] = {
                 name: float((best[id(t)][pick] - obs.unknowns[name].guess).norm() /

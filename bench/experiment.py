@@ -211,13 +211,23 @@ def attack_target(p: Prepared, state: TrainingState, target: int, progress: Prog
         "target_client": client, "image_ids": image_ids.tolist(), "true_labels": batch.y.tolist(),
         "predicted_labels": None if rec.labels is None else rec.labels[torch.tensor(scores.assignment)].tolist(),
         "per_image": {"psnr": scores.psnr, "ssim": scores.ssim, "mse": scores.mse, "lpips": scores.lpips},
-        "defense_metrics": dict(obs.metrics), "attack_info": rec.info, "notes": list(obs.notes),
+        "defense_metrics": dict(obs.metrics), "attack_info": rec.info,
+        "notes": list(obs.notes) + _optimisation_notes(p.spec.attack.name, rec),
         "config": p.config, "versions": provenance.package_versions(), "git": provenance.git_state(),
         "machine": provenance.machine(str(p.device)),
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "image_file": f"images/{p.run_id}-t{target}.png",
     }
     return row, truth, matched
+
+
+def _optimisation_notes(attack: str, rec: Reconstruction) -> list[str]:
+    """A row whose attack never moved from its initial guess says so: its score then measures the
+    random start (e.g. a matching loss already below L-BFGS' tolerances), not the defense."""
+    if rec.info.get("improved") is False and not rec.diverged:
+        return [f"{attack} never improved on its initial guess (attack_info.initial_loss): the score is that of "
+                "the random start, a failed optimisation rather than a measure of the defense"]
+    return []
 
 
 def _caption(row: dict[str, Any]) -> str:

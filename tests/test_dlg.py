@@ -53,9 +53,40 @@ def test_lbfgs_returns_the_best_iterate_not_the_last():
     result = lbfgs([v], objective, iterations=3, progress=SilentProgress())
     assert len(calls) > 1 and v.item() != 3.0
     assert result.values[0].item() == 3.0 and result.loss == 4.0
+    assert result.initial_loss == 4.0 and not result.improved  # the run never beat its start, and says so
+
+
+def test_lbfgs_reports_an_improving_run_as_improved():
+    v = torch.tensor([3.0], requires_grad=True)
+    result = lbfgs([v], lambda: (v - 1).pow(2).sum(), iterations=2, progress=SilentProgress())
+    assert result.initial_loss == 4.0 and result.loss < 1e-6 and result.improved
+
+
+def test_dlg_records_whether_it_moved_from_its_initial_guess():
+    _, _, obs = small_case()
+    rec = DLG(iterations=3).reconstruct(obs, torch.Generator().manual_seed(0), SilentProgress())
+    assert rec.info["improved"] is True and rec.info["initial_loss"] > rec.loss
+    # An observation scaled down by 1e-6 puts the squared-L2 objective below L-BFGS' tolerances at the
+    # start: the run stops without moving, and the row must not pass that off as the defense's merit.
+    tiny = dataclasses.replace(obs, observed={k: v * 1e-6 for k, v in obs.observed.items()},
+                               simulate=lambda x, y, u: {k: v * 1e-6 for k, v in obs.simulate(x, y, u).items()})
+    stalled = DLG(iterations=3).reconstruct(tiny, torch.Generator().manual_seed(0), SilentProgress())
+    assert stalled.info["improved"] is False and stalled.loss == stalled.info["initial_loss"]
 
 
 def test_divergence_is_detected_and_reported():
     x, y, obs = small_case()
     rec = DLG(iterations=5).reconstruct(exploding(obs), torch.Generator().manual_seed(0), SilentProgress())
     assert rec.diverged and torch.isfinite(rec.images).all() and rec.iterations < 5
+
+
+def test_a_row_says_when_its_attack_never_moved():
+    from bench.attack import Reconstruction
+    from bench.experiment import _optimisation_notes
+
+    def rec(improved, diverged=False):
+        return Reconstruction(images=torch.zeros(1, 3, 4, 4), labels=None, loss=1.0, iterations=1,
+                              diverged=diverged, info={"improved": improved})
+    assert "never improved on its initial guess" in _optimisation_notes("dlg", rec(False))[0]
+    assert _optimisation_notes("dlg", rec(True)) == []
+    assert _optimisation_notes("dlg", rec(False, diverged=True)) == []  # diverged rows say so already

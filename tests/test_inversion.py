@@ -134,6 +134,13 @@ def test_adam_returns_the_best_iterate_per_restart():
     result = adam([v], objective, 5, SilentProgress(), lr=0.5, decay=False)
     assert not torch.equal(v.detach(), torch.tensor([[3.0], [-3.0]]))
     assert result.values[0].tolist() == [[3.0], [-3.0]] and result.losses.tolist() == [4.0, 16.0]
+    assert result.initial_losses.tolist() == [4.0, 16.0] and not result.improved(0) and not result.improved(1)
+
+
+def test_adam_reports_improvement_per_restart():
+    v = torch.tensor([[3.0], [1.0]], requires_grad=True)  # restart 1 starts at the optimum
+    result = adam([v], lambda: (v - 1).pow(2).sum(dim=1), 5, SilentProgress(), lr=0.5, decay=False)
+    assert result.improved(0) and not result.improved(1)
 
 
 def test_adam_projects_after_every_step_and_records_divergence_per_restart():

@@ -38,6 +38,12 @@ class OptimisationResult:
     iterations: int
     diverged: bool
     history: list[float] = field(default_factory=list)
+    initial_loss: float = math.nan
+
+    @property
+    def improved(self) -> bool:
+        """Whether the best iterate is better than the initial guess (False: the run never moved)."""
+        return not math.isfinite(self.initial_loss) or self.loss < self.initial_loss
 
 
 def lbfgs_options(tol: float = 0.0) -> tuple[Option, ...]:
@@ -64,6 +70,7 @@ def lbfgs(variables: Sequence[torch.Tensor], objective: Callable[[], torch.Tenso
     optimiser = torch.optim.LBFGS(params, lr=lr, max_iter=max_iter)
     best = BestIterate(params)
     history: list[float] = []
+    initial: list[float] = []
     diverged = False
     done = 0
 
@@ -71,6 +78,8 @@ def lbfgs(variables: Sequence[torch.Tensor], objective: Callable[[], torch.Tenso
         optimiser.zero_grad()
         loss = objective()
         value = float(loss.detach())
+        if not initial:
+            initial.append(value)
         if not math.isfinite(value):
             raise Diverged
         best.offer(value)
@@ -91,7 +100,8 @@ def lbfgs(variables: Sequence[torch.Tensor], objective: Callable[[], torch.Tenso
                 break
     finally:
         progress.close()
-    return OptimisationResult(best.values, best.loss, done, diverged, history)
+    return OptimisationResult(best.values, best.loss, done, diverged, history,
+                              initial_loss=initial[0] if initial else math.nan)
 
 
 def step_milestones(iterations: int) -> list[int]:
@@ -148,6 +158,13 @@ class RestartsResult:
     diverged: torch.Tensor
     iterations: int
     history: list[float] = field(default_factory=list)
+    initial_losses: torch.Tensor | None = None
+
+    def improved(self, restart: int) -> bool:
+        """Whether restart ``restart``'s best iterate beats its initial guess (False: it never moved)."""
+        if self.initial_losses is None or not math.isfinite(float(self.initial_losses[restart])):
+            return True
+        return bool(self.losses[restart] < self.initial_losses[restart])
 
 
 def adam(variables: Sequence[torch.Tensor], objective: Callable[[], torch.Tensor], iterations: int,
@@ -179,11 +196,14 @@ def adam(variables: Sequence[torch.Tensor], objective: Callable[[], torch.Tensor
     best = BestIterates(variables)
     diverged = torch.zeros(variables[0].shape[0], dtype=torch.bool)
     history: list[float] = []
+    initial: list[torch.Tensor] = []
     done = 0
 
     def evaluate() -> torch.Tensor:
         losses = objective()
         values = losses.detach().to("cpu", torch.float64)
+        if not initial:
+            initial.append(values.clone())
         best.offer(values)
         if not bool(torch.isfinite(values).all()):
             diverged.logical_or_(~torch.isfinite(values))
@@ -216,4 +236,5 @@ def adam(variables: Sequence[torch.Tensor], objective: Callable[[], torch.Tensor
             evaluate()  # the final iterate is a candidate too
     finally:
         progress.close()
-    return RestartsResult([v.clone() for v in best.values], best.loss.clone(), diverged.clone(), done, history)
+    return RestartsResult([v.clone() for v in best.values], best.loss.clone(), diverged.clone(), done, history,
+                          initial_losses=initial[0] if initial else None)
