@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from bench.attack import Attack, Reconstruction
-from bench.inversion import GradientMatching, image_init, lbfgs, lbfgs_options, unknown_variables
+from bench.inversion import (GradientMatching, image_init, label_logits_init, lbfgs, lbfgs_options,
+                             unknown_variables)
 from bench.progress import Progress
 from bench.threat import Observation
 
@@ -25,8 +26,7 @@ class DLG(Attack):
 
     def reconstruct(self, obs: Observation, generator: torch.Generator, progress: Progress) -> Reconstruction:
         x = image_init(obs, generator).requires_grad_(True)
-        label_logits = torch.randn(obs.public.num_images, obs.public.num_classes,
-                                   generator=generator).to(x.device).requires_grad_(True)
+        label_logits = label_logits_init(obs, generator).requires_grad_(True)
         unknowns, free = unknown_variables(obs)
         objective = GradientMatching(obs, distance="l2")
 

@@ -182,3 +182,26 @@ def test_duplicate_rows_count_once(fixture_dir, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "counted once" in captured.err
     assert _md_rows(captured.out)[1]["fedavg"]["dlg N"] == "4"
+
+
+def test_scenarios_differing_only_in_local_epochs_get_their_own_titles_and_figures(tmp_path):
+    from bench.reports.report import build_figures
+    from tests.result_fixtures import FEDERATION, attack_row
+
+    rows = [attack_row("fedavg", "dlg", seed=0, target=t, psnr=30.0 + t) for t in range(2)]
+    for t in range(2):
+        row = attack_row("fedavg", "dlg", seed=0, target=t, psnr=100.0)
+        row["run_id"] = "fedavg-dlg-e2"
+        row["config"]["run"]["federation"] = {**FEDERATION, "local_epochs": 2}
+        rows.append(row)
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    results = load_results([path])
+    board = build(results.rows)
+    titles = [t.scenario for t in board.tables]
+    assert len(titles) == 2 and len(set(titles)) == 2 and all("local_epochs" in t for t in titles)
+    by_title = {t.scenario: t for t in board.tables}
+    assert by_title[[t for t in titles if "local_epochs 2" in t][0]].entries[0].attacks["dlg"].stats["psnr"].mean == 100
+    # each table's figures draw only its own rows (the grid shows the images of its 2 targets)
+    _, images = build_figures(board, results, max_images=4)
+    assert images["shown"] + images["missing"] == 4

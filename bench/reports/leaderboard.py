@@ -116,6 +116,7 @@ class Table:
     scenario: str
     attacks: list[str]
     entries: list[Entry]
+    key: str = ""  # the canonical scenario (the ``scenario`` column of :func:`attack_frame`): labels may repeat
 
 
 @dataclass
@@ -170,14 +171,23 @@ def _scenario(row: Mapping[str, Any]) -> dict[str, Any]:
             "attack_round": run.get("attack_round"), "federation": run.get("federation")}
 
 
-def _scenario_label(scenario: Mapping[str, Any], dataset_label: str) -> str:
+def _scenario_label(scenario: Mapping[str, Any], dataset_label: str, distinguish: Sequence[str] = ()) -> str:
+    """``distinguish``: further federation settings to show (those that differ between the board's scenarios)."""
     fed = scenario.get("federation") or {}
     round_ = scenario.get("attack_round")
     when = "untrained network (round 0)" if round_ == 0 else f"after {round_} training round(s)"
     parts = [dataset_label, f"batch size {scenario.get('batch_size')}", when]
     if fed:
         parts.append(f"{fed.get('clients')} clients ({fed.get('partition')})")
+        parts += [f"{k} {fed.get(k)}" for k in distinguish]
     return " · ".join(parts)
+
+
+def _differing_federation(scenario_keys: Sequence[str]) -> list[str]:
+    """Federation settings, other than clients and partition, that differ between scenarios."""
+    feds = [json.loads(k).get("federation") or {} for k in scenario_keys]
+    names = sorted({k for f in feds for k in f} - {"clients", "partition"})
+    return [k for k in names if len({json.dumps(f.get(k)) for f in feds}) > 1]
 
 
 def _frames(rows: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, str]]]:
@@ -217,8 +227,9 @@ def attack_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     out = attacks.copy()
     for part in ("defense", "model", "attack"):
         out[f"{part}_label"] = [labels[part][k] for k in attacks[part]]
-    out["scenario_label"] = [_scenario_label(json.loads(k), labels["dataset"][canonical(json.loads(k)["dataset"])])
-                             for k in attacks["scenario"]]
+    distinguish = _differing_federation(attacks["scenario"].unique())
+    out["scenario_label"] = [_scenario_label(json.loads(k), labels["dataset"][canonical(json.loads(k)["dataset"])],
+                                             distinguish) for k in attacks["scenario"]]
     return out
 
 
@@ -256,6 +267,7 @@ def build(rows: Sequence[Mapping[str, Any]], diverged: str = "exclude",
     totals = attacks.groupby(["scenario", "defense", "model", "attack"], sort=False)["ok"].agg(["size", "sum"])
     train_groups = {key: frame for key, frame in trains.groupby(["dataset", "defense", "model"], sort=False)}
     matched_train: set[tuple[str, str, str]] = set()
+    distinguish = _differing_federation(attacks["scenario"].unique())
     for scenario_key, scenario_rows in attacks.groupby("scenario", sort=False):
         scenario = json.loads(scenario_key)
         dataset_key = canonical(scenario["dataset"])
@@ -284,8 +296,9 @@ def build(rows: Sequence[Mapping[str, Any]], diverged: str = "exclude",
                 entry.strongest = max(psnrs, key=lambda name: psnrs[name])
                 entry.privacy = psnrs[entry.strongest]
             entries.append(entry)
-        board.tables.append(Table(_scenario_label(scenario, labels["dataset"][dataset_key]),
-                                  [labels["attack"][k] for k in attack_keys], _rank(entries, tolerance)))
+        board.tables.append(Table(_scenario_label(scenario, labels["dataset"][dataset_key], distinguish),
+                                  [labels["attack"][k] for k in attack_keys], _rank(entries, tolerance),
+                                  key=scenario_key))
     unmatched = {labels["defense"][key[1]] for key in train_groups if key not in matched_train}
     if unmatched:
         board.notes.append(f"training rows without attack rows in the same data set and model, not shown: "

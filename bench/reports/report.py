@@ -71,7 +71,7 @@ def build_figures(board: Leaderboard, results: ResultSet, max_images: int) -> tu
     frame = attack_frame(results.rows)
     per_table, images = [], Counter()
     for i, table in enumerate(board.tables, start=1):
-        rows = frame[frame["scenario_label"] == table.scenario]
+        rows = frame[frame["scenario"] == table.key]
         scatter, unplaced = figures.privacy_utility(table)
         caption = ("Attack PSNR against the defense's accuracy, one point per defense configuration (error bars: "
                    "std over targets × seeds and over training seeds). Bottom right is best: useful and private.")
