@@ -101,6 +101,7 @@ def per_example_gradients(
     x: torch.Tensor,
     y: torch.Tensor,
     buffers: Mapping[str, torch.Tensor] | None = None,
+    create_graph: bool = True,
 ) -> Tensors:
     """Each example's loss gradient, stacked: tensors of shape [B, *param.shape].
 
@@ -108,18 +109,13 @@ def per_example_gradients(
     examples). The result stays differentiable with respect to ``x``, ``y`` and ``params`` under
     ordinary autograd and composes with an outer ``vmap``, so attack simulators can use it. Only
     meaningful for models without batch statistics (no BatchNorm in train mode), as in Opacus.
-    A batch of one takes :func:`loss_gradient` (cheaper, and bit-identical to the plain gradient).
+    A batch of one takes :func:`loss_gradient` (cheaper, and bit-identical to the plain gradient),
+    which keeps the graph only with ``create_graph`` (the vmapped path is differentiable regardless).
     """
     if x.shape[0] == 1:
-        return {k: g.unsqueeze(0) for k, g in loss_gradient(model, params, x, y, buffers).items()}
-    params = dict(params)
-
-    def one(xi: torch.Tensor, yi: torch.Tensor) -> Tensors:
-        def loss_of(p: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            return cross_entropy(forward(model, p, xi.unsqueeze(0), buffers), yi.unsqueeze(0))
-        return torch.func.grad(loss_of)(params)
-
-    return dict(torch.func.vmap(one)(x, y))
+        return {k: g.unsqueeze(0) for k, g in loss_gradient(model, params, x, y, buffers, create_graph).items()}
+    params = dict(params)  # under vmap, loss_gradient takes its torch.func.grad path
+    return dict(torch.func.vmap(lambda xi, yi: loss_gradient(model, params, xi[None], yi[None], buffers))(x, y))
 
 
 def sgd_steps(

@@ -62,9 +62,12 @@ class SGDProtocol:
         epochs = (data.batches(generator) for _ in itertools.count())
         return list(itertools.islice(itertools.chain.from_iterable(epochs), self.local_steps))
 
+    def num_steps(self, data: LocalData) -> int:
+        """How many local SGD steps :meth:`schedule` takes on ``data``."""
+        return self.local_steps or self.local_epochs * data.steps_per_epoch()
+
     def shares_gradient(self, data: LocalData) -> bool:
-        steps = self.local_steps or self.local_epochs * data.steps_per_epoch()
-        return steps == 1
+        return self.num_steps(data) == 1
 
     def as_dict(self) -> dict[str, float | int]:
         return {"lr": self.lr, "local_steps": self.local_steps, "local_epochs": self.local_epochs,

@@ -26,6 +26,7 @@ simulator reproduces the observation exactly.
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -62,9 +63,7 @@ def global_norm(tensors: Mapping[str, torch.Tensor], batch_dims: int = 0) -> tor
 
 def gaussian_noise(like: torch.Tensor, std: float, generator: torch.Generator | None) -> torch.Tensor:
     """N(0, std²) noise shaped like ``like``, drawn on CPU from ``generator`` (device-independent streams)."""
-    noise = torch.randn(like.shape, generator=generator, dtype=like.dtype) if generator is not None \
-        else torch.randn(like.shape, dtype=like.dtype)
-    return std * noise.to(like.device)
+    return std * torch.randn(like.shape, generator=generator, dtype=like.dtype).to(like.device)
 
 
 def clip_tensors(tensors: Mapping[str, torch.Tensor], clip: float) -> Tensors:
@@ -85,7 +84,7 @@ def dp_sgd_gradient(clip: float, noise_multiplier: float = 0.0, generator: torch
     """
     def gradient(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                  buffers: Mapping[str, torch.Tensor] | None = None, create_graph: bool = True) -> Tensors:
-        per_example = per_example_gradients(model, params, x, y, buffers)
+        per_example = per_example_gradients(model, params, x, y, buffers, create_graph=create_graph)
         factor = clip_factor(global_norm(per_example, batch_dims=1), clip)
         summed = {k: torch.tensordot(factor, g, dims=1) for k, g in per_example.items()}
         summed = add_noise(summed, noise_multiplier * clip, generator)
@@ -95,11 +94,20 @@ def dp_sgd_gradient(clip: float, noise_multiplier: float = 0.0, generator: torch
 
 
 def epsilon_spent(history: Sequence[tuple[float, float, int]], delta: float) -> float:
-    """ε after the given (σ, q, steps) segments, from Opacus' RDP accountant (∞ when σ = 0)."""
+    """ε after the given (σ, q, steps) segments, from Opacus' RDP accountant (∞ when σ = 0).
+
+    Memoised: the clients of a round (and the attacked targets of a run) mostly share one history,
+    and the accountant's RDP sum costs tens of milliseconds per call.
+    """
+    return _epsilon(tuple((float(s), float(q), int(n)) for s, q, n in history), float(delta))
+
+
+@functools.lru_cache(maxsize=1024)
+def _epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
     from opacus.accountants import RDPAccountant
 
     accountant = RDPAccountant()
-    accountant.history = [(float(s), float(q), int(n)) for s, q, n in history]
+    accountant.history = list(history)
     with warnings.catch_warnings():  # "optimal order is the largest/smallest alpha": still a valid bound
         warnings.simplefilter("ignore", UserWarning)
         return float(accountant.get_epsilon(delta))
@@ -188,9 +196,7 @@ class DP(SGDDefense):
 
     def steps(self, data: LocalData) -> int:
         """Accountant steps of one exchange: local SGD steps (sample level) or 1 (client level)."""
-        if self.opt.level == "client":
-            return 1
-        return self.protocol.local_steps or self.protocol.local_epochs * data.steps_per_epoch()
+        return 1 if self.opt.level == "client" else self.protocol.num_steps(data)
 
     def noise_multiplier(self, q: float) -> float:
         """σ for an exchange at sampling rate q: the given one, or Opacus' calibration for target_epsilon."""
