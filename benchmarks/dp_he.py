@@ -34,12 +34,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.experiment import RunSpec, run  # noqa: E402
+from bench.experiment import RunSpec, run, run_id  # noqa: E402
 from bench.federated import FLSettings  # noqa: E402
 from bench.options import parse_assignments  # noqa: E402
 from bench.results import RESULTS_FILE, read_rows  # noqa: E402
 from bench.setup import Choice  # noqa: E402
-from bench.utility import TrainSpec, run_training  # noqa: E402
+from bench.utility import TrainSpec, resolved_config, run_training  # noqa: E402
 
 SEED = 0
 #: label → (defense, options) for the attack checks on the default data.
@@ -87,12 +87,13 @@ def tradeoff_defenses() -> dict[str, tuple[str, dict[str, Any]]]:
 def training_runs(out: Path, runs: dict[str, tuple[str, dict[str, Any]]]) -> None:
     for label, (defense, options) in runs.items():
         folder = out / slug(label)
-        if (folder / RESULTS_FILE).exists() and read_rows(folder / RESULTS_FILE)[0]:
+        spec = TrainSpec(defense=Choice(defense, options), output_dir=folder, federation=TRADEOFF_FEDERATION,
+                         dataset=Choice(TRADEOFF_DATA), model=Choice(TRADEOFF_MODEL), seed=SEED)
+        done = run_id(resolved_config(spec))  # the same configuration trained before (sweeps resume the same way)
+        if (folder / RESULTS_FILE).exists() and any(r.get("run_id") == done for r in read_rows(folder / RESULTS_FILE)[0]):
             continue
         print(f"[train] {label}", flush=True)
-        row = run_training(TrainSpec(defense=Choice(defense, options), output_dir=folder,
-                                     federation=TRADEOFF_FEDERATION, dataset=Choice(TRADEOFF_DATA),
-                                     model=Choice(TRADEOFF_MODEL), seed=SEED))
+        row = run_training(spec)
         print(f"    accuracy {row['final_accuracy']:.4f}, epsilon {row['history'][-1].get('epsilon')}", flush=True)
 
 

@@ -102,8 +102,10 @@ def _stat(rows: list[dict[str, Any]], key: str, digits: int) -> str:
 
 
 def _cell_rows(out: Path, attack: str, cell: Cell) -> list[dict[str, Any]]:
+    """The attack rows of the cell's latest run (a rerun with other options or targets appends a new run_id)."""
     path = out / attack / cell.name / RESULTS_FILE
-    return [r for r in read_rows(path)[0] if r.get("kind") == "attack"] if path.exists() else []
+    rows = [r for r in read_rows(path)[0] if r.get("kind") == "attack"] if path.exists() else []
+    return [r for r in rows if r.get("run_id") == rows[-1].get("run_id")] if rows else []
 
 
 def baseline_cells(rows: list[dict[str, Any]]) -> list[str]:

@@ -3,8 +3,8 @@
 Reproduces the shape of the DLG paper's defense experiment on bench's default setting (photos,
 sigmoid LeNet, one image, FedSGD, a fresh network per target) and shows what an attacker that uses
 the sparsity pattern it receives does to that conclusion. Loads the example by file path, so the
-example package need not be installed. Rows go to OUTPUT_DIR/<cell>/results.jsonl (a finished cell
-is reused), and a table of mean PSNR/SSIM per cell is printed.
+example package need not be installed. Rows go to OUTPUT_DIR/<cell>/results.jsonl (finished targets of the
+same configuration are reused), and a table of mean PSNR/SSIM per cell is printed.
 
     OMP_NUM_THREADS=1 python benchmarks/pruning_vs_dlg.py --targets 2 --ratios 0.2 0.7
 """
@@ -18,7 +18,6 @@ import torch
 
 from bench.experiment import RunSpec, run
 from bench.federated import FLSettings
-from bench.results import RESULTS_FILE, read_rows
 from bench.setup import Choice
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gradient-pruning" / "bench_gradient_pruning.py"
@@ -40,10 +39,8 @@ def main() -> None:
     print(f"{'cell':<40} {'PSNR dB':>14} {'SSIM':>13} {'label acc':>9}")
     for label, defense in cells:
         out = args.output_dir / label.replace(" ", "_").replace("=", "-")
-        if not (out / RESULTS_FILE).exists():
-            run(RunSpec(defense=defense, attack=Choice("dlg", {"iterations": args.iterations}), output_dir=out,
-                        num_targets=args.targets, federation=FLSettings(clients=4), device="cpu"))
-        rows = [r for r in read_rows(out / RESULTS_FILE)[0] if r.get("kind") == "attack"]
+        rows = run(RunSpec(defense=defense, attack=Choice("dlg", {"iterations": args.iterations}), output_dir=out,
+                           num_targets=args.targets, federation=FLSettings(clients=4), device="cpu", resume=True))
         psnr, ssim = np.array([r["psnr"] for r in rows]), np.array([r["ssim"] for r in rows])
         acc = np.mean([r["label_acc"] for r in rows])
         print(f"{label:<40} {psnr.mean():6.2f} ± {psnr.std():5.2f} {ssim.mean():5.3f} ± {ssim.std():5.3f} "
