@@ -38,7 +38,7 @@ from bench.defense import ClientState, Defense, FLTask, ServerState
 from bench.errors import BenchError
 from bench.functional import forward, loss_gradient
 from bench.options import Option
-from bench.sgd_client import payload_bytes, weighted_mean
+from bench.sgd_client import apply_uploads, payload_bytes, public_model
 from bench.threat import LocalData, Observation, PublicKnowledge, Simulator, Tensors, Unknown, Upload
 
 EMBEDDING = "embedding"
@@ -157,9 +157,10 @@ def local_round(model: HyperFLModel, hyper: Tensors, private: Tensors, head_batc
     """One HyperFL round as pure functions: head phase, then hypernetwork + embedding phase.
 
     ``hyper`` holds the hypernetwork's parameters (``hypernetwork.*`` names), ``private`` the
-    embedding and head. Returns the new (hyper, private). With ``create_graph`` the whole round stays
-    differentiable in the data and in ``private`` (the attacker's simulator); the victim runs the same
-    function without it.
+    embedding and head. Returns the new (hyper, private). The victim runs it without ``create_graph``
+    (updating copies in place); with it the whole round stays differentiable in the data and in
+    ``private`` (the explicit unrolled reference that ``factored_round_update``, the attacker's
+    simulator, is tested and timed against).
     """
     inplace = not create_graph
     if inplace:  # the victim updates its own copies
@@ -337,11 +338,14 @@ class HyperFL(Defense):
 
     def setup(self, task: FLTask) -> None:
         super().setup(task)
-        self.model = HyperFLModel(task.new_model(), task.classifier, self.opt.embedding_dim, self.opt.hidden_dim)
-        size = sum(p.numel() for p in self.model.hypernetwork.parameters())
-        if size > MAX_HYPERNETWORK_PARAMETERS:
+        target = task.new_model()
+        generated = sum(p.numel() for n, p in target.named_parameters() if not n.startswith(task.classifier + "."))
+        hidden, dim = self.opt.hidden_dim, self.opt.embedding_dim
+        size = generated * (hidden + 1) + (dim + 1) * hidden  # generator heads + the first layer
+        if size > MAX_HYPERNETWORK_PARAMETERS:  # checked before allocating it
             raise BenchError(f"hyperfl's hypernetwork for {task.model_name} would have {size:,} parameters; "
                              f"use a smaller model such as 'cnn'")
+        self.model = HyperFLModel(target, task.classifier, dim, hidden)
         self.protocol = HyperFLProtocol(
             head_epochs=self.opt.head_epochs, head_lr=self.opt.head_lr,
             local_epochs=self.opt.local_epochs or task.local_epochs, lr=self.opt.lr, momentum=self.opt.momentum,
@@ -393,8 +397,7 @@ class HyperFL(Defense):
 
     def aggregate(self, server: ServerState, uploads: Sequence[Upload]) -> ServerState:
         """The size-weighted mean of the clients' new hypernetworks (old + update)."""
-        mean = weighted_mean([u.payload for u in uploads], [u.num_examples for u in uploads])
-        return {k: server[k] + mean[k] for k in server}
+        return apply_uploads(server, uploads, self.protocol.lr)
 
     @torch.no_grad()
     def predict(self, server: ServerState, client: ClientState, x: torch.Tensor) -> torch.Tensor:
@@ -482,12 +485,7 @@ class HyperFL(Defense):
             return self._fresh_private()
 
     def _public_model(self, server: ServerState, private: Tensors) -> nn.Module:
-        model = copy.deepcopy(self.model)
-        model.hypernetwork.load_state_dict(dict(server))
-        with torch.no_grad():
-            for k, v in private.items():
-                model.get_parameter(k).copy_(v)
-        return model.eval()
+        return public_model(self.model, {**_prefixed(server), **private})
 
     def _adaptive_fedsgd(self, server: ServerState, observed: Tensors, truth: Tensors, target: LocalData,
                          generator: torch.Generator | None, protocol: dict, metrics: dict) -> Observation:
@@ -510,10 +508,7 @@ class HyperFL(Defense):
             head_params = model.head_params(unknowns[HEAD_WEIGHT], unknowns[HEAD_BIAS])
             return loss_gradient(target_net, generated, x, y, head_params, create_graph=True)
 
-        public_net = copy.deepcopy(target_net)
-        with torch.no_grad():
-            for k, v in {**generated, **model.head_params(head[HEAD_WEIGHT], head[HEAD_BIAS])}.items():
-                public_net.get_parameter(k).copy_(v)
+        public_net = public_model(target_net, {**generated, **model.head_params(head[HEAD_WEIGHT], head[HEAD_BIAS])})
         unknowns = {
             HEAD_WEIGHT: Unknown(tuple(head[HEAD_WEIGHT].shape), "the private classifier head's weight",
                                  head[HEAD_WEIGHT], optimisable=True),
@@ -521,7 +516,7 @@ class HyperFL(Defense):
                                head[HEAD_BIAS], optimisable=True),
         }
         public = PublicKnowledge(
-            model=public_net.eval(), num_images=len(target), image_shape=self.task.image_shape,
+            model=public_net, num_images=len(target), image_shape=self.task.image_shape,
             num_classes=self.task.num_classes, mean=self.task.mean, std=self.task.std, observed_kind="gradient",
             classifier_key=None, protocol={**protocol, "derived": "generated feature extractor and its gradient"})
         note = ("hyperfl/adaptive: the generated feature extractor and its gradient were recovered exactly from the "
