@@ -10,10 +10,10 @@ from bench.defense import ClientState, Defense, FLTask, ServerState
 from bench.errors import BenchError
 from bench.models.base import Model
 from bench.options import Option
-from bench.threat import LocalData, Observation, PublicKnowledge, Unknown, Upload
+from bench.threat import LocalData, Observation, PublicKnowledge, Tensors, Unknown, Upload
 
 __version__ = "0.1.0"
 
 __all__ = ["Attack", "BenchError", "ClientState", "Dataset", "Defense", "FLTask", "ImageDataset", "LocalData",
-           "Model", "Observation", "Option", "PublicKnowledge", "Reconstruction", "ServerState", "Unknown",
-           "Upload", "__version__"]
+           "Model", "Observation", "Option", "PublicKnowledge", "Reconstruction", "ServerState", "Tensors",
+           "Unknown", "Upload", "__version__"]

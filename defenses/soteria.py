@@ -26,12 +26,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from bench import ClientState, LocalData, Observation, Option, ServerState, Upload
+from bench import ClientState, LocalData, Observation, Option, ServerState, Tensors, Upload
 from bench.functional import forward
 from bench.sgd_client import (SGD_OPTIONS, SGDDefense, client_round, observe_sgd_client, payload_bytes,
                               sgd_public_knowledge, sgd_simulator, split_state)
 
-Tensors = dict[str, torch.Tensor]
 #: Added to the representation in the score's denominator, as in the authors' code.
 OFFSET = 0.1
 
@@ -55,14 +54,14 @@ def feature_scores(model: nn.Module, layer: str, server: Mapping[str, torch.Tens
     params = {k: v.detach() for k, v in params.items()}
     model.eval()
 
-    def features(image: torch.Tensor) -> torch.Tensor:
-        return representation(model, layer, params, buffers, image[None])[0]
+    def features(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = representation(model, layer, params, buffers, image[None])[0]
+        return r, r.detach()  # the Jacobian's function and, as aux, its value (one forward pass)
 
     total = None
     for start in range(0, len(x), chunk):
         images = x[start:start + chunk].detach()
-        jacobians = torch.func.vmap(torch.func.jacrev(features))(images)  # [n, F, C, H, W]
-        r = torch.func.vmap(features)(images)  # [n, F]
+        jacobians, r = torch.func.vmap(torch.func.jacrev(features, has_aux=True))(images)  # [n, F, C, H, W], [n, F]
         scores = (jacobians.flatten(2).norm(dim=2) / (r + OFFSET)).sum(0)
         total = scores if total is None else total + scores
     assert total is not None

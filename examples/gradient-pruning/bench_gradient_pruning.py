@@ -30,11 +30,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from bench import ClientState, LocalData, Observation, Option, ServerState, Upload
+from bench import ClientState, LocalData, Observation, Option, ServerState, Tensors, Upload
 from bench.sgd_client import (SGD_OPTIONS, SGDDefense, client_round, observe_sgd_client, payload_bytes,
                               sgd_public_knowledge, sgd_simulator)
 
-Tensors = dict[str, torch.Tensor]
 
 
 def _threshold(magnitudes: torch.Tensor, ratio: float) -> torch.Tensor | None:
