@@ -18,6 +18,13 @@ class PluginError(BenchError):
     input (exit status 2); ``bench check-defense``/``check-attack`` report it as a failed check."""
 
 
+def first_line(exc: BaseException) -> str:
+    """``TypeError: message`` with only the message's first line (errors stay one line); just
+    ``TypeError`` when the message is empty (e.g. a bare ``raise NotImplementedError``)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def choices_text(choices: Iterable[object]) -> str:
     """Render the valid choices for an error message, e.g. ``'a', 'b' or 'c'``."""
     items = [repr(str(c)) for c in choices]

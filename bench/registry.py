@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.component import Component
-from bench.errors import BenchError, PluginError, choices_text
+from bench.errors import BenchError, PluginError, choices_text, first_line
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,7 @@ def _import(what: str, kind: str, spec: str, load: Any) -> Any:
     except _NoSuchModule as exc:
         raise BenchError(f"{kind} {spec!r}: no module named {str(exc)!r} (is the plug-in installed?)") from None
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise PluginError(f"{kind} {spec!r} failed to import {what}: {type(exc).__name__}: {first}") from None
+        raise PluginError(f"{kind} {spec!r} failed to import {what}: {first_line(exc)}") from None
 
 
 def _load_target(kind: str, spec: str) -> Any:
@@ -183,7 +182,7 @@ def create(kind: str, spec: str, values: Mapping[str, Any] | None = None) -> Com
     except BenchError:
         raise
     except Exception as exc:
-        raise PluginError(f"{kind} {spec!r} failed to initialise: {type(exc).__name__}: {exc}") from None
+        raise PluginError(f"{kind} {spec!r} failed to initialise: {first_line(exc)}") from None
 
 
 def describe(kind: str) -> list[tuple[str, type[Component] | None, str]]:

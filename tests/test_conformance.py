@@ -69,6 +69,7 @@ def test_a_defense_with_unknowns_passes_and_is_checked_against_its_true_unknowns
     ("LeaksState", "private-state", "client 0 state['secret'] is sent to the server as client 0's Upload.buffers['debug']"),
     ("BadDefault", "options", "default of option 'clip' is invalid"),
     ("GuessIsTruth", "private-state", "guess of unknown 'head.weight' is the client's true value"),
+    ("GuessIsTruthTrainedInPlace", "private-state", "guess of unknown 'head.weight' is the client's true value"),
 ])
 def test_a_broken_defense_fails_the_check_it_breaks(name, check, fragment):
     report = check_defense(plugin(name))
@@ -82,6 +83,13 @@ def test_a_simulator_without_vmap_is_a_warning_not_a_failure():
     assert not report.failed
     warned = {r.name: r.detail for r in report.results if r.status == "warn"}
     assert list(warned) == ["simulate-vmap"] and "torch.func.vmap" in warned["simulate-vmap"]
+
+
+def test_a_bare_exception_under_vmap_is_a_warning_not_a_failure():
+    report = check_defense(plugin("NoVmapBareError"))
+    assert not report.failed, report.render()
+    warned = {r.name: r.detail for r in report.results if r.status == "warn"}
+    assert list(warned) == ["simulate-vmap"] and "(NotImplementedError)" in warned["simulate-vmap"]
 
 
 def test_an_init_that_skips_option_validation_fails_the_options_check():
@@ -132,6 +140,18 @@ def test_check_attack_on_another_defenses_observation_and_exit_status(capsys):
     assert main(["check-attack", plugin("RandomAttack")]) == 0
     assert main(["check-attack", plugin("WrongShapeAttack")]) == 1
     assert main(["check-attack", "dlg", "--attack-arg", "iterations=0"]) == 2
+
+
+@pytest.mark.parametrize("argv", [
+    ["check-defense", "fedavg", "--model", "lenet", "--model-arg", "nosuch=1"],
+    ["check-attack", "dlg", "--defense-arg", "lr=0"],
+    ["check-attack", "dlg", "--model", "lenet", "--model-arg", "nosuch=1"],
+])
+def test_bad_options_of_the_model_or_defense_are_bad_input_before_any_check(argv, capsys):
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert ("'nosuch'" in err) if "nosuch=1" in argv else ("'lr'" in err)
 
 
 RUN = ["--attack-arg", "iterations=1", "--attack-arg", "max_iter=1", "--clients", "2", "--quiet"]
@@ -188,6 +208,14 @@ def test_validate_reconstruction(images, labels, fragment):
     with pytest.raises(BenchError) as exc:
         validate_reconstruction(Reconstruction(images, labels, 1.0, 3), obs)
     assert fragment in str(exc.value)
+
+
+def test_validate_reconstruction_refuses_info_that_is_not_a_dict():
+    d, server = setup()
+    obs = d.observe(server, {}, batch(2), [], None)
+    rec = Reconstruction(torch.zeros(2, 3, 32, 32), None, 1.0, 3, info=[("improved", True)])
+    with pytest.raises(PluginError, match="Reconstruction.info is a list, not a dict"):
+        validate_reconstruction(rec, obs)
 
 
 @pytest.mark.parametrize("command", ["check-defense", "check-attack"])

@@ -90,6 +90,7 @@ def test_check_defense_accepts_a_file_path(capsys):
     ("X = 1\n", "{file}:Y", BenchError, "has no attribute 'Y'"),
     ("def broken(:\n", "{file}:X", PluginError, "failed to import the file: SyntaxError"),
     ("import nosuchdependency\n", "{file}:X", PluginError, "ModuleNotFoundError: No module named 'nosuchdependency'"),
+    ("raise ValueError\n", "{file}:X", PluginError, "failed to import the file: ValueError"),
     ("class X:\n    pass\n", "{file}:X", PluginError, "is not a subclass of bench.defense.Defense"),
     ("from bench import Defense\nclass X(Defense):\n    pass\n", "{file}:X", PluginError,
      "does not implement aggregate, client_update, init_server, observe, predict"),
@@ -103,3 +104,13 @@ def test_spec_errors_are_one_line_and_say_whose_fault(tmp_path, source, spec, er
     message = str(exc.value)
     assert fragment in message and "\n" not in message
     assert (error is PluginError) == isinstance(exc.value, PluginError)
+
+
+@pytest.mark.parametrize("message, shown", [("first line\nsecond line", "RuntimeError: first line"), ("", "RuntimeError")])
+def test_a_plugin_crashing_in_init_is_refused_in_one_line(tmp_path, message, shown):
+    file = tmp_path / "plug.py"
+    file.write_text(f"from defenses.fedavg import FedAvg\nclass X(FedAvg):\n    def __init__(self, **values):\n"
+                    f"        raise RuntimeError({message!r})\n")
+    with pytest.raises(PluginError) as exc:
+        registry.create("defense", f"{file}:X")
+    assert str(exc.value) == f"defense '{file}:X' failed to initialise: {shown}"

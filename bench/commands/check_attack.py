@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.commands.check_defense import add_check_args
-from bench.commands.common import add_component_args, choice
+from bench.commands.common import add_check_args, add_component_args, choice
 from bench.conformance import check_attack
 from bench.seeding import resolve_device
 

@@ -3,19 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from bench.commands.common import add_component_args, choice
+from bench.commands.common import add_check_args, choice
 from bench.conformance import check_defense
 from bench.seeding import resolve_device
-
-
-def add_check_args(parser: argparse.ArgumentParser, kind: str) -> None:
-    """Arguments shared by check-defense and check-attack: the component, its options, the tiny case."""
-    parser.add_argument(kind, metavar="NAME", help="registered name, package.module:Class or path/file.py:Class")
-    parser.add_argument(f"--{kind}-arg", action="append", default=[], metavar="NAME=VALUE",
-                        help=f"set one of the {kind}'s declared options (repeatable)")
-    add_component_args(parser, "model", None)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the tiny case (default: 0)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

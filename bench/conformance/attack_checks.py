@@ -12,17 +12,18 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from bench import registry
 from bench.attack import Attack, Reconstruction
-from bench.conformance.case import BATCH, private_head_observation, tiny_case
+from bench.conformance.case import BATCH, observe_case, private_head_observation, start_case
 from bench.conformance.component import open_report
 from bench.conformance.contract import validate_observation, validate_reconstruction
 from bench.conformance.report import Failed, Report, Warned
-from bench.seeding import generator, seed_everything
+from bench.defense import Defense
+from bench.seeding import generator
 from bench.setup import Choice
 from bench.threat import Observation
 
@@ -71,14 +72,9 @@ class AttackChecks:
 
     def fixture(self) -> str:
         c = self.ctx
-        defense = registry.create("defense", self.defense.name, self.defense.args)
-        c.case = tiny_case(defense, self.model, self.seed, self.device)  # type: ignore[arg-type]
-        defense.setup(c.case.task)  # type: ignore[attr-defined]
-        seed_everything(self.seed, "check", "init")
-        server = defense.init_server()  # type: ignore[attr-defined]
-        clients = [defense.init_client(i) for i in range(2)]  # type: ignore[attr-defined]
-        obs = defense.observe(server, clients[0], c.case.target, [(clients[1], c.case.cohort)],  # type: ignore[attr-defined]
-                              generator(self.seed, "check", "observe"))
+        defense = cast(Defense, registry.create("defense", self.defense.name, self.defense.args))
+        c.case, server, clients = start_case(defense, self.model, self.seed, self.device)
+        obs = observe_case(defense, c.case, server, clients, self.seed)
         task = c.case.task
         c.obs = validate_observation(obs, BATCH, task.image_shape, task.num_classes,
                                      generator(self.seed, "check", "validate"))
@@ -147,7 +143,8 @@ def check_attack(spec: str, args: Mapping[str, Any] | None = None, defense: Choi
                  model: Choice | None = None, seed: int = 0, device: torch.device | str = "cpu") -> Report:
     """Run every attack check. Raises BenchError for bad input (unknown names, invalid option values)."""
     defense = defense or Choice("fedavg")
-    registry.load("defense", defense.name)
+    # the defense and model only build the fixture: invalid options are bad input, not a failed check
+    registry.create("defense", defense.name, defense.args)
     if model is not None:
-        registry.load("model", model.name)
+        registry.create("model", model.name, model.args)
     return AttackChecks(spec, args or {}, defense, model, seed, torch.device(device)).run()

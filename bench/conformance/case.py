@@ -1,4 +1,6 @@
-"""The tiny learning problem conformance checks run on, and a fixture observation with unknowns.
+"""The tiny learning problem conformance checks run on, how a defense starts and observes on it
+(:func:`start_case`, :func:`observe_case`: one seeding and call order for check-defense and
+check-attack), and a fixture observation with unknowns.
 
 Synthetic images (no data set to load) at the default data set's geometry (3×32×32, 10 classes), so
 a defense's own default model works; the task is built exactly as ``bench run`` builds it
@@ -11,9 +13,9 @@ from dataclasses import dataclass
 import torch
 
 from bench.data.base import ImageDataset, channel_stats
-from bench.defense import Defense, FLTask
+from bench.defense import ClientState, Defense, FLTask, ServerState
 from bench.functional import loss_gradient
-from bench.seeding import generator
+from bench.seeding import generator, seed_everything
 from bench.setup import Choice, build_task, model_choice
 from bench.sgd_client import initial_state, public_model, split_state
 from bench.threat import LocalData, Observation, PublicKnowledge, Tensors, Unknown
@@ -61,6 +63,24 @@ def tiny_case(defense: Defense, model: Choice | None, seed: int, device: torch.d
 
     return TinyCase(task, chosen.name, part(0, BATCH), part(BATCH, BATCH),
                     [part(2 * BATCH, 2 * BATCH), part(4 * BATCH, 2 * BATCH)])
+
+
+def start_case(defense: Defense, model: Choice | None, seed: int, device: torch.device
+               ) -> tuple[TinyCase, ServerState, list[ClientState]]:
+    """The tiny case, the defense set up on its task, the initial server state and two clients' states
+    (drawn from torch's global RNG seeded for ``"init"``)."""
+    case = tiny_case(defense, model, seed, device)
+    defense.setup(case.task)
+    seed_everything(seed, "check", "init")
+    server = defense.init_server()
+    clients = [defense.init_client(i) for i in range(2)]
+    return case, server, clients
+
+
+def observe_case(defense: Defense, case: TinyCase, server: ServerState, clients: list[ClientState], seed: int) -> Observation:
+    """What the server observes of client 0's target batch, client 1 (with the cohort batch) taking part."""
+    return defense.observe(server, clients[0], case.target, [(clients[1], case.cohort)],
+                           generator(seed, "check", "observe"))
 
 
 def private_head_observation(task: FLTask, target: LocalData, seed: int) -> tuple[Observation, Tensors]:

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 
 from bench import registry
 from bench.component import Component
-from bench.conformance.contract import first_line, require_jsonable
+from bench.conformance.contract import require_jsonable
 from bench.conformance.report import Failed, Report
-from bench.errors import BenchError, PluginError
+from bench.errors import BenchError, PluginError, first_line
 from bench.options import Option
 
 

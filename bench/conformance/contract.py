@@ -16,7 +16,9 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from bench.attack import Reconstruction
-from bench.errors import PluginError
+from bench.errors import PluginError, first_line  # first_line: re-exported here too
+from bench.inversion.objective import l2_distance
+from bench.inversion.variables import image_init, label_logits_init, observation_device, unknown_variables
 from bench.results import to_jsonable
 from bench.threat import Observation, PublicKnowledge, Tensors, Unknown
 
@@ -27,12 +29,6 @@ def describe(t: torch.Tensor) -> str:
     """``[2, 3] float32`` (plus the device when it is not the CPU), for messages."""
     where = "" if t.device.type == "cpu" else f" on {t.device}"
     return f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')}{where}"
-
-
-def first_line(exc: BaseException) -> str:
-    """``TypeError: message`` with only the message's first line (errors stay one line)."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def require_jsonable(value: object, what: str) -> None:
@@ -110,17 +106,15 @@ def check_observation(obs: object, num_images: int, image_shape: Sequence[int], 
 
 def candidate(obs: Observation, generator: torch.Generator, restarts: int | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Tensors]:
-    """A random candidate as an attack would start: images, integer labels, label probabilities and
-    the server's guesses of the unknowns (with a leading dimension ``restarts`` when given)."""
+    """A random candidate as an attack would start (:mod:`bench.inversion.variables`): images, integer
+    labels, label probabilities and the server's guesses of the unknowns (with a leading dimension
+    ``restarts`` when given). The guesses are detached copies, whether optimisable or not."""
     public = obs.public
     lead = () if restarts is None else (restarts,)
-    device = next(iter(obs.observed.values())).device
-    x = torch.randn(*lead, public.num_images, *public.image_shape, generator=generator).to(device)
-    y = torch.randint(0, public.num_classes, (*lead, public.num_images), generator=generator).to(device)
-    soft = torch.softmax(torch.randn(*lead, public.num_images, public.num_classes, generator=generator), -1).to(device)
-    guesses = {k: u.guess.detach().clone() for k, u in obs.unknowns.items()}
-    if restarts is not None:
-        guesses = {k: g.expand(restarts, *g.shape).clone() for k, g in guesses.items()}
+    x = image_init(obs, generator, restarts)
+    y = torch.randint(0, public.num_classes, (*lead, public.num_images), generator=generator).to(observation_device(obs))
+    soft = torch.softmax(label_logits_init(obs, generator, restarts), -1)
+    guesses = {k: v.detach() for k, v in unknown_variables(obs, restarts)[0].items()}
     return x, y, soft, guesses
 
 
@@ -151,7 +145,7 @@ def simulate_checked(obs: Observation, x: torch.Tensor, y: torch.Tensor, unknown
 
 def matching_loss(simulated: Mapping[str, torch.Tensor], observed: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Σ‖simulated − observed‖², the objective every gradient-matching attack differentiates."""
-    return sum(((simulated[k] - observed[k].detach()) ** 2).sum() for k in observed)
+    return l2_distance([simulated[k] for k in observed], [observed[k].detach() for k in observed])
 
 
 def input_gradients(obs: Observation, x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]
@@ -196,7 +190,8 @@ def validate_observation(obs: object, num_images: int, image_shape: Sequence[int
 
 def validate_reconstruction(rec: object, obs: Observation) -> Reconstruction:
     """What ``reconstruct`` returned: images [≥ num_images, C, H, W] (finite, floating), labels
-    [images] integers in range or None, a real loss, a whole number of iterations, recordable info."""
+    [images] integers in range or None, a real loss, a whole number of iterations, info a dict that
+    can be recorded as JSON."""
     if not isinstance(rec, Reconstruction):
         raise PluginError(f"reconstruct() returned a {type(rec).__name__}, not a bench.Reconstruction")
     public = obs.public
@@ -231,5 +226,7 @@ def validate_reconstruction(rec: object, obs: Observation) -> Reconstruction:
         raise PluginError(f"Reconstruction.iterations is {rec.iterations!r}, expected a whole number >= 0")
     if not isinstance(rec.diverged, bool):
         raise PluginError(f"Reconstruction.diverged is {rec.diverged!r}, expected True or False")
-    require_jsonable(rec.info, "Reconstruction.info")
+    if not isinstance(rec.info, Mapping):
+        raise PluginError(f"Reconstruction.info is a {type(rec.info).__name__}, not a dict")
+    require_jsonable(dict(rec.info), "Reconstruction.info")
     return rec

@@ -18,13 +18,14 @@ from typing import Any
 import torch
 
 from bench import registry
-from bench.conformance.case import BATCH, tiny_case
+from bench.conformance.case import BATCH, TinyCase, observe_case, start_case
 from bench.conformance.component import open_report
 from bench.conformance.contract import (OBSERVED_KINDS, candidate, check_observation, describe, input_gradients,
                                         require_jsonable, require_x_gradient, simulate_checked, tensor_dict)
 from bench.conformance.report import Failed, Report, Skipped, Warned
 from bench.defense import Defense
-from bench.seeding import generator, seed_everything
+from bench.errors import first_line
+from bench.seeding import generator
 from bench.setup import Choice, model_choice
 from bench.threat import Tensors, Upload
 
@@ -89,17 +90,8 @@ class DefenseChecks:
     def create(self) -> Defense:
         return registry.create("defense", self.spec, self.args)  # type: ignore[return-value]
 
-    def observe(self, d: Defense, server: Tensors, clients: list, case: Any) -> Any:
-        return d.observe(server, clients[0], case.target, [(clients[1], case.cohort)],
-                         generator(self.seed, "check", "observe"))
-
-    def start(self, d: Defense) -> tuple[Any, Tensors, list]:
-        case = tiny_case(d, self.model, self.seed, self.device)
-        d.setup(case.task)
-        seed_everything(self.seed, "check", "init")
-        server = d.init_server()
-        clients = [d.init_client(c) for c in range(2)]
-        return case, server, clients
+    def start(self, d: Defense) -> tuple[TinyCase, Tensors, list[Tensors]]:
+        return start_case(d, self.model, self.seed, self.device)
 
     # -- the checks ------------------------------------------------------------------------------
     def setup(self) -> str:
@@ -118,8 +110,8 @@ class DefenseChecks:
         c = self.ctx
         server, clients = _clone(c.server), [_clone(s) for s in c.clients]
         task = c.case.task
-        c.obs = check_observation(self.observe(c.defense, c.server, c.clients, c.case), BATCH, task.image_shape,
-                                  task.num_classes)
+        c.obs = check_observation(observe_case(c.defense, c.case, c.server, c.clients, self.seed), BATCH,
+                                  task.image_shape, task.num_classes)
         _unchanged(server, c.server, "server", "observe()")
         for i, before in enumerate(clients):
             _unchanged(before, c.clients[i], f"client {i} state", "observe()")
@@ -156,7 +148,8 @@ class DefenseChecks:
         if not obs.exact:
             raise Skipped("the Observation declares exact=False (its simulator does not replay the client "
                           "exactly: noise, or a defense-unaware attacker), so simulate(true inputs) may differ")
-        truth = c.defense.true_unknowns(c.clients[0], obs) if obs.unknowns else {}
+        # the state observe() saw: later checks (client-update) may change the client state in place
+        truth = c.defense.true_unknowns(c.initial_clients[0], obs) if obs.unknowns else {}
         if truth is None:
             raise Skipped(f"the true values of unknowns {', '.join(map(repr, obs.unknowns))} are not in the "
                           f"client state under those names; override Defense.true_unknowns")
@@ -181,7 +174,7 @@ class DefenseChecks:
         try:
             batched = torch.func.vmap(c.obs.simulate)(xs, softs, guesses)
         except Exception as exc:
-            raise Warned(f"simulate() does not run under torch.func.vmap ({str(exc).strip().splitlines()[0]}); "
+            raise Warned(f"simulate() does not run under torch.func.vmap ({first_line(exc)}); "
                          f"attacks fall back to a slower loop over restarts") from None
         for r in range(2):
             single = simulate_checked(c.obs, xs[r], softs[r], {k: v[r] for k, v in guesses.items()})
@@ -243,7 +236,8 @@ class DefenseChecks:
             for s_name, s in sent.items():
                 if s.shape == p.shape and s.dtype == p.dtype and s.device == p.device and torch.equal(s, p.detach()):
                     raise Failed(f"{p_name} is sent to the server as {s_name}: private state must stay on the client")
-        truth = c.defense.true_unknowns(c.clients[0], c.obs) if c.obs.unknowns else {}
+        # the state observe() saw, not the one client_update() may have changed in place
+        truth = c.defense.true_unknowns(c.initial_clients[0], c.obs) if c.obs.unknowns else {}
         for name, value in (truth or {}).items():
             guess = c.obs.unknowns[name].guess
             if guess.shape == value.shape and torch.equal(guess.detach(), value.detach()):
@@ -288,7 +282,7 @@ class DefenseChecks:
         def one_run() -> dict[str, Tensors]:
             d = self.create()
             case, server, clients = self.start(d)
-            obs = self.observe(d, server, clients, case)
+            obs = observe_case(d, case, server, clients, self.seed)
             x, _, soft, guesses = candidate(obs, generator(self.seed, "check", "candidate"))
             upload = d.client_update(server, clients[0], case.clients[0], generator(self.seed, "check", "round", 0))
             return {"init_server()": _clone(server), "observed": _clone(obs.observed),
@@ -339,5 +333,5 @@ def check_defense(spec: str, args: Mapping[str, Any] | None = None, model: Choic
     Raises BenchError for bad input (an unknown name, invalid option values, an unknown model).
     """
     if model is not None:
-        registry.load("model", model.name)
+        registry.create("model", model.name, model.args)  # invalid model options are bad input, not a failed check
     return DefenseChecks(spec, args or {}, model, seed, torch.device(device)).run()

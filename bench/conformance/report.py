@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from bench.conformance.contract import first_line
-from bench.errors import BenchError, PluginError
+from bench.errors import BenchError, first_line
 
 Status = Literal["pass", "fail", "warn", "skip"]
 
@@ -73,13 +72,11 @@ class Report:
             return False
         try:
             self.add(name, "pass", fn())
-        except (Failed, PluginError) as exc:
-            self.add(name, "fail", str(exc))
         except Warned as exc:
             self.add(name, "warn", str(exc))
         except Skipped as exc:
             self.add(name, "skip", str(exc))
-        except BenchError as exc:
+        except (Failed, BenchError) as exc:  # BenchError includes PluginError
             self.add(name, "fail", str(exc))
         except Exception as exc:  # the plug-in crashed inside this check
             self.add(name, "fail", f"raised {first_line(exc)}{_crash_site(exc)}")

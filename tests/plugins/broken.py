@@ -119,6 +119,21 @@ class NoVmap(FedAvg):
         return _with(obs, simulate=simulate)
 
 
+class NoVmapBareError(FedAvg):
+    """simulate() raises a NotImplementedError without a message under torch.func.vmap."""
+
+    def observe(self, server, client, target, cohort, generator):
+        obs = super().observe(server, client, target, cohort, generator)
+
+        def simulate(x, y, unknowns):
+            try:
+                float(x.detach().abs().max())  # a Python number: impossible under vmap
+            except RuntimeError:
+                raise NotImplementedError from None
+            return obs.simulate(x, y, unknowns)
+        return _with(obs, simulate=simulate)
+
+
 class PrivateHead(FedAvg):
     """Sound: the classifier head stays on the client; the server sees the body gradient only and
     must guess the head (an unknown it may optimise)."""
@@ -161,6 +176,17 @@ class GuessIsTruth(PrivateHead):
     def observe(self, server, client, target, cohort, generator):
         obs = super().observe(server, client, target, cohort, generator)
         return _with(obs, unknowns={k: Unknown(u.shape, u.description, client[k].clone()) for k, u in obs.unknowns.items()})
+
+
+class GuessIsTruthTrainedInPlace(GuessIsTruth):
+    """Hands the client's true head to the server, then trains the head in place in client_update()
+    (so the state after the round no longer equals the guess)."""
+
+    def client_update(self, server, client, data, generator):
+        upload = super().client_update(server, client, data, generator)
+        for value in client.values():
+            value.add_(0.01)
+        return upload
 
 
 # -- attacks ------------------------------------------------------------------------------------
