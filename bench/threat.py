@@ -109,13 +109,15 @@ class Unknown:
 
     ``guess`` is the server's own stand-in (e.g. a freshly initialised classifier head). An attack
     may use the guess as is, or optimise it together with the images when ``optimisable`` is True
-    (the adaptive attacker).
+    (the adaptive attacker). ``revealed`` declares that the guess *is* the client's true value, handed
+    to the attacker on purpose (an oracle: an upper bound on leakage), so it is not a leak.
     """
 
     shape: tuple[int, ...]
     description: str
     guess: torch.Tensor
     optimisable: bool = False
+    revealed: bool = False
 
 
 @dataclass(frozen=True)

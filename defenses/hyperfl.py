@@ -460,8 +460,8 @@ class HyperFL(Defense):
         values = truth if attacker == "oracle" else guess
         descriptions = {EMBEDDING: "the client's private embedding", HEAD_WEIGHT: "the private classifier head's weight",
                         HEAD_BIAS: "the private classifier head's bias"}
-        unknowns = {k: Unknown(tuple(values[k].shape), descriptions[k], values[k], optimisable=attacker == "adaptive")
-                    for k in PRIVATE}
+        unknowns = {k: Unknown(tuple(values[k].shape), descriptions[k], values[k], optimisable=attacker == "adaptive",
+                               revealed=attacker == "oracle") for k in PRIVATE}
         notes = {
             "blind": "hyperfl/blind: embedding and head are fixed random guesses; the true ones never leave the client",
             "adaptive": "hyperfl/adaptive: embedding (started from its estimate out of the update's rank-one "

@@ -350,3 +350,17 @@ def test_train_cli_applies_a_preset_under_explicit_flags(tmp_path):
     assert row["config"]["run"]["preset"] == "quick" and row["model"] == "lenet"
     hyper = row["bytes_uploaded_per_client_per_round"]
     assert hyper > 0 and 0 <= row["final_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("attacker", ["adaptive", "blind", "oracle"])
+def test_hyperfl_conforms_under_every_attacker(attacker):
+    """bench check-defense, FedSGD; the oracle hands over the true embedding and head by declaration
+    (Unknown.revealed), which the private-state check accepts, while a blind guess must differ."""
+    from bench.conformance import check_defense
+    from bench.setup import Choice
+
+    report = check_defense("hyperfl", {"attacker": attacker}, Choice("lenet"))
+    # FedSGD observes one hypernetwork gradient, training uploads a round's update: matches-client may warn
+    assert all(r.status in ("pass", "skip") or (r.name, r.status) == ("matches-client", "warn")
+               for r in report.results), report.render()
+    assert "private-state" in {r.name for r in report.results if r.status == "pass"}

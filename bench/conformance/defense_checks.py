@@ -240,9 +240,11 @@ class DefenseChecks:
         truth = c.defense.true_unknowns(c.initial_clients[0], c.obs) if c.obs.unknowns else {}
         for name, value in (truth or {}).items():
             guess = c.obs.unknowns[name].guess
+            if c.obs.unknowns[name].revealed:  # handed over by declaration (an oracle), not leaked
+                continue
             if guess.shape == value.shape and torch.equal(guess.detach(), value.detach()):
                 raise Failed(f"the server's guess of unknown {name!r} is the client's true value: the guess must "
-                             f"be the server's own stand-in")
+                             f"be the server's own stand-in (or declared Unknown(revealed=True), an oracle's)")
         if not private:
             return "the client keeps no private state"
         return f"none of {len(private)} private tensors appears in an upload or the observation"
