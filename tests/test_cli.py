@@ -57,6 +57,7 @@ def test_resume_skips_recorded_targets(tmp_path):
     (["--defense", "fedavg", "--attack", "dlg", "--batch-size", "0"], "--batch-size must be >= 1"),
     (["--defense", "fedavg", "--attack", "dlg", "--dataset", "cifar10"], "pass --data-root DIR"),
     (["--defense", "fedavg", "--attack", "dlg", "--device", "tpu"], "valid: 'auto', 'cpu'"),
+    (["--defense", "fedavg", "--attack", "dlg", "--model-arg", "width=3"], "--model-arg needs --model NAME"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, fragment):
     assert run_cli("run", *args, "--output-dir", str(tmp_path / "o")) == 2

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from bench.data.partition import PARTITIONS
+from bench.errors import BenchError
 from bench.federated import FLSettings
 from bench.options import parse_assignments
 from bench.setup import DEFAULT_DATASET, Choice
@@ -34,6 +35,9 @@ def add_check_args(parser: argparse.ArgumentParser, kind: str) -> None:
 def choice(args: argparse.Namespace, kind: str) -> Choice | None:
     name = getattr(args, kind)
     if name is None:
+        if getattr(args, f"{kind}_arg", None):
+            raise BenchError(f"--{kind}-arg needs --{kind} NAME (without it the default {kind} is used, "
+                             f"so its options would be ignored)")
         return None
     return Choice(name, parse_assignments(getattr(args, f"{kind}_arg"), f"--{kind}-arg"))
 
