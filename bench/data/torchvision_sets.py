@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from bench.data.base import Dataset, ImageDataset, channel_stats
-from bench.errors import BenchError
+from bench.errors import BenchError, first_line
 from bench.options import Option
 
 
@@ -28,9 +28,8 @@ def _open(name: str, layout: str, factory: Any, **kwargs: Any) -> Any:
     try:
         return factory(download=False, **kwargs)
     except (RuntimeError, FileNotFoundError, OSError, EOFError, ValueError, KeyError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BenchError(f"data set {name!r} not found or unreadable under {kwargs.get('root')!s}: "
-                         f"expected {layout} ({detail})") from None
+                         f"expected {layout} ({first_line(exc)})") from None
 
 
 def _as_images(data: Any, channels_last: bool) -> torch.Tensor:
@@ -174,7 +173,7 @@ class ImageFolder(Dataset):
             ds = TV(str(folder), transform=tf, loader=lambda p: _pil_rgb(p))
         except (FileNotFoundError, RuntimeError) as exc:
             raise BenchError(f"data set 'imagefolder' found no images under {str(folder)!r}: expected "
-                             f"{self.layout} ({str(exc).splitlines()[0]})") from None
+                             f"{self.layout} ({first_line(exc)})") from None
         xs, ys = zip(*(ds[i] for i in range(len(ds))))
         return torch.stack(xs), torch.tensor(ys), list(ds.classes)
 

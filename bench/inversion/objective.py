@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
+from bench.errors import first_line
 from bench.threat import Observation
 
 Distance = Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], torch.Tensor]
@@ -77,5 +78,5 @@ class GradientMatching:
         except (RuntimeError, NotImplementedError, ValueError) as exc:
             if "vmap" not in str(exc) and "batched" not in str(exc).lower() and "functorch" not in str(exc):
                 raise
-            self.vmap_failed = str(exc).splitlines()[0]
+            self.vmap_failed = first_line(exc)
             return torch.stack([self.loss(x[r], y[r], {k: v[r] for k, v in unknowns.items()}) for r in range(len(x))])
