@@ -25,6 +25,9 @@ from bench.results import RESULTS_FILE, append_rows
 from bench.seeding import resolve_device
 from bench.setup import Choice, build_task, create_defense, data_and_model_components, load_dataset, model_choice
 
+#: Federated rounds of a utility run when neither the command line, a preset nor a sweep file says.
+DEFAULT_TRAIN_ROUNDS = 20
+
 
 @dataclass(frozen=True)
 class TrainSpec:

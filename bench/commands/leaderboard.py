@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.reports.leaderboard import DEFAULT_TOLERANCE, DIVERGED_MODES, build, render
+from bench.reports import DEFAULT_TOLERANCE, DIVERGED_MODES
 from bench.reports.loading import ResultSet, load_results
 from bench.results import atomic_write_bytes
 
@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from bench.reports.leaderboard import build, render  # pandas: imported only when needed, not at start-up
+
     board = build(load(args).rows, args.diverged, args.utility_tolerance)
     text = render(board, args.format)
     if args.output is None:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from bench.commands.leaderboard import add_result_args, load
 from bench.errors import BenchError
-from bench.reports.report import write_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from bench.reports.report import write_report  # pandas and matplotlib: not at start-up
+
     if args.max_images < 1:
         raise BenchError(f"--max-images must be >= 1, got {args.max_images}")
     results = load(args)

@@ -6,8 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.reports.leaderboard import build, to_markdown
-from bench.reports.loading import load_results
+from bench.reports.loading import usable_rows
 from bench.results import RESULTS_FILE
 from bench.sweeps.config import load_config
 from bench.sweeps.layout import LEADERBOARD_FILE, is_done
@@ -50,19 +49,22 @@ def handle(args: argparse.Namespace) -> int:
     print(f"sweep {cfg.source}: {len(cells)} cells ({kinds['attack']} attack, {kinds['train']} train), "
           f"{len(cells) - len(todo)} finished, {len(todo)} to run; output {root}", flush=True)
     if args.dry_run:
+        todo_ids = {c.id for c in todo}
         for c in cells:
-            print(f"  {'todo' if c in todo else 'done'}  {c.id}  {c.kind:<6} {c.label}")
+            print(f"  {'todo' if c.id in todo_ids else 'done'}  {c.id}  {c.kind:<6} {c.label}")
         return 0
     check_writable(root)
     write_plan(root, cfg, cells)
     outcomes = run_cells(todo, root, args.jobs, args.executor, args.address, args.quiet)
-    rows = merge(root, cells)
+    rows = merge(root, cells)  # the finished cells' rows, in plan order: what load_results([root]) reads
     if rows:
-        board = build(load_results([root]).rows)
+        from bench.reports.leaderboard import build, to_markdown  # pandas: not at start-up
+
+        board = build(usable_rows(rows))
         write_if_changed(root / LEADERBOARD_FILE, to_markdown(board, title=f"Leaderboard: {cfg.source.name}").encode())
     failed = [o for o in outcomes if o.status == "failed"]
     ran = sum(o.status == "done" for o in outcomes)
-    print(f"ran {ran} cell(s), {len(failed)} failed; {rows} rows in {root / RESULTS_FILE}"
+    print(f"ran {ran} cell(s), {len(failed)} failed; {len(rows)} rows in {root / RESULTS_FILE}"
           + (f"; leaderboard {root / LEADERBOARD_FILE}" if rows else ""))
     if failed:
         raise BenchError(f"{len(failed)} of {len(todo)} cell(s) failed (first: {failed[0].label}: {failed[0].error}); "

@@ -8,7 +8,7 @@ from bench.commands.common import (add_component_args, add_data_args, add_federa
                                    default_output_dir, explicit_federation)
 from bench.presets import TRAIN_PRESETS, resolve
 from bench.results import RESULTS_FILE
-from bench.utility import TrainSpec, run_training
+from bench.utility import DEFAULT_TRAIN_ROUNDS, TrainSpec, run_training
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default=None,
                    help=f"a named protocol (explicit flags override it; it trains the paper's 'cnn' unless --model "
                         f"is given, and applies the defense's option preset of the same name if it has one). {presets}")
-    p.add_argument("--rounds", type=int, default=None, help="federated rounds (default: 20, or the preset's)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help=f"federated rounds (default: {DEFAULT_TRAIN_ROUNDS}, or the preset's)")
     p.add_argument("--eval-every", type=int, default=None, help="evaluate every N rounds (and after the last)")
     add_run_args(p)
     add_federation_args(p, "--batch-size", unset=True)
@@ -34,7 +35,7 @@ def _report(record: dict) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    rounds = args.rounds if args.rounds is not None or args.preset else 20
+    rounds = args.rounds if args.rounds is not None or args.preset else DEFAULT_TRAIN_ROUNDS
     resolved = resolve(args.preset, choice(args, "defense"), choice(args, "dataset"), choice(args, "model"),
                        explicit_federation(args, rounds=rounds, eval_every=args.eval_every))
     output_dir = Path(args.output_dir or default_output_dir("train", args.defense))

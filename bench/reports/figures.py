@@ -9,30 +9,17 @@
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
+from bench.reports.grids import png_bytes, pyplot
 from bench.reports.leaderboard import Entry, Table
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _png(fig) -> bytes:
-    plt = _pyplot()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig, dpi=110, bbox_inches="tight", metadata={"Software": None})
 
 
 def entry_label(entry: Entry, table: Table) -> str:
@@ -50,7 +37,7 @@ def _rows_of(frame: pd.DataFrame, entry: Entry, attack: str | None = None) -> pd
 
 def privacy_utility(table: Table) -> tuple[bytes, list[str]]:
     """The scatter, and the labels of defense configurations it cannot place (no training run)."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = (["strongest attack"] if len(table.attacks) > 1 else []) + table.attacks
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 0.4, 3.6), squeeze=False, sharey=True)
     colors = plt.get_cmap("tab10")
@@ -80,7 +67,7 @@ def privacy_utility(table: Table) -> tuple[bytes, list[str]]:
 
 
 def psnr_distributions(table: Table, frame: pd.DataFrame) -> bytes:
-    plt = _pyplot()
+    plt = pyplot()
     n = len(table.attacks)
     width = max(4.0, 0.75 * len(table.entries) + 1.5)
     fig, axes = plt.subplots(1, n, figsize=(width * n, 4.2), squeeze=False, sharey=True)
@@ -137,7 +124,7 @@ def _strip(images: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
 
 def reconstruction_grid(table: Table, frame: pd.DataFrame, max_images: int) -> tuple[bytes, int, int]:
     """The grid PNG, the number of target images shown and the number missing on disk."""
-    plt = _pyplot()
+    plt = pyplot()
     strips: dict[tuple[int, int], tuple[np.ndarray, str]] = {}
     shown = missing = 0
     for r, e in enumerate(table.entries):

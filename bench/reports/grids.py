@@ -1,13 +1,33 @@
-"""Reconstruction grids: ground truth above reconstruction, saved as PNG."""
+"""Reconstruction grids: ground truth above reconstruction, saved as PNG (and the matplotlib set-up
+every figure of ``bench.reports`` uses)."""
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from bench.results import atomic_write_bytes
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png_bytes(fig: Any, **savefig: Any) -> bytes:
+    """The figure as PNG bytes (``savefig`` options such as ``dpi``); the figure is closed."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **savefig)
+    pyplot().close(fig)
+    return buffer.getvalue()
 
 
 def _to_hwc(images: torch.Tensor) -> torch.Tensor:
@@ -45,11 +65,7 @@ def save_grid(path: Path, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], ca
 
     Images keep a fixed scale (``inches_per_pixel``) whatever their number, so small images stay small.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     images = [pair_image(t, r).numpy() for t, r in pairs]
     margin, caption_h, title_h = 0.15, 0.22, 0.35 if title else 0.05
     sizes = [(img.shape[1] * inches_per_pixel, img.shape[0] * inches_per_pixel) for img in images]
@@ -66,7 +82,4 @@ def save_grid(path: Path, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], ca
         ax.imshow(img, interpolation="nearest")
         ax.axis("off")
         top -= margin
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=150)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, png_bytes(fig, dpi=150))

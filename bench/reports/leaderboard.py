@@ -25,12 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.reports import DEFAULT_TOLERANCE, DIVERGED_MODES
 METRICS: tuple[tuple[str, str, str, int], ...] = (
     # (row key, column title, direction of MORE privacy, digits)
     ("psnr", "PSNR", "↓", 2), ("ssim", "SSIM", "↓", 3), ("lpips", "LPIPS", "↑", 3), ("label_acc", "label acc", "↓", 2))
-DIVERGED_MODES = ("exclude", "include")
 UTILITY, RANKING = "utility & cost", "ranking"  # column groups besides the attacks
-DEFAULT_TOLERANCE = 2.0  # accuracy points
 
 PRIVACY_NOTE = ("Privacy: lower PSNR and SSIM, higher LPIPS and lower label accuracy mean MORE privacy "
                 "(the attacker's reconstruction is worse). Arrows point the way that is better for the defense: "
@@ -398,8 +397,9 @@ def html_fragment(board: Leaderboard, level: int = 2) -> str:
     parts = [html_list(board.header_lines())]
     for table in board.tables:
         parts += [f"<h{level}>{html.escape(table.scenario)}</h{level}>", html_table(table, board.diverged)]
-    if footnotes(board):
-        parts.append(html_list(footnotes(board)))
+    notes = footnotes(board)
+    if notes:
+        parts.append(html_list(notes))
     return "\n".join(parts)
 
 
@@ -418,9 +418,14 @@ img.figure { max-width: 100%; height: auto; border: 1px solid #eee; }
 """
 
 
-def to_html(board: Leaderboard, title: str = "Leaderboard") -> str:
+def page(title: str, body: str) -> str:
+    """A self-contained HTML page: ``title`` as its title and heading, then ``body`` (HTML)."""
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{html_fragment(board)}\n</body></html>\n")
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+
+
+def to_html(board: Leaderboard, title: str = "Leaderboard") -> str:
+    return page(title, html_fragment(board))
 
 
 def numeric_frame(board: Leaderboard) -> pd.DataFrame:

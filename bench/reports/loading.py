@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
 from bench.results import RESULTS_FILE, read_numbered_rows
-from bench.sweeps.layout import CELLS_DIR, DONE_FILE, PLAN_FILE, cell_dir
+from bench.sweeps.layout import CELLS_DIR, PLAN_FILE, cell_dir, is_done, is_sweep_dir
 
 #: Fields a row needs to take part in a leaderboard, by kind.
 REQUIRED = {
@@ -55,6 +55,23 @@ def _row_problem(row: dict[str, Any]) -> str | None:
     return f"{kind} row without {', '.join(missing)}" if missing else None
 
 
+def _key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies a row: the same row reached twice is counted once."""
+    return row["kind"], row["run_id"], row.get("target")
+
+
+def usable_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows ``load_results`` would keep of rows already read (e.g. a sweep's merged rows): those a
+    leaderboard can use, each identity once, in order."""
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for row in rows:
+        if _row_problem(row) is None and (key := _key(row)) not in seen:
+            seen.add(key)
+            out.append(row)
+    return out
+
+
 def _read_file(path: Path, out: ResultSet) -> list[dict[str, Any]]:
     try:
         numbered, problems = read_numbered_rows(path)
@@ -86,11 +103,11 @@ def _sweep_cells(root: Path, out: ResultSet) -> list[Path]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         out.problems.append(f"{root / PLAN_FILE}: unreadable plan ({exc}); reading every finished cell instead")
         ids = sorted(p.name for p in (root / CELLS_DIR).iterdir()) if (root / CELLS_DIR).is_dir() else []
-    unfinished = [i for i in ids if not (cell_dir(root, i) / DONE_FILE).is_file()]
-    if unfinished:
-        out.notes.append(f"{root}: {len(unfinished)} of {len(ids)} cell(s) unfinished, left out "
+    finished = [i for i in ids if is_done(root, i)]
+    if len(finished) < len(ids):
+        out.notes.append(f"{root}: {len(ids) - len(finished)} of {len(ids)} cell(s) unfinished, left out "
                          f"(re-run the sweep to finish them)")
-    return [cell_dir(root, i) / RESULTS_FILE for i in ids if i not in unfinished]
+    return [cell_dir(root, i) / RESULTS_FILE for i in finished]
 
 
 def _files(path: Path, out: ResultSet) -> list[Path]:
@@ -101,13 +118,13 @@ def _files(path: Path, out: ResultSet) -> list[Path]:
     found: list[Path] = []
     for here, dirs, names in os.walk(path):
         dirs.sort()
-        if PLAN_FILE in names:
+        if is_sweep_dir(Path(here)):
             found += _sweep_cells(Path(here), out)
             dirs[:] = []
         elif RESULTS_FILE in names:
             cell = Path(here)
-            if cell.parent.name == CELLS_DIR and (cell.parent.parent / PLAN_FILE).is_file() \
-                    and not (cell / DONE_FILE).is_file():
+            sweep = cell.parent.parent
+            if cell.parent.name == CELLS_DIR and is_sweep_dir(sweep) and not is_done(sweep, cell.name):
                 out.notes.append(f"{cell}: unfinished sweep cell, left out")
                 continue
             found.append(cell / RESULTS_FILE)
@@ -122,7 +139,7 @@ def load_results(paths: Sequence[Path]) -> ResultSet:
     for path in paths:
         for file in _files(Path(path), out):
             for row in _read_file(file, out):
-                key = (row["kind"], row["run_id"], row.get("target"))
+                key = _key(row)
                 if key in seen:
                     duplicates += 1
                     continue

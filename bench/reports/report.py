@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import html
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.reports import figures
-from bench.reports.leaderboard import (STYLE, Leaderboard, attack_frame, build, display_frame, footnotes, html_list,
-                                       html_table, markdown_table, to_csv)
+from bench.reports import DEFAULT_TOLERANCE, figures
+from bench.reports.leaderboard import (Leaderboard, attack_frame, build, display_frame, footnotes, html_list,
+                                       html_table, markdown_table, page, to_csv)
 from bench.reports.loading import ResultSet
 from bench.results import atomic_write_bytes
 
@@ -32,6 +33,7 @@ class Figure:
     title: str
     caption: str
     png: bytes
+    caveat: str | None = None  # a problem drawing it, for the report's notes and caveats
 
 
 def _provenance(results: ResultSet) -> list[str]:
@@ -54,7 +56,7 @@ def _provenance(results: ResultSet) -> list[str]:
     return lines
 
 
-def _caveats(results: ResultSet) -> list[str]:
+def _caveats(results: ResultSet, figure_caveats: Sequence[str] = ()) -> list[str]:
     attack_rows = results.of_kind("attack")
     notes = Counter(n for r in attack_rows for n in (r.get("notes") or []))
     out = [f"{n} (in {k} rows)" for n, k in notes.most_common()]
@@ -63,11 +65,12 @@ def _caveats(results: ResultSet) -> list[str]:
     knowledge = Counter(f"{r['config']['defense'].get('name')}: attacker knowledge '{r.get('knowledge')}'"
                         for r in attack_rows if r.get("knowledge"))
     out += [f"{k} ({n} rows)" for k, n in sorted(knowledge.items())]
-    return out + results.notes + results.problems
+    return out + results.notes + list(figure_caveats) + results.problems
 
 
 def build_figures(board: Leaderboard, results: ResultSet, max_images: int) -> tuple[list[list[Figure]], Counter]:
-    """Three figures per scenario, and how many target images the grids showed and missed."""
+    """Three figures per scenario, and how many target images the grids showed and missed (a grid with
+    missing images carries a ``caveat``; ``results`` is not changed)."""
     frame = attack_frame(results.rows)
     per_table, images = [], Counter()
     for i, table in enumerate(board.tables, start=1):
@@ -82,23 +85,23 @@ def build_figures(board: Leaderboard, results: ResultSet, max_images: int) -> tu
         grid_caption = (f"Per defense (rows, in rank order) and attack (columns): the first {max_images} attacked "
                         f"targets by seed and target, each ground truth (top) above the matched reconstruction "
                         f"(bottom), with their PSNR in dB († diverged).")
+        grid_caveat = None
         if missing:
             grid_caption += f" {missing} image file(s) missing on disk, drawn grey."
-            results.notes.append(f"{table.scenario}: {missing} reconstruction image file(s) missing on disk")
+            grid_caveat = f"{table.scenario}: {missing} reconstruction image file(s) missing on disk"
         per_table.append([
             Figure(f"privacy_utility_{i}", "Privacy against utility", caption, scatter),
             Figure(f"psnr_distributions_{i}", "PSNR per target", "Every target's PSNR per defense configuration "
                    "and attack (box: quartiles of non-diverged runs; red ×: diverged runs).",
                    figures.psnr_distributions(table, rows)),
-            Figure(f"reconstructions_{i}", "Reconstructions", grid_caption, grid),
+            Figure(f"reconstructions_{i}", "Reconstructions", grid_caption, grid, grid_caveat),
         ])
     return per_table, images
 
 
-def _html(board: Leaderboard, per_table: list[list[Figure]], results: ResultSet, title: str) -> str:
-    parts = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-             html_list(_provenance(results)), "<h2>How to read this report</h2>",
+def _html(board: Leaderboard, per_table: list[list[Figure]], files: Sequence[Path], provenance: list[str],
+          caveats: list[str], title: str) -> str:
+    parts = [html_list(provenance), "<h2>How to read this report</h2>",
              html_list([*board.header_lines(), SCORING_NOTE])]
     for table, figs in zip(board.tables, per_table):
         parts += [f"<h2>{html.escape(table.scenario)}</h2>", "<h3>Leaderboard</h3>", html_table(table, board.diverged)]
@@ -107,40 +110,44 @@ def _html(board: Leaderboard, per_table: list[list[Figure]], results: ResultSet,
             parts.append(f"<figure><h3>{html.escape(fig.title)}</h3><img class='figure' alt='{html.escape(fig.title)}' "
                          f"src='data:image/png;base64,{data}'><figcaption>{html.escape(fig.caption)}</figcaption>"
                          f"</figure>")
-    caveats = footnotes(board) + _caveats(results)
     if caveats:
         parts += ["<h2>Notes and caveats</h2>", html_list(caveats)]
-    parts += ["<h2>Input files</h2>", html_list(str(f) for f in results.files), "</body></html>\n"]
-    return "\n".join(parts)
+    parts += ["<h2>Input files</h2>", html_list(str(f) for f in files)]
+    return page(title, "\n".join(parts))
 
 
-def _markdown(board: Leaderboard, per_table: list[list[Figure]], results: ResultSet, title: str) -> str:
-    out = [f"# {title}", ""] + [f"* {x}" for x in _provenance(results)] + ["", "## How to read this report", ""]
+def _markdown(board: Leaderboard, per_table: list[list[Figure]], files: Sequence[Path], provenance: list[str],
+              caveats: list[str], title: str) -> str:
+    out = [f"# {title}", ""] + [f"* {x}" for x in provenance] + ["", "## How to read this report", ""]
     out += [f"* {line}" for line in [*board.header_lines(), SCORING_NOTE]] + [""]
     for table, figs in zip(board.tables, per_table):
         out += [f"## {table.scenario}", "", "### Leaderboard", "", markdown_table(display_frame(table, board.diverged)),
                 ""]
         for fig in figs:
             out += [f"### {fig.title}", "", f"![{fig.title}](figures/{fig.name}.png)", "", fig.caption, ""]
-    caveats = footnotes(board) + _caveats(results)
     if caveats:
         out += ["## Notes and caveats", ""] + [f"* {x}" for x in caveats] + [""]
-    out += ["## Input files", ""] + [f"* `{f}`" for f in results.files]
+    out += ["## Input files", ""] + [f"* `{f}`" for f in files]
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_report(results: ResultSet, out_dir: Path, diverged: str = "exclude", tolerance: float = 2.0,
+def write_report(results: ResultSet, out_dir: Path, diverged: str = "exclude", tolerance: float = DEFAULT_TOLERANCE,
                  max_images: int = 4, title: str = "bench report") -> dict[str, Any]:
     """Write ``report.html`` (self-contained), ``report.md`` + ``figures/`` and ``leaderboard.csv``."""
     out_dir = Path(out_dir)
     board = build(results.rows, diverged, tolerance)
     per_table, images = build_figures(board, results, max_images)
+    all_figures = [f for figs in per_table for f in figs]
+    provenance = _provenance(results)
+    caveats = footnotes(board) + _caveats(results, [f.caveat for f in all_figures if f.caveat])
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    for fig in (f for figs in per_table for f in figs):
+    for fig in all_figures:
         atomic_write_bytes(out_dir / "figures" / f"{fig.name}.png", fig.png)
-    atomic_write_bytes(out_dir / "report.html", _html(board, per_table, results, title).encode())
-    atomic_write_bytes(out_dir / "report.md", _markdown(board, per_table, results, title).encode())
+    html_page = _html(board, per_table, results.files, provenance, caveats, title)
+    atomic_write_bytes(out_dir / "report.html", html_page.encode())
+    atomic_write_bytes(out_dir / "report.md",
+                       _markdown(board, per_table, results.files, provenance, caveats, title).encode())
     atomic_write_bytes(out_dir / "leaderboard.csv", to_csv(board).encode())
-    return {"html": out_dir / "report.html", "markdown": out_dir / "report.md", "board": board,
+    return {"html": out_dir / "report.html", "markdown": out_dir / "report.md",
             "figures": sum(len(f) for f in per_table), "images_shown": images["shown"],
             "images_missing": images["missing"]}

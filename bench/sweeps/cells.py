@@ -19,7 +19,7 @@ import datetime as dt
 import json
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from bench.errors import BenchError
 from bench.experiment import RunSpec, run
 from bench.progress import Progress, SilentProgress
 from bench.results import RESULTS_FILE, atomic_write_bytes, read_rows
-from bench.sweeps.layout import DONE_FILE, ERROR_FILE, LOCK_FILE, cell_dir
+from bench.sweeps.layout import DONE_FILE, ERROR_FILE, LOCK_FILE, cell_dir, is_done
 from bench.sweeps.plan import Cell
 from bench.utility import run_training
 
@@ -115,17 +115,26 @@ def finish(cell: Cell, directory: Path, seconds: float, error: str | None) -> Ou
     return Outcome(cell.id, cell.label, "done", seconds)
 
 
-def execute(cell: Cell, root: Path, progress: Progress | None = None) -> Outcome:
-    """Run a cell of the sweep in ``root`` unless it is finished (the local executors' unit of work)."""
+def settle(cell: Cell, root: Path, work: Callable[[Path], tuple[str | None, float]]) -> Outcome:
+    """Under the cell's lock: skip it if it is finished, else do ``work(directory)`` (its error, or
+    None, and seconds) and :func:`finish` it. Every executor ends a cell this way."""
     directory = cell_dir(root, cell.id)
     directory.mkdir(parents=True, exist_ok=True)
     with cell_lock(directory):
-        if (directory / DONE_FILE).is_file():
+        if is_done(root, cell.id):
             return Outcome(cell.id, cell.label, "skipped")
+        error, seconds = work(directory)
+        return finish(cell, directory, seconds, error)
+
+
+def execute(cell: Cell, root: Path, progress: Progress | None = None) -> Outcome:
+    """Run a cell of the sweep in ``root`` unless it is finished (the local executors' unit of work)."""
+    def work(directory: Path) -> tuple[str | None, float]:
         began = time.perf_counter()
         error = compute(cell, directory, progress)
-        seconds = time.perf_counter() - began
-        return finish(cell, directory, seconds, error)
+        return error, time.perf_counter() - began
+
+    return settle(cell, root, work)
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:

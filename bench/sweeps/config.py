@@ -45,6 +45,7 @@ from bench.data.partition import PARTITIONS
 from bench.errors import BenchError, choices_text
 from bench.federated import FLSettings
 from bench.setup import DEFAULT_DATASET, Choice
+from bench.utility import DEFAULT_TRAIN_ROUNDS  # bench train's default
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,7 +58,6 @@ GRID_KEYS = ("datasets", "models", "seeds", "num_targets", "batch_size", "attack
 FEDERATION_KEYS = ("clients", "partition", "train_per_client", "test_per_client", "batch_size", "local_epochs")
 TRAIN_KEYS = ("enabled", "rounds", "eval_every", "seeds") + FEDERATION_KEYS
 COMPONENT_KEYS = ("name", "args")
-DEFAULT_TRAIN_ROUNDS = 20  # bench train's default
 
 
 @dataclass(frozen=True)

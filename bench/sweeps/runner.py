@@ -21,9 +21,9 @@ from typing import Any
 from bench.errors import BenchError
 from bench.progress import TqdmProgress
 from bench.results import RESULTS_FILE, atomic_write_bytes, read_rows
-from bench.sweeps.cells import Outcome, cell_lock, compute, execute, finish, restore, snapshot
+from bench.sweeps.cells import Outcome, compute, execute, restore, settle, snapshot
 from bench.sweeps.config import SweepConfig
-from bench.sweeps.layout import CELLS_DIR, DONE_FILE, PLAN_FILE, cell_dir, is_done
+from bench.sweeps.layout import CELLS_DIR, PLAN_FILE, cell_dir, is_done
 from bench.sweeps.plan import Cell
 
 EXECUTORS = ("local", "ray")
@@ -62,10 +62,10 @@ def check_writable(root: Path) -> None:
         raise BenchError(f"sweep output dir {str(root)!r} is not writable: {exc.strerror or exc}") from None
 
 
-def merge(root: Path, cells: Sequence[Cell]) -> int:
+def merge(root: Path, cells: Sequence[Cell]) -> list[dict[str, Any]]:
     """Rebuild ``OUTPUT_DIR/results.jsonl`` from the finished cells, in plan order (image paths made
-    relative to ``OUTPUT_DIR``). Returns the number of rows."""
-    lines = []
+    relative to ``OUTPUT_DIR``). Returns the rows written, so callers need not read them again."""
+    merged: list[dict[str, Any]] = []
     for cell in cells:
         if not is_done(root, cell.id):
             continue
@@ -73,9 +73,9 @@ def merge(root: Path, cells: Sequence[Cell]) -> int:
         for row in rows:
             if row.get("image_file"):
                 row["image_file"] = f"{CELLS_DIR}/{cell.id}/{row['image_file']}"
-            lines.append(json.dumps(row, allow_nan=False) + "\n")
-    write_if_changed(root / RESULTS_FILE, "".join(lines).encode())
-    return len(lines)
+        merged += rows
+    write_if_changed(root / RESULTS_FILE, "".join(json.dumps(row, allow_nan=False) + "\n" for row in merged).encode())
+    return merged
 
 
 # --- local executors ------------------------------------------------------------------------------
@@ -147,13 +147,12 @@ def ray_cell(cell: Cell, files: dict[str, bytes]) -> tuple[str | None, float, di
 
 def _accept(cell: Cell, root: Path, result: tuple[str | None, float, dict[str, bytes]]) -> Outcome:
     error, seconds, files = result
-    directory = cell_dir(root, cell.id)
-    directory.mkdir(parents=True, exist_ok=True)
-    with cell_lock(directory):
-        if (directory / DONE_FILE).is_file():
-            return Outcome(cell.id, cell.label, "skipped")
+
+    def work(directory: Path) -> tuple[str | None, float]:
         restore(directory, files)  # partial rows of a failed cell are kept: the next run resumes them
-        return finish(cell, directory, seconds, error)
+        return error, seconds
+
+    return settle(cell, root, work)
 
 
 def run_ray(cells: Sequence[Cell], root: Path, report: Report, address: str | None) -> None:
