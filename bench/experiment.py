@@ -8,7 +8,6 @@ skips targets already recorded for the same run.
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import time
@@ -31,7 +30,7 @@ from bench.models.base import Model
 from bench.perceptual import LpipsScorer
 from bench.progress import Progress, SilentProgress
 from bench.reports.grids import save_grid, save_pair_png
-from bench.results import RESULTS_FILE, append_rows, read_rows
+from bench.results import RESULTS_FILE, append_rows, read_rows, writable_dir
 from bench.seeding import generator, resolve_device
 from bench.setup import (Choice, build_task, create_attack, create_defense, data_and_model_components, load_dataset,
                          model_choice)
@@ -56,18 +55,6 @@ class RunSpec:
     federation: FLSettings = field(default_factory=FLSettings)
     attack_round: int = 0
     resume: bool = False
-
-
-def _check_output_dir(path: Path) -> Path:
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise BenchError(f"output dir {str(path)!r} is not writable: {exc.strerror or exc}") from None
-    return path
 
 
 def run_id(config: dict[str, Any]) -> str:
@@ -101,7 +88,7 @@ def prepare(spec: RunSpec) -> Prepared:
     spec.federation.validate()
     defense, attack = create_defense(spec.defense), create_attack(spec.attack)
     device = resolve_device(spec.device)
-    _check_output_dir(spec.output_dir)
+    writable_dir(spec.output_dir)
     dataset, data = load_dataset(spec.dataset, spec.data_root)
     model = model_choice(spec.model, defense)
     model_component, task = build_task(model, data, device, spec.federation.local_epochs)
@@ -213,9 +200,7 @@ def attack_target(p: Prepared, state: TrainingState, target: int, progress: Prog
         "per_image": {"psnr": scores.psnr, "ssim": scores.ssim, "mse": scores.mse, "lpips": scores.lpips},
         "defense_metrics": dict(obs.metrics), "attack_info": rec.info,
         "notes": list(obs.notes) + _optimisation_notes(p.spec.attack.name, rec),
-        "config": p.config, "versions": provenance.package_versions(), "git": provenance.git_state(),
-        "machine": provenance.machine(str(p.device)),
-        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": p.config, **provenance.stamp(str(p.device)),
         "image_file": f"images/{p.run_id}-t{target}.png",
     }
     return row, truth, matched

@@ -50,3 +50,11 @@ def machine(device: str) -> dict[str, Any]:
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
+
+
+def stamp(device: str) -> dict[str, Any]:
+    """The provenance every result row ends with: package versions, git state, machine and time."""
+    import datetime as dt
+
+    return {"versions": package_versions(), "git": git_state(), "machine": machine(device),
+            "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.errors import BenchError
+
 RESULTS_FILE = "results.jsonl"
 
 
@@ -91,3 +93,16 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """All valid rows of a JSON Lines file, and one message per skipped line (with its line number)."""
     numbered, problems = read_numbered_rows(path)
     return [row for _, row in numbered], problems
+
+
+def writable_dir(path: Path | str) -> Path:
+    """Create ``path`` and prove it writable before any work is done (else a one-line BenchError)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise BenchError(f"output dir {str(path)!r} is not writable: {exc.strerror or exc}") from None
+    return path

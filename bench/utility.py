@@ -5,7 +5,6 @@ seconds per round and bytes uploaded per client per round, plus the usual proven
 """
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,7 @@ from bench.errors import BenchError
 from bench.experiment import run_id
 from bench.federated import Federation, FLSettings, train
 from bench.models.base import Model
-from bench.results import RESULTS_FILE, append_rows
+from bench.results import RESULTS_FILE, append_rows, writable_dir
 from bench.seeding import resolve_device
 from bench.setup import Choice, build_task, create_defense, data_and_model_components, load_dataset, model_choice
 
@@ -66,11 +65,7 @@ def run_training(spec: TrainSpec, on_round: Callable[[dict[str, Any]], None] | N
         raise BenchError(f"--rounds must be >= 1, got {settings.rounds}")
     defense = create_defense(spec.defense)
     device = resolve_device(spec.device)
-    output_dir = Path(spec.output_dir)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BenchError(f"output dir {str(output_dir)!r} is not writable: {exc.strerror or exc}") from None
+    output_dir = writable_dir(spec.output_dir)
     dataset, data = load_dataset(spec.dataset, spec.data_root)
     model = model_choice(spec.model, defense)
     model_component, task = build_task(model, data, device, settings.local_epochs)
@@ -89,9 +84,7 @@ def run_training(spec: TrainSpec, on_round: Callable[[dict[str, Any]], None] | N
         "seconds_per_round": float(np.mean([h["seconds"] for h in history])),
         "bytes_uploaded_per_client_per_round": float(np.mean([h.get("bytes_uploaded", 0.0) for h in history])),
         "history": history, "total_seconds": time.perf_counter() - began,
-        "config": config, "versions": provenance.package_versions(), "git": provenance.git_state(),
-        "machine": provenance.machine(str(device)),
-        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": config, **provenance.stamp(str(device)),
     }
     append_rows(output_dir / RESULTS_FILE, [row])
     return row
