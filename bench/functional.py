@@ -118,6 +118,20 @@ def per_example_gradients(
     return dict(torch.func.vmap(lambda xi, yi: loss_gradient(model, params, xi[None], yi[None], buffers))(x, y))
 
 
+def sgd_update(params: Mapping[str, torch.Tensor], grads: Mapping[str, torch.Tensor], velocity: Tensors | None,
+               lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> tuple[Tensors, Tensors | None]:
+    """One step of ``torch.optim.SGD`` as a pure function: weight decay added to the gradient, then the
+    momentum buffer (the first step's buffer is the gradient itself). Returns (new params, buffer)."""
+    if weight_decay:
+        grads = {k: g + weight_decay * params[k] for k, g in grads.items()}
+    if momentum:
+        velocity = dict(grads) if velocity is None else {k: momentum * velocity[k] + grads[k] for k in grads}
+        step = velocity
+    else:
+        step = grads
+    return {k: params[k] - lr * step[k] for k in params}, velocity
+
+
 def sgd_steps(
     model: nn.Module,
     params: Mapping[str, torch.Tensor],
@@ -139,14 +153,7 @@ def sgd_steps(
     velocity: Tensors | None = None
     for xb, yb in batches:
         grads = gradient(model, current, xb, yb, buffers, create_graph=create_graph)
-        if weight_decay:
-            grads = {k: g + weight_decay * current[k] for k, g in grads.items()}
-        if momentum:
-            velocity = grads if velocity is None else {k: momentum * velocity[k] + grads[k] for k in grads}
-            step = velocity
-        else:
-            step = grads
-        current = {k: current[k] - lr * step[k] for k in current}
+        current, velocity = sgd_update(current, grads, velocity, lr, momentum, weight_decay)
         if not create_graph:
             current = {k: v.detach() for k, v in current.items()}
             velocity = None if velocity is None else {k: v.detach() for k, v in velocity.items()}

@@ -36,7 +36,7 @@ from torch.func import functional_call
 
 from bench.defense import ClientState, Defense, FLTask, ServerState
 from bench.errors import BenchError
-from bench.functional import forward, loss_gradient
+from bench.functional import forward, loss_gradient, sgd_update
 from bench.options import Option
 from bench.sgd_client import apply_uploads, payload_bytes, public_model
 from bench.threat import LocalData, Observation, PublicKnowledge, Simulator, Tensors, Unknown, Upload
@@ -119,11 +119,9 @@ Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 def _sgd_step(params: Tensors, grads: Tensors, velocity: Tensors | None, lr: float, momentum: float,
               weight_decay: float, inplace: bool) -> tuple[Tensors, Tensors]:
-    """One step of torch.optim.SGD (weight decay added to the gradient, then momentum), functionally.
-
-    ``inplace`` (the victim, which owns ``params`` and ``grads``) does the same arithmetic without a
-    new buffer per operation: with a 13.7 M-parameter hypernetwork the step is memory-bound.
-    """
+    """One step of torch.optim.SGD: :func:`bench.functional.sgd_update`, or with ``inplace`` (the victim,
+    which owns ``params`` and ``grads``) the same arithmetic without a new buffer per operation: with a
+    13.7 M-parameter hypernetwork the step is memory-bound (15 vs 90 ms on one core)."""
     if inplace:
         for k, p in params.items():
             d = grads[k]
@@ -133,10 +131,8 @@ def _sgd_step(params: Tensors, grads: Tensors, velocity: Tensors | None, lr: flo
                 d.add_(velocity[k], alpha=momentum)
             p.add_(d, alpha=-lr)
         return params, grads
-    step = {k: torch.add(g, params[k], alpha=weight_decay) for k, g in grads.items()} if weight_decay else grads
-    if momentum and velocity is not None:
-        step = {k: torch.add(step[k], velocity[k], alpha=momentum) for k in step}
-    return {k: torch.add(params[k], step[k], alpha=-lr) for k in params}, step
+    new, velocity = sgd_update(params, grads, velocity, lr, momentum, weight_decay)
+    return new, velocity if velocity is not None else grads
 
 
 def _clip(grads: Tensors, keys: Iterable[str], max_norm: float, inplace: bool) -> Tensors:
