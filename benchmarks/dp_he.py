@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.experiment import RunSpec, run, run_id  # noqa: E402
+from doc_tables import mean_std  # noqa: E402
 from bench.federated import FLSettings  # noqa: E402
 from bench.options import parse_assignments  # noqa: E402
 from bench.results import RESULTS_FILE, read_rows  # noqa: E402
@@ -161,13 +162,6 @@ def rows_of(folder: Path, kind: str) -> list[dict[str, Any]]:
     if kind == "attack":
         rows = sorted({r["target"]: r for r in rows}.values(), key=lambda r: r["target"])
     return rows
-
-
-def mean_std(values: list[float], digits: int) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
 def fmt(value: Any, spec: str) -> str:

@@ -23,7 +23,6 @@ round, on one CPU core).
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 import time
@@ -37,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.experiment import RunSpec, run  # noqa: E402
+from doc_tables import mean_std  # noqa: E402
 from bench.federated import FLSettings  # noqa: E402
 from bench.metrics import psnr_per_image, ssim_per_image  # noqa: E402
 from bench.options import parse_assignments  # noqa: E402
@@ -95,10 +95,7 @@ def utility(args: argparse.Namespace) -> None:
 
 
 def _stat(rows: list[dict[str, Any]], key: str, digits: int) -> str:
-    values = [r[key] for r in rows if r.get(key) is not None and not (isinstance(r[key], float) and math.isnan(r[key]))]
-    if not values:
-        return "n/a"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
+    return mean_std((r.get(key) for r in rows), digits)
 
 
 def _cell_rows(out: Path, attack: str, cell: Cell) -> list[dict[str, Any]]:

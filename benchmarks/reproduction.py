@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.experiment import RunSpec, attack_target, prepare, run  # noqa: E402
+from doc_tables import mean_std  # noqa: E402
 from bench.federated import FLSettings, train  # noqa: E402
 from bench.progress import SilentProgress  # noqa: E402
 from bench.results import RESULTS_FILE, append_rows, read_rows  # noqa: E402
@@ -155,13 +156,6 @@ def collect(source: Path | None) -> dict[str, list[dict[str, Any]]]:
                            "machine": r.get("machine", {}).get("platform")}
                           for r in read_rows(path)[0]]
     return rows
-
-
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "n/a"
-    sd = statistics.pstdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {sd:.2f}"
 
 
 def wilson(successes: float, n: int) -> str:
