@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from bench.component import Component
+from bench.errors import BenchError, choices_text
 from bench.threat import LocalData, Observation, Tensors, Upload
 
 
@@ -41,6 +42,19 @@ class FLTask:
     local_epochs: int = 1
 
 
+#: The standard attacker-knowledge levels, what each attacker knows. A defense declares the levels it can
+#: build an Observation for (``Defense.knowledge_levels``); the user picks one (``--knowledge``), and every
+#: result row records it. An oracle bounds what the attacker *knows*, not what leaks: a weaker optimiser
+#: with more knowledge can still reconstruct worse than an adaptive attack.
+KNOWLEDGE_LEVELS: dict[str, str] = {
+    "unaware": "knows the FL protocol and the architecture but ignores the defense: it replays the undefended "
+               "client's computation",
+    "adaptive": "knows the defense's mechanism and its public parameters and exploits them (replays public steps, "
+                "recovers or optimises what it can)",
+    "oracle": "is handed the client's private state (e.g. HyperFL's embedding and head): an upper bound on what "
+              "the attacker knows, not on what leaks",
+}
+
 #: Server-side state broadcast to clients (e.g. global parameters and buffers), by name.
 ServerState = Tensors
 #: A client's private state that never leaves it (e.g. HyperFL's embedding and head), by name.
@@ -53,6 +67,25 @@ class Defense(Component):
     kind: ClassVar[str] = "defense"
     #: The model used when the user names none (e.g. HyperFL's CNN); ``None`` means the harness default.
     default_model: ClassVar[str | None] = None
+    #: The attacker-knowledge levels ``observe`` supports (names from :data:`KNOWLEDGE_LEVELS`, or the
+    #: defense's own, documented in its docstring). A defense with no mechanism to know (FedAvg) has one.
+    knowledge_levels: ClassVar[tuple[str, ...]] = ("adaptive",)
+    #: The level used when the user names none; one of ``knowledge_levels``.
+    default_knowledge: ClassVar[str] = "adaptive"
+
+    @property
+    def knowledge(self) -> str:
+        """The attacker-knowledge level ``observe`` builds its Observation for (set by :meth:`use_knowledge`)."""
+        return self.__dict__.get("_knowledge", self.default_knowledge)
+
+    def use_knowledge(self, level: str | None) -> str:
+        """Build later Observations for the attacker ``level`` (``None``: the default). Unknown: a BenchError."""
+        level = self.default_knowledge if level is None else level
+        if level not in self.knowledge_levels:
+            raise BenchError(f"defense {self.name or type(self).__name__!r} has no knowledge level {level!r}; "
+                             f"valid: {choices_text(self.knowledge_levels)}")
+        self.__dict__["_knowledge"] = level
+        return level
 
     def setup(self, task: FLTask) -> None:
         """Called once before anything else; keep what you need from the task."""
@@ -96,7 +129,7 @@ class Defense(Component):
                 generator: torch.Generator | None) -> Observation:
         """What the honest-but-curious server sees when ``target`` is the client's local data.
 
-        ``cohort`` are other clients taking part in the same round (with their states and data),
+        Built for the attacker of :attr:`knowledge` (``Observation.knowledge`` must name it). ``cohort`` are other clients taking part in the same round (with their states and data),
         for defenses that reveal only an aggregate. Must not mutate ``server`` or ``client``.
         """
 

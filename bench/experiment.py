@@ -55,6 +55,7 @@ class RunSpec:
     federation: FLSettings = field(default_factory=FLSettings)
     attack_round: int = 0
     resume: bool = False
+    knowledge: str | None = None  # the attacker's knowledge level; None: the defense's default
 
 
 def run_id(config: dict[str, Any]) -> str:
@@ -87,6 +88,7 @@ def prepare(spec: RunSpec) -> Prepared:
         raise BenchError(f"--attack-round must be >= 0, got {spec.attack_round}")
     spec.federation.validate()
     defense, attack = create_defense(spec.defense), create_attack(spec.attack)
+    defense.use_knowledge(spec.knowledge)
     device = resolve_device(spec.device)
     writable_dir(spec.output_dir)
     dataset, data = load_dataset(spec.dataset, spec.data_root)
@@ -111,7 +113,8 @@ def _config(spec: RunSpec, defense: Defense, attack: Attack, dataset: Dataset, m
         "dataset": {"name": spec.dataset.name, **dataset.config},
         "model": {"name": model.name, **model_component.config},
         "run": {"batch_size": spec.batch_size, "num_targets": spec.num_targets, "seed": spec.seed,
-                "attack_round": spec.attack_round, "federation": asdict(spec.federation)},
+                "attack_round": spec.attack_round, "knowledge": defense.knowledge,
+                "federation": asdict(spec.federation)},
     }
 
 
@@ -121,6 +124,7 @@ def resolved_config(spec: RunSpec) -> dict[str, Any]:
     Sweeps use it to give each cell a stable id and to validate names and options up front.
     """
     defense, attack = create_defense(spec.defense), create_attack(spec.attack)
+    defense.use_knowledge(spec.knowledge)
     dataset, model, model_component = data_and_model_components(spec.dataset, spec.model, defense)
     return _config(spec, defense, attack, dataset, model, model_component)
 
@@ -153,8 +157,12 @@ def _cohort(p: Prepared, state: TrainingState, target: int, client: int) -> list
 def _valid_observation(p: Prepared, obs: object, num_images: int, target: int) -> Observation:
     """Refuse a defense that breaks the Observation contract before it produces numbers (one line)."""
     try:
-        return validate_observation(obs, num_images, p.data.image_shape, p.data.num_classes,
-                                    generator(p.spec.seed, "target", target, "validate"))
+        valid = validate_observation(obs, num_images, p.data.image_shape, p.data.num_classes,
+                                     generator(p.spec.seed, "target", target, "validate"))
+        if valid.knowledge != p.defense.knowledge:
+            raise PluginError(f"it was asked for knowledge level {p.defense.knowledge!r} but its Observation says "
+                              f"{valid.knowledge!r}")
+        return valid
     except PluginError as exc:
         name = p.spec.defense.name
         raise PluginError(f"defense {name!r} breaks the Observation contract: {exc} "

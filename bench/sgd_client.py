@@ -6,19 +6,20 @@ Exposed as public API so a plug-in defense that only post-processes what a FedAv
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from bench.defense import Defense, FLTask, ServerState
+from bench.defense import ClientState, Defense, FLTask, ServerState
 from bench.functional import GradientFn, forward, loss_gradient, sgd_steps
 from bench.options import Option
-from bench.threat import LocalData, PublicKnowledge, Simulator, Tensors, Upload
+from bench.threat import LocalData, Observation, PublicKnowledge, Simulator, Tensors, Upload
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -109,14 +110,20 @@ def payload_bytes(tensors: Mapping[str, torch.Tensor]) -> int:
 
 
 def client_round(model: nn.Module, server: Mapping[str, torch.Tensor], data: LocalData, protocol: SGDProtocol,
-                 generator: torch.Generator | None, gradient: GradientFn = loss_gradient) -> Upload:
-    """One round of local training in train mode (BatchNorm statistics update and are sent along)."""
+                 generator: torch.Generator | None, gradient: GradientFn = loss_gradient,
+                 attack_setting: bool = False) -> Upload:
+    """One round of local training: what a plain SGD client sends.
+
+    In training, train mode (BatchNorm statistics update and are sent along) and mini-batches shuffled
+    by ``generator``. In the ``attack_setting``, eval mode (as Inverting Gradients attacks, so
+    BatchNorm uses running statistics) and the fixed mini-batch order the server's simulator replays.
+    """
     start = time.perf_counter()
     params, buffers = split_state(model, server)
     buffers = {k: v.clone() for k, v in buffers.items()}
-    model.train()
-    payload, kind = local_payload(model, params, buffers, protocol.schedule(data, generator), protocol,
-                                  create_graph=False, gradient=gradient)
+    model.train(not attack_setting)
+    schedule = protocol.schedule(data, None if attack_setting else generator)
+    payload, kind = local_payload(model, params, buffers, schedule, protocol, create_graph=False, gradient=gradient)
     payload = {k: v.detach() for k, v in payload.items()}
     return Upload(payload=payload, num_examples=len(data), kind=kind, buffers=buffers,
                   metrics={"bytes_uploaded": payload_bytes(payload) + payload_bytes(buffers),
@@ -177,13 +184,10 @@ def sgd_public_knowledge(model: nn.Module, server: Mapping[str, torch.Tensor], t
 
 def observe_sgd_client(model: nn.Module, server: Mapping[str, torch.Tensor], target: LocalData,
                        protocol: SGDProtocol, gradient: GradientFn = loss_gradient) -> tuple[Tensors, Literal["gradient", "update"]]:
-    """What a plain SGD client sends for ``target`` in the attack setting: eval mode (as Inverting
-    Gradients does, so BatchNorm uses running statistics), fixed mini-batch order."""
-    params, buffers = split_state(model, server)
-    model.eval()
-    payload, kind = local_payload(model, params, buffers, protocol.schedule(target), protocol, create_graph=False,
-                                  gradient=gradient)
-    return {k: v.detach() for k, v in payload.items()}, kind
+    """What a plain SGD client sends for ``target`` in the attack setting (:func:`client_round` with
+    ``attack_setting``): the payload and its kind."""
+    upload = client_round(model, server, target, protocol, None, gradient, attack_setting=True)
+    return upload.payload, upload.kind
 
 
 def sgd_simulator(model: nn.Module, server: Mapping[str, torch.Tensor], batch_size: int,
@@ -209,8 +213,19 @@ def sgd_simulator(model: nn.Module, server: Mapping[str, torch.Tensor], batch_si
 
 class SGDDefense(Defense):
     """Base of defenses in the FedAvg family: clients run the plain SGD client on the global model and
-    the server averages what they send; a subclass changes only what is sent (``client_update``) and
-    what the server observes (``observe``), e.g. by pruning, masking or adding noise.
+    the server averages what they send. A subclass changes only what a client sends, through hooks:
+
+    * :meth:`step_gradient`: the gradient each local step uses (DP-SGD: clipped and noised per example);
+    * :meth:`transform`: what the client does to its upload before sending it (pruning, Soteria's
+      mask, DP-FedAvg's clip and noise, quantisation), and :meth:`replay`, the adaptive attacker's
+      replay of it given what it observed (e.g. zeroing the entries it saw zeroed);
+    * :meth:`account`: bookkeeping in the client's private state (DP's accountant), returned as metrics.
+
+    Training (:meth:`client_update`) and the attack (:meth:`observe`) run the *same* client step: the
+    observation is ``client_update`` in the attack setting (eval mode, fixed mini-batch order) on a
+    copy of the client's state, so what the server observes is exactly what the client would send.
+    Knowledge levels: ``adaptive`` replays the public steps (:meth:`replay_gradient`, :meth:`replay`);
+    a defense with a mechanism also offers ``unaware``, whose simulator is plain FedAvg.
 
     Supplies ``setup`` (``self.model``, ``self.protocol`` from the declared :data:`SGD_OPTIONS`),
     ``init_server`` (a fresh network's state), ``aggregate`` (:func:`apply_uploads`) and ``predict``
@@ -218,11 +233,13 @@ class SGDDefense(Defense):
     """
 
     options = SGD_OPTIONS
+    knowledge_levels: ClassVar[tuple[str, ...]] = ("adaptive", "unaware")
 
     def setup(self, task: FLTask) -> None:
         super().setup(task)
         self.model = task.new_model()
         self.protocol = SGDProtocol.from_options(self.opt, task.local_epochs)
+        self._attack_setting = False
 
     def init_server(self) -> ServerState:
         return initial_state(self.task.new_model())
@@ -232,3 +249,87 @@ class SGDDefense(Defense):
 
     def predict(self, server: ServerState, client: Tensors, x: torch.Tensor) -> torch.Tensor:
         return predict_logits(self.model, server, x)
+
+    # --- hooks: what a defense of the family changes (defaults: plain FedAvg) -----------------------
+    def step_gradient(self, data: LocalData, generator: torch.Generator | None) -> GradientFn:
+        """The gradient each local step of the client uses on ``data``."""
+        return loss_gradient
+
+    def replay_gradient(self, data: LocalData) -> GradientFn:
+        """The adaptive attacker's replay of :meth:`step_gradient`: its deterministic, public part."""
+        return loss_gradient
+
+    def transform(self, payload: Tensors, data: LocalData, server: ServerState,
+                  generator: torch.Generator | None) -> Tensors:
+        """What the client does to its upload before sending it (default: nothing)."""
+        return payload
+
+    def replay(self, simulated: Tensors, observed: Tensors) -> Tensors:
+        """The adaptive attacker's replay of :meth:`transform` on a simulated upload, given what it
+        observed (default: nothing to replay)."""
+        return simulated
+
+    def exact_replay(self) -> bool:
+        """Whether the adaptive replay reproduces the observation on the true inputs (False: noise)."""
+        return True
+
+    def upload_bytes(self, payload: Tensors) -> int:
+        """Bytes on the wire for ``payload`` (default: dense)."""
+        return payload_bytes(payload)
+
+    def payload_metrics(self, payload: Tensors) -> dict[str, Any]:
+        """What the defense reports about a sent payload (e.g. the share of entries kept), into the metrics."""
+        return {}
+
+    def account(self, client: ClientState, data: LocalData) -> dict[str, Any]:
+        """Bookkeeping of one round in the client's private state (e.g. DP's accountant); its metrics."""
+        return {}
+
+    def public_parameters(self) -> dict[str, Any]:
+        """The defense's public parameters, added to ``PublicKnowledge.protocol``."""
+        return {}
+
+    def observation_notes(self, target: LocalData, observed: Tensors) -> list[str]:
+        """Caveats of this threat model, recorded in the row."""
+        return []
+
+    # --- the client step, once for training and for the attack --------------------------------------
+    def client_update(self, server: ServerState, client: ClientState, data: LocalData,
+                      generator: torch.Generator | None) -> Upload:
+        start = time.perf_counter()
+        upload = client_round(self.model, server, data, self.protocol, generator, self.step_gradient(data, generator),
+                              attack_setting=self._attack_setting)
+        payload = {k: v.detach() for k, v in self.transform(upload.payload, data, server, generator).items()}
+        metrics = {"bytes_uploaded": self.upload_bytes(payload) + payload_bytes(upload.buffers),
+                   **self.payload_metrics(payload), **self.account(client, data),
+                   "client_seconds": time.perf_counter() - start}
+        return dataclasses.replace(upload, payload=payload, metrics=metrics)
+
+    def simulator(self, server: ServerState, batch_size: int, observed: Tensors, data: LocalData) -> Simulator:
+        """The attacker's replay: plain FedAvg (``unaware``), or the public steps of the defense (``adaptive``)."""
+        if self.knowledge == "unaware":
+            return sgd_simulator(self.model, server, batch_size, self.protocol)
+        clean = sgd_simulator(self.model, server, batch_size, self.protocol, gradient=self.replay_gradient(data))
+        if type(self).replay is SGDDefense.replay:
+            return clean
+        return lambda x, y, unknowns: self.replay(clean(x, y, unknowns), observed)
+
+    def observe(self, server: ServerState, client: ClientState, target: LocalData,
+                cohort: Sequence[tuple[ClientState, LocalData]], generator: torch.Generator | None) -> Observation:
+        self._attack_setting = True
+        try:
+            upload = self.client_update(server, {k: v.clone() for k, v in client.items()}, target, generator)
+        finally:
+            self._attack_setting = False
+        observed = upload.payload
+        unaware = self.knowledge == "unaware"
+        has_mechanism = "unaware" in self.knowledge_levels
+        notes = self.observation_notes(target, observed)
+        if unaware:
+            notes.append(f"knowledge 'unaware': the attacker ignores {self.name}'s mechanism and replays plain FedAvg")
+        public = sgd_public_knowledge(self.model, server, self.task, target, self.protocol, upload.kind,
+                                      **self.public_parameters())
+        return Observation(observed=observed, public=public,
+                           simulate=self.simulator(server, target.batch_size, observed, target),
+                           knowledge=self.knowledge, notes=tuple(notes), metrics=dict(upload.metrics),
+                           exact=(not has_mechanism) or (not unaware and self.exact_replay()))

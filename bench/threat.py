@@ -127,12 +127,13 @@ class Observation:
     ``observed``: the tensors the server actually receives for that client (or the decrypted
     aggregate, when the defense only reveals an aggregate). ``simulate``: a differentiable function
     computing what the client would have sent for candidate inputs (see :data:`Simulator`).
-    ``knowledge`` names the attacker's knowledge level, recorded in every result row. ``notes`` are
+    ``knowledge`` names the attacker's knowledge level the defense built it for (``Defense.knowledge``,
+    see :data:`bench.defense.KNOWLEDGE_LEVELS`), recorded in every result row. ``notes`` are
     plain-language caveats about this threat model, also recorded. ``metrics`` are what the defense
     reports about this exchange (bytes sent, seconds, privacy spent), copied into the row.
     ``exact`` says whether ``simulate`` on the client's true inputs (and true unknowns) reproduces
     ``observed`` up to floating-point error; a defense whose client adds randomness or loss the server
-    cannot replay (DP noise, quantisation, a defense-unaware simulator) sets it False, and the
+    cannot replay (DP noise, quantisation, an unaware attacker's simulator) sets it False, and the
     conformance check (``bench check-defense``) then does not demand that equality.
     """
 
@@ -140,7 +141,7 @@ class Observation:
     public: PublicKnowledge
     simulate: Simulator
     unknowns: Mapping[str, Unknown] = field(default_factory=dict)
-    knowledge: str = "full"
+    knowledge: str = "adaptive"
     notes: tuple[str, ...] = ()
     metrics: Mapping[str, Any] = field(default_factory=dict)
     exact: bool = True

@@ -76,7 +76,8 @@ def main() -> None:
     results["attack step: fedavg FedSGD"] = timed(attack_step(obs, one.x, one.y, {}), args.repeats)
 
     for attacker, setting in (("adaptive", "fedsgd"), ("oracle", "fedsgd"), ("oracle", "local")):
-        d = HyperFL(attacker=attacker, attack_setting=setting)
+        d = HyperFL(attack_setting=setting)
+        d.use_knowledge(attacker)
         d.setup(task(args.local_epochs))
         server, client = d.init_server(), d.init_client(0)
         obs = d.observe(server, client, one, [], torch.Generator().manual_seed(1))

@@ -5,7 +5,7 @@ Runs (or resumes) the cells below and renders their rows as the tables of ``docs
 writes to its own folder under ``--out`` and is resumed, so an interrupted run loses nothing.
 
 Privacy cells (one fresh network per target, batch ``--batch-size``, the embedded default data):
-  fedavg (the paper's CNN, no protection) and hyperfl × {blind, adaptive, oracle}, each at
+  fedavg (the paper's CNN, no protection) and hyperfl × {unaware, adaptive, oracle}, each at
   * FedSGD: the gradient (hyperfl: the hypernetwork gradient) of one batch;
   * after local training: the update after ``--local-epochs`` epochs on the target batch (fedavg with
     the official code's SGD: lr 0.02, momentum 0.5, weight decay 5e-4; hyperfl: 1 head epoch + the
@@ -16,7 +16,7 @@ Utility cells: ``bench train --preset quick`` for fedavg and hyperfl (mean local
   python benchmarks/hyperfl_table.py --attack dlg --attack-arg iterations=50 --settings fedsgd
   python benchmarks/hyperfl_table.py --render-only                # re-render the doc from results
 
-Run it with OMP_NUM_THREADS=1 under nice on a shared machine: the blind/oracle cells simulate the
+Run it with OMP_NUM_THREADS=1 under nice on a shared machine: the unaware/oracle cells simulate the
 13.7 M-parameter hypernetwork on every attack step (~0.3 s per step at FedSGD, ~1 s after a 5-epoch
 round, on one CPU core).
 """
@@ -47,13 +47,13 @@ from bench.utility import TrainSpec, run_training  # noqa: E402
 
 DOC = ROOT / "docs" / "hyperfl.md"
 SETTINGS = ("fedsgd", "local")
-ROWS = (("fedavg", "fedavg (same CNN, no defense)"), ("blind", "hyperfl, blind attacker"),
+ROWS = (("fedavg", "fedavg (same CNN, no defense)"), ("unaware", "hyperfl, unaware attacker"),
         ("adaptive", "hyperfl, adaptive attacker"), ("oracle", "hyperfl, oracle attacker"))
 
 
 @dataclass(frozen=True)
 class Cell:
-    row: str       # fedavg | blind | adaptive | oracle
+    row: str       # fedavg, or hyperfl's knowledge level: unaware | adaptive | oracle
     setting: str   # fedsgd | local
 
     @property
@@ -63,7 +63,10 @@ class Cell:
     def defense(self) -> Choice:
         if self.row == "fedavg":
             return Choice("fedavg", {"preset": "hyperfl-paper"} if self.setting == "local" else {})
-        return Choice("hyperfl", {"attacker": self.row, "attack_setting": self.setting})
+        return Choice("hyperfl", {"attack_setting": self.setting})
+
+    def knowledge(self) -> str | None:
+        return None if self.row == "fedavg" else self.row
 
 
 def privacy(args: argparse.Namespace) -> None:
@@ -75,7 +78,7 @@ def privacy(args: argparse.Namespace) -> None:
             spec = RunSpec(defense=cell.defense(), attack=attack, output_dir=args.out / args.attack / cell.name,
                            model=Choice("cnn"), batch_size=args.batch_size, num_targets=args.num_targets,
                            seed=args.seed, device=args.device, lpips_weights=args.lpips_weights,
-                           federation=federation, resume=True)
+                           federation=federation, resume=True, knowledge=cell.knowledge())
             began = time.perf_counter()
             rows = run(spec, log=lambda m, c=cell.name: print(f"[{c}] {m}", flush=True))
             print(f"[{cell.name}] {len(rows)} target(s), {time.perf_counter() - began:.0f} s", flush=True)

@@ -31,16 +31,17 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=Path("results/benchmarks/pruning_vs_dlg"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cells = [("fedavg", Choice("fedavg"))]
+    cells = [("fedavg", Choice("fedavg"), None)]
     for ratio in args.ratios:
-        for simulator in ("clean", "masked"):
-            cells.append((f"pruning ratio={ratio} simulator={simulator}",
-                          Choice(f"{EXAMPLE}:GradientPruning", {"ratio": ratio, "simulator": simulator})))
+        for knowledge in ("unaware", "adaptive"):
+            cells.append((f"pruning ratio={ratio} knowledge={knowledge}",
+                          Choice(f"{EXAMPLE}:GradientPruning", {"ratio": ratio}), knowledge))
     print(f"{'cell':<40} {'PSNR dB':>14} {'SSIM':>13} {'label acc':>9}")
-    for label, defense in cells:
+    for label, defense, knowledge in cells:
         out = args.output_dir / label.replace(" ", "_").replace("=", "-")
         rows = run(RunSpec(defense=defense, attack=Choice("dlg", {"iterations": args.iterations}), output_dir=out,
-                           num_targets=args.targets, federation=FLSettings(clients=4), device="cpu", resume=True))
+                           num_targets=args.targets, federation=FLSettings(clients=4), device="cpu", resume=True,
+                           knowledge=knowledge))
         psnr, ssim = np.array([r["psnr"] for r in rows]), np.array([r["ssim"] for r in rows])
         acc = np.mean([r["label_acc"] for r in rows])
         print(f"{label:<40} {psnr.mean():6.2f} ± {psnr.std():5.2f} {ssim.mean():5.3f} ± {ssim.std():5.3f} "

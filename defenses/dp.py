@@ -20,9 +20,9 @@ client's earlier rounds plus the observed exchange; training rows the rounds don
 
 The attacker knows the protocol (level, C, σ) but not the noise draw: its simulator is the
 noise-free computation. Clipping is a deterministic, public step of the protocol, so the simulator
-replays it (``attacker_clips=true``, the adaptive attacker); ``attacker_clips=false`` simulates plain
-FedAvg instead (an attacker that ignores the mechanism). With σ = 0 and clipping replayed, the
-simulator reproduces the observation exactly.
+replays it (knowledge ``adaptive``, the default); knowledge ``unaware`` simulates plain FedAvg instead
+(an attacker that ignores the mechanism). With σ = 0 and clipping replayed, the simulator reproduces
+the observation exactly.
 """
 from __future__ import annotations
 
@@ -39,9 +39,8 @@ from bench.defense import ClientState, ServerState
 from bench.errors import BenchError
 from bench.functional import GradientFn, loss_gradient, per_example_gradients
 from bench.options import Option
-from bench.sgd_client import (SGD_OPTIONS, SGDDefense, client_round, observe_sgd_client, payload_bytes,
-                              sgd_public_knowledge, sgd_simulator)
-from bench.threat import LocalData, Observation, Simulator, Tensors, Upload
+from bench.sgd_client import SGD_OPTIONS, SGDDefense
+from bench.threat import LocalData, Tensors
 
 LEVELS = ("sample", "client")
 #: ClientState key of the client's accountant history: rows (σ, q, steps), as Opacus' RDPAccountant keeps it.
@@ -161,8 +160,6 @@ class DP(SGDDefense):
         Option("delta", float, 1e-5, "δ of the (ε, δ) guarantee", min=0.0, max=1.0, min_exclusive=True),
         Option("epochs", int, 0, "passes the target_epsilon covers: rounds × local epochs (sample), rounds "
                "(client); HyperFL: 200 × 5; 0: not set", min=0),
-        Option("attacker_clips", bool, True, "the attacker's simulator replays the public clipping step "
-               "(false: it simulates plain FedAvg)"),
     )
     presets = {"hyperfl-paper": {"lr": 0.02, "momentum": 0.5, "weight_decay": 5e-4, "level": "sample",
                                  "clip": 0.04, "target_epsilon": 4.0, "delta": 1e-5, "epochs": 1000}}
@@ -212,53 +209,50 @@ class DP(SGDDefense):
                 "clip": self.opt.clip, "level": self.opt.level, "sample_rate": q,
                 "dp_steps": sum(n for _, _, n in history), "accountant": "opacus-rdp"}
 
-    # --- the client's computation ----------------------------------------------------------------
-    def step_gradient(self, sigma: float, generator: torch.Generator | None) -> GradientFn:
-        """The gradient each local step uses: DP-SGD's clipped, noised one (sample) or the plain one (client)."""
-        return dp_sgd_gradient(self.opt.clip, sigma, generator) if self.opt.level == "sample" else loss_gradient
+    # --- the client's computation (SGDDefense hooks) ---------------------------------------------
+    def step_gradient(self, data: LocalData, generator: torch.Generator | None) -> GradientFn:
+        """DP-SGD's clipped, noised per-example gradient (sample level); the plain one (client level)."""
+        if self.opt.level == "client":
+            return loss_gradient
+        return dp_sgd_gradient(self.opt.clip, self.noise_multiplier(self.sample_rate(data)), generator)
 
-    def finish_upload(self, payload: Tensors, sigma: float, generator: torch.Generator | None) -> Tensors:
+    def replay_gradient(self, data: LocalData) -> GradientFn:
+        """The noise-free step: clipping is a public, deterministic step of the protocol."""
+        return dp_sgd_gradient(self.opt.clip) if self.opt.level == "sample" else loss_gradient
+
+    def transform(self, payload: Tensors, data: LocalData, server: ServerState,
+                  generator: torch.Generator | None) -> Tensors:
         """DP-FedAvg's clipping and noising of the whole upload (client level); sample level is done per step."""
         if self.opt.level == "sample":
             return payload
+        sigma = self.noise_multiplier(self.sample_rate(data))
         return add_noise(clip_tensors(payload, self.opt.clip), sigma * self.opt.clip, generator)
 
-    def client_update(self, server: ServerState, client: ClientState, data: LocalData,
-                      generator: torch.Generator | None) -> Upload:
+    def replay(self, simulated: Tensors, observed: Tensors) -> Tensors:
+        return clip_tensors(simulated, self.opt.clip) if self.opt.level == "client" else simulated
+
+    def exact_replay(self) -> bool:
+        return not self.calibrates and self.opt.noise_multiplier == 0
+
+    def account(self, client: ClientState, data: LocalData) -> dict[str, Any]:
+        """One exchange more in the client's accountant history; the (ε, δ) spent so far."""
         q = self.sample_rate(data)
         sigma = self.noise_multiplier(q)
-        upload = client_round(self.model, server, data, self.protocol, generator, self.step_gradient(sigma, generator))
-        upload.payload = self.finish_upload(upload.payload, sigma, generator)
         history = with_segment(history_of(client), sigma, q, self.steps(data))
         client[HISTORY] = torch.tensor(history, dtype=torch.float64)
-        upload.metrics.update(self.privacy_metrics(history, sigma, q))
-        return upload
+        return self.privacy_metrics(history, sigma, q)
 
-    def simulator(self, server: ServerState, batch_size: int) -> Simulator:
-        """The attacker's noise-free replay (with the public clipping step unless attacker_clips=false)."""
-        if not self.opt.attacker_clips:
-            return sgd_simulator(self.model, server, batch_size, self.protocol)
-        clean = sgd_simulator(self.model, server, batch_size, self.protocol, gradient=self.step_gradient(0.0, None))
-        if self.opt.level == "sample":
-            return clean
-        return lambda x, y, unknowns: clip_tensors(clean(x, y, unknowns), self.opt.clip)
+    def public_parameters(self) -> dict[str, Any]:
+        sigma = None if self.calibrates else self.opt.noise_multiplier  # calibrated σ depends on q: in the metrics
+        return {"dp_level": self.opt.level, "clip": self.opt.clip, "noise_multiplier": sigma}
 
-    def observe(self, server: ServerState, client: ClientState, target: LocalData,
-                cohort: Sequence[tuple[ClientState, LocalData]], generator: torch.Generator | None) -> Observation:
+    def observation_notes(self, target: LocalData, observed: Tensors) -> list[str]:
         q = self.sample_rate(target)
         sigma = self.noise_multiplier(q)
-        payload, kind = observe_sgd_client(self.model, server, target, self.protocol, self.step_gradient(sigma, generator))
-        observed = {k: v.detach() for k, v in self.finish_upload(payload, sigma, generator).items()}
-        history = with_segment(history_of(client), sigma, q, self.steps(target))
-        replay = "with the public clipping step" if self.opt.attacker_clips else "without clipping (plain FedAvg)"
         notes = [f"dp level={self.opt.level}: the server sees the clipped, noised upload (sigma={sigma:.4g}, "
-                 f"C={self.opt.clip:g}); its simulator is the noise-free computation {replay}",
-                 f"epsilon accounts the target client's earlier rounds and this exchange (q={q:.4g}, "
-                 f"{sum(n for _, _, n in history)} step(s), Opacus RDP)"]
+                 f"C={self.opt.clip:g}); the adaptive simulator is the noise-free computation with the public "
+                 f"clipping step",
+                 f"epsilon accounts the target client's earlier rounds and this exchange (q={q:.4g}, Opacus RDP)"]
         if sigma == 0:
             notes.append("noise_multiplier=0: no privacy guarantee (epsilon is infinite, recorded as null)")
-        public = sgd_public_knowledge(self.model, server, self.task, target, self.protocol, kind,
-                                      dp_level=self.opt.level, clip=self.opt.clip, noise_multiplier=sigma)
-        return Observation(observed=observed, public=public, simulate=self.simulator(server, target.batch_size),
-                           notes=tuple(notes), exact=sigma == 0 and self.opt.attacker_clips,
-                           metrics={"bytes_uploaded": payload_bytes(observed), **self.privacy_metrics(history, sigma, q)})
+        return notes

@@ -237,6 +237,9 @@ class HE(SGDDefense):
 
     name = "he"
     description = __doc__
+    #: adaptive: the attacker simulates the mean over K candidate batches; unaware: it takes the decrypted
+    #: mean for one client's upload and reconstructs B images from it.
+    knowledge_levels = ("adaptive", "unaware")
     options = (
         *SGD_OPTIONS,
         Option("clients", int, 2, "K: clients whose encrypted uploads are summed before the server decrypts, "
@@ -318,7 +321,7 @@ class HE(SGDDefense):
         return {**params, **floats}
 
     # --- the attack setting ------------------------------------------------------------------------
-    def simulator(self, server: ServerState, batch_size: int) -> Simulator:
+    def aggregate_simulator(self, server: ServerState, batch_size: int) -> Simulator:
         """Mean over K candidate batches (x holds K×B images, client k's batch being rows kB..(k+1)B)."""
         one = sgd_simulator(self.model, server, batch_size, self.protocol)
         k_clients = self.opt.clients
@@ -374,11 +377,16 @@ class HE(SGDDefense):
         if not self.backend.measured:
             notes.append("he backend=simulated: no encryption was run; bytes are computed from the CKKS parameters "
                          "and encrypt/aggregate/decrypt seconds are null")
-        public = dataclasses.replace(
-            sgd_public_knowledge(self.model, server, self.task, target, self.protocol, kind, he_clients=k_clients,
-                                 ckks=self.ckks.as_dict()),
-            num_images=k_clients * len(target))
+        public = sgd_public_knowledge(self.model, server, self.task, target, self.protocol, kind, he_clients=k_clients,
+                                      ckks=self.ckks.as_dict())
+        if self.knowledge == "unaware":
+            notes.append("knowledge 'unaware': the attacker takes the decrypted mean for the target's own upload and "
+                         f"reconstructs {len(target)} image(s) from it")
+            return Observation(observed=observed, public=public,
+                               simulate=sgd_simulator(self.model, server, target.batch_size, self.protocol),
+                               knowledge=self.knowledge, notes=tuple(notes), metrics=metrics, exact=k_clients == 1)
         # exact: simulate(the target's own inputs) reproduces the observation only when K = 1; for K > 1 it
         # needs all K clients' inputs (it does reproduce it then, to CKKS precision: see the tests)
-        return Observation(observed=observed, public=public, simulate=self.simulator(server, target.batch_size),
+        return Observation(observed=observed, public=dataclasses.replace(public, num_images=k_clients * len(target)),
+                           simulate=self.aggregate_simulator(server, target.batch_size), knowledge=self.knowledge,
                            notes=tuple(notes), metrics=metrics, exact=k_clients == 1)

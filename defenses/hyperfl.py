@@ -10,9 +10,9 @@ weight decay 5e-4, each group's gradient norm clipped to 50); optimiser state st
 phase. Only the hypernetwork is uploaded (as its update); the server averages the clients'
 hypernetworks weighted by local data size. Embedding and head never leave the client.
 
-The threat model (``attacker``) says what the honest-but-curious server knows:
+The attacker's knowledge level (``--knowledge``) says what the honest-but-curious server knows:
 
-* ``blind`` knows the protocol, the hypernetwork and the architecture and uses fixed random guesses
+* ``unaware`` knows the protocol, the hypernetwork and the architecture and uses fixed random guesses
   of the embedding and head (a generic attack, as far as the paper's setting can be determined);
 * ``adaptive`` exploits the mechanism. From one FedSGD hypernetwork gradient, the gradient of each
   generator head's bias *is* the gradient of the generated tensor, and the head's weight gradient
@@ -21,7 +21,8 @@ The threat model (``attacker``) says what the honest-but-curious server knows:
   only the classifier head unknown (optimised with the images). After a local round the same
   ratio, taken on the update, estimates the embedding, which starts a joint optimisation of
   embedding and head through the unrolled round;
-* ``oracle`` is handed the true embedding and head: an upper bound on what leaks.
+* ``oracle`` is handed the true embedding and head: an upper bound on what the attacker *knows*
+  (not on what leaks: its optimisation through the full hypernetwork can do worse than ``adaptive``).
 """
 from __future__ import annotations
 
@@ -305,10 +306,11 @@ class HyperFL(Defense):
     name = "hyperfl"
     description = __doc__
     default_model = "cnn"
+    #: unaware: fixed random guesses of embedding and head; adaptive: exploits the hypernetwork (recovers the
+    #: generated feature extractor, optimises the head, and the embedding after a local round); oracle: is
+    #: handed the true embedding and head.
+    knowledge_levels = ("adaptive", "unaware", "oracle")
     options = (
-        Option("attacker", str, "adaptive", "the server's knowledge: blind (random guesses of embedding and "
-               "head), adaptive (exploits the hypernetwork; optimises the head, and the embedding after a local "
-               "round), oracle (is handed the true embedding and head)", choices=("blind", "adaptive", "oracle")),
         Option("attack_setting", str, "fedsgd", "what the attacked client sends: fedsgd = the hypernetwork "
                "gradient on the target batch; local = the hypernetwork update after a full local round on the "
                "target data (training always runs the full round)", choices=("fedsgd", "local")),
@@ -444,7 +446,7 @@ class HyperFL(Defense):
         metrics = {"bytes_uploaded": payload_bytes(observed)}
         protocol = {**self.protocol.as_dict(), "batch_size": target.batch_size,
                     "attack_setting": self.opt.attack_setting}
-        attacker = self.opt.attacker
+        attacker = self.knowledge
         if attacker == "adaptive" and kind == "gradient":
             return self._adaptive_fedsgd(server, observed, truth, target, generator, protocol, metrics)
         guess = self._guess(generator)
@@ -459,17 +461,18 @@ class HyperFL(Defense):
         unknowns = {k: Unknown(tuple(values[k].shape), descriptions[k], values[k], optimisable=attacker == "adaptive",
                                revealed=attacker == "oracle") for k in PRIVATE}
         notes = {
-            "blind": "hyperfl/blind: embedding and head are fixed random guesses; the true ones never leave the client",
+            "unaware": "hyperfl/unaware: embedding and head are fixed random guesses; the true ones never leave the client",
             "adaptive": "hyperfl/adaptive: embedding (started from its estimate out of the update's rank-one "
                         "structure) and head are optimised with the images through the unrolled local round",
-            "oracle": "hyperfl/oracle: the attacker is handed the true embedding and head (upper bound on leakage)",
+            "oracle": "hyperfl/oracle: the attacker is handed the true embedding and head (an upper bound on what it "
+                      "knows, not on what leaks)",
         }
         public = PublicKnowledge(
             model=self._public_model(server, values), num_images=len(target), image_shape=self.task.image_shape,
             num_classes=self.task.num_classes, mean=self.task.mean, std=self.task.std, observed_kind=kind,
             classifier_key=None, protocol=protocol)
         return Observation(observed=observed, public=public, simulate=self.simulator(server, target.batch_size),
-                           unknowns=unknowns, knowledge=f"hyperfl-{attacker}", notes=(notes[attacker],),
+                           unknowns=unknowns, knowledge=attacker, notes=(notes[attacker],),
                            metrics=metrics)
 
     def _guess(self, generator: torch.Generator | None) -> Tensors:
@@ -519,7 +522,7 @@ class HyperFL(Defense):
                 "hypernetwork gradient (generator-head bias gradient = generated-tensor gradient; weight gradient = "
                 "that times the hidden features); the classifier head is optimised with the images")
         return Observation(observed=recovered.gradients, public=public, simulate=simulate, unknowns=unknowns,
-                           knowledge="hyperfl-adaptive", notes=(note,), metrics=metrics)
+                           knowledge="adaptive", notes=(note,), metrics=metrics)
 
 
 @dataclass(frozen=True)

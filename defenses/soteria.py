@@ -12,24 +12,24 @@ other tensor is sent unchanged. The mask is computed on the client's own data in
 Jacobian per example (``torch.func.jacrev``), which is the defense's compute cost.
 
 What the server can use: it receives the masked gradient, so it sees which columns are zero.
-``simulator="masked"`` (default) is the adaptive attacker that zeroes the same columns in its
-replay (exact); ``simulator="clean"`` is the attacker of the paper's evaluation, which matches the
-unmodified gradient of its candidate (``Observation.exact=False``).
+Knowledge ``adaptive`` (default) zeroes the same columns in its replay (exact); ``unaware`` is the
+attacker of the paper's evaluation, which matches the unmodified gradient of its candidate
+(``Observation.exact=False``).
 
-Written only with bench's public API (``bench.sgd_client.SGDDefense`` and the SGD client, ``bench.functional``).
+Written only with bench's public API: a :class:`bench.sgd_client.SGDDefense` that implements its
+``transform`` (the mask) and ``replay`` (the adaptive attacker's masking); ``bench.functional``.
 """
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from bench import ClientState, LocalData, Observation, Option, ServerState, Tensors, Upload
+from bench import LocalData, Option, ServerState, Tensors
 from bench.functional import forward
-from bench.sgd_client import (SGD_OPTIONS, SGDDefense, client_round, observe_sgd_client, payload_bytes,
-                              sgd_public_knowledge, sgd_simulator, split_state)
+from bench.sgd_client import SGD_OPTIONS, SGDDefense, split_state
 
 #: Added to the representation in the score's denominator, as in the authors' code.
 OFFSET = 0.1
@@ -82,9 +82,6 @@ class Soteria(SGDDefense):
     options = (
         Option("ratio", float, 0.6, "fraction of the representation's features whose classifier-gradient columns "
                "are zeroed (the authors' pruning rate; 0.6 in their Inverting-Gradients example)", min=0.0, max=1.0),
-        Option("simulator", str, "masked", "the server's replay: 'masked' zeroes the columns it saw zeroed "
-               "(adaptive, exact); 'clean' ignores the defense, as the paper's attacks did",
-               choices=("masked", "clean")),
         *SGD_OPTIONS,
     )
 
@@ -92,41 +89,21 @@ class Soteria(SGDDefense):
         super().setup(task)
         self.weight = f"{task.classifier}.weight"
 
-    def defend(self, server: ServerState, payload: Mapping[str, torch.Tensor], x: torch.Tensor
-               ) -> tuple[Tensors, torch.Tensor]:
-        """``payload`` with the defended columns of the classifier weight's gradient/update zeroed, and the
-        column mask (1 = kept)."""
-        mask = column_mask(feature_scores(self.model, self.task.classifier, server, x), self.opt.ratio)
-        mask = mask.to(payload[self.weight])
-        return {**payload, self.weight: payload[self.weight] * mask}, mask
+    def transform(self, payload: Tensors, data: LocalData, server: ServerState,
+                  generator: torch.Generator | None) -> Tensors:
+        """``payload`` with the defended columns of the classifier weight's gradient/update zeroed."""
+        mask = column_mask(feature_scores(self.model, self.task.classifier, server, data.x), self.opt.ratio)
+        return {**payload, self.weight: payload[self.weight] * mask.to(payload[self.weight])}
 
-    def client_update(self, server: ServerState, client: ClientState, data: LocalData,
-                      generator: torch.Generator | None) -> Upload:
-        upload = client_round(self.model, server, data, self.protocol, generator)
-        payload, _ = self.defend(server, upload.payload, data.x)
-        metrics = {**upload.metrics, "bytes_uploaded": payload_bytes(payload) + payload_bytes(upload.buffers)}
-        return dataclasses.replace(upload, payload=payload, metrics=metrics)
+    def replay(self, simulated: Tensors, observed: Tensors) -> Tensors:
+        """The adaptive server zeroes the columns it saw zeroed."""
+        kept = (observed[self.weight] != 0).any(dim=0).to(observed[self.weight].dtype)
+        return {**simulated, self.weight: simulated[self.weight] * kept}
 
-    def observe(self, server: ServerState, client: ClientState, target: LocalData,
-                cohort: Sequence[tuple[ClientState, LocalData]], generator: torch.Generator | None) -> Observation:
-        sent, kind = observe_sgd_client(self.model, server, target, self.protocol)
-        observed, mask = self.defend(server, sent, target.x)
-        clean = sgd_simulator(self.model, server, target.batch_size, self.protocol)
-        kept = (observed[self.weight] != 0).any(dim=0).to(observed[self.weight].dtype)  # the columns the server sees
-        masked = self.opt.simulator == "masked"
-        if masked:
-            def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
-                out = clean(x, y, unknowns)
-                return {**out, self.weight: out[self.weight] * kept}
-        else:
-            simulate = clean
-        public = sgd_public_knowledge(self.model, server, self.task, target, self.protocol, kind,
-                                      soteria_ratio=self.opt.ratio, defended_layer=self.task.classifier)
-        return Observation(
-            observed=observed, public=public, simulate=simulate, exact=masked,
-            knowledge="full" if masked else "defense-unaware",
-            notes=(f"Soteria zeroes {self.weight} columns; " +
-                   ("the server zeroes the same columns in its replay" if masked else
-                    "the attacker ignores the defense (the paper's evaluation)"),),
-            metrics={"bytes_uploaded": payload_bytes(observed), "defended_features": int((mask == 0).sum()),
-                     "representation_features": int(mask.numel())})
+    def public_parameters(self) -> dict[str, Any]:
+        return {"soteria_ratio": self.opt.ratio, "defended_layer": self.task.classifier}
+
+    def payload_metrics(self, payload: Tensors) -> dict[str, Any]:
+        columns = payload[self.weight].shape[1]
+        return {"defended_features": columns - int((payload[self.weight] != 0).any(dim=0).sum()),
+                "representation_features": columns}

@@ -14,7 +14,7 @@ from defenses.fedavg import FedAvg
 from tests.test_observation import batch, setup
 
 BROKEN = Path(__file__).parent / "plugins" / "broken.py"
-DEFENSE_CHECKS = ["interface", "options", "setup", "observe", "simulate-shapes", "simulate-grad", "simulate-consistent",
+DEFENSE_CHECKS = ["interface", "options", "setup", "observe", "knowledge", "simulate-shapes", "simulate-grad", "simulate-consistent",
                   "simulate-vmap", "client-update", "matches-client", "private-state", "aggregate", "predict",
                   "deterministic"]
 FAST_DLG = {"iterations": "2", "max_iter": "2"}
@@ -68,6 +68,8 @@ def test_a_defense_with_unknowns_passes_and_is_checked_against_its_true_unknowns
     ("Nondeterministic", "deterministic", "two runs with seed 0 differ in observed["),
     ("LeaksState", "private-state", "client 0 state['secret'] is sent to the server as client 0's Upload.buffers['debug']"),
     ("BadDefault", "options", "default of option 'clip' is invalid"),
+    ("IgnoresKnowledge", "knowledge", "asked for knowledge level 'unaware', observe() returned an Observation with "
+                                      "knowledge 'adaptive'"),
     ("GuessIsTruth", "private-state", "guess of unknown 'head.weight' is the client's true value"),
     ("GuessIsTruthTrainedInPlace", "private-state", "guess of unknown 'head.weight' is the client's true value"),
 ])
@@ -105,12 +107,12 @@ def test_a_crash_names_the_plugin_line():
 def test_check_defense_exit_status_and_output(capsys):
     assert main(["check-defense", "fedavg"]) == 0
     out = capsys.readouterr().out
-    assert "  PASS  simulate-consistent" in out and out.rstrip().splitlines()[-1].startswith("conforms: 14 passed")
+    assert "  PASS  simulate-consistent" in out and out.rstrip().splitlines()[-1].startswith("conforms: 15 passed")
     assert main(["check-defense", plugin("WrongShape")]) == 1
     out = capsys.readouterr().out
     assert "  FAIL  simulate-shapes      simulate()['fc.weight'] is [768, 10]" in out and "FAILED: " in out
     for bad in (["nope"], ["fedavg", "--defense-arg", "lr=0"], ["fedavg", "--model", "nope"],
-                [f"{BROKEN}:NoSuchClass"]):
+                [f"{BROKEN}:NoSuchClass"], ["fedavg", "--knowledge", "oracle"]):
         assert main(["check-defense", *bad]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err

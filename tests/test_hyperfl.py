@@ -37,10 +37,11 @@ def tiny_task(local_epochs=1):
                   mean=(0.5,), std=(0.25,), device=torch.device("cpu"), local_epochs=local_epochs)
 
 
-def tiny(seed=0, **options):
+def tiny(seed=0, knowledge=None, **options):
     torch.manual_seed(seed)
     options = {"embedding_dim": 3, "hidden_dim": 5, **options}
     d = HyperFL(**options)
+    d.use_knowledge(knowledge)
     d.setup(tiny_task())
     server = d.init_server()
     return d, server, d.init_client(0)
@@ -89,7 +90,8 @@ def test_only_the_hypernetwork_update_is_uploaded():
             windows = sent.unfold(0, flat.numel(), 1)
             assert not torch.isclose(windows, flat, atol=1e-6).all(dim=1).any(), k
     assert upload.metrics["bytes_uploaded"] == 4 * sum(v.numel() for v in server.values())
-    obs = HyperFL(embedding_dim=3, hidden_dim=5, attacker="blind")
+    obs = HyperFL(embedding_dim=3, hidden_dim=5)
+    obs.use_knowledge("unaware")
     obs.setup(tiny_task())
     assert set(obs.observe(server, client, data(2, 2), [], None).observed) == set(server)
 
@@ -167,23 +169,23 @@ def test_gradients_through_the_hypernetwork_match_finite_differences():
 
 
 @pytest.mark.parametrize("setting", ["fedsgd", "local"])
-@pytest.mark.parametrize("attacker", ["blind", "adaptive", "oracle"])
+@pytest.mark.parametrize("attacker", ["unaware", "adaptive", "oracle"])
 def test_simulate_with_the_true_data_and_unknowns_reproduces_the_observation(setting, attacker):
-    d, server, client = tiny(attacker=attacker, attack_setting=setting, local_epochs=2)
+    d, server, client = tiny(knowledge=attacker, attack_setting=setting, local_epochs=2)
     target = data(2, 1)
     obs = d.observe(server, client, target, [], torch.Generator().manual_seed(5))
-    assert obs.knowledge == f"hyperfl-{attacker}" and obs.public.classifier_key is None
+    assert obs.knowledge == attacker and obs.public.classifier_key is None
     assert obs.public.observed_kind == ("gradient" if setting == "fedsgd" else "update")
     truth = {k: client[k] for k in obs.unknowns}
     sim = obs.simulate(target.x, target.y, truth)
     assert set(sim) == set(obs.observed)
     for k in obs.observed:
         assert torch.allclose(sim[k], obs.observed[k], atol=1e-5, rtol=1e-4), k
-    expected = {"blind": False, "adaptive": True, "oracle": False}[attacker]
+    expected = {"unaware": False, "adaptive": True, "oracle": False}[attacker]
     assert all(u.optimisable == expected for u in obs.unknowns.values())
     if attacker == "oracle":
         assert all(torch.equal(u.guess, client[k]) for k, u in obs.unknowns.items())
-    if attacker == "blind":
+    if attacker == "unaware":
         assert all(not torch.equal(u.guess, client[k]) for k, u in obs.unknowns.items())
 
 
@@ -196,7 +198,7 @@ def test_observe_does_not_touch_the_client_or_the_server():
 
 def test_adaptive_attacker_recovers_the_generated_weights_from_one_fedsgd_gradient():
     torch.manual_seed(0)
-    d = HyperFL(attacker="adaptive")
+    d = HyperFL()
     d.setup(cnn_task((3, 32, 32)))
     server, client = d.init_server(), d.init_client(0)
     g = torch.Generator().manual_seed(0)
@@ -234,9 +236,9 @@ def test_embedding_estimate_from_a_one_step_update_is_exact():
 
 
 @pytest.mark.parametrize("setting", ["fedsgd", "local"])
-@pytest.mark.parametrize("attacker", ["blind", "adaptive"])
+@pytest.mark.parametrize("attacker", ["unaware", "adaptive"])
 def test_simulators_are_differentiable_and_vmappable(setting, attacker):
-    d, server, client = tiny(attacker=attacker, attack_setting=setting)
+    d, server, client = tiny(knowledge=attacker, attack_setting=setting)
     target = data(2, 2)
     obs = d.observe(server, client, target, [], torch.Generator().manual_seed(1))
     objective = GradientMatching(obs, distance="cosine")
@@ -281,8 +283,8 @@ def test_models_with_batchnorm_are_refused_with_a_one_line_error():
         HyperFL().setup(task)
 
 
-def test_blind_guesses_are_drawn_like_a_clients_from_the_attack_stream_only():
-    d, _, client = tiny(attacker="blind")
+def test_unaware_guesses_are_drawn_like_a_clients_from_the_attack_stream_only():
+    d, _, client = tiny(knowledge="unaware")
     state = torch.get_rng_state()
     a, b = d._guess(torch.Generator().manual_seed(0)), d._guess(torch.Generator().manual_seed(0))
     assert torch.equal(torch.get_rng_state(), state)
@@ -293,7 +295,7 @@ def test_blind_guesses_are_drawn_like_a_clients_from_the_attack_stream_only():
 
 @pytest.mark.parametrize("momentum", [0.0, 0.5])
 def test_factored_simulator_matches_the_victim_when_clipping_is_active(momentum):
-    d, server, client = tiny(attacker="oracle", attack_setting="local", local_epochs=3, max_grad_norm=1e-3,
+    d, server, client = tiny(knowledge="oracle", attack_setting="local", local_epochs=3, max_grad_norm=1e-3,
                              momentum=momentum)
     target = data(2, 1)
     obs = d.observe(server, client, target, [], None)
@@ -311,9 +313,9 @@ def test_attack_after_training_rounds_runs_end_to_end(tmp_path):
             "--test-per-client", "10", "--attack-round", "1", "--quiet", "--output-dir", str(tmp_path)]
     assert main(args) == 0
     row = read_rows(tmp_path / "results.jsonl")[0][0]
-    assert row["knowledge"] == "hyperfl-adaptive" and row["attack_round"] == 1 and HyperFL.default_model == "cnn"
+    assert row["knowledge"] == "adaptive" and row["attack_round"] == 1 and HyperFL.default_model == "cnn"
     assert row["defense_metrics"]["recovered_weight_max_error"] < 1e-3
-    assert row["config"]["defense"]["attacker"] == "adaptive"
+    assert row["config"]["run"]["knowledge"] == "adaptive"
 
 
 def test_train_presets_apply_the_protocol_the_model_and_the_defense_preset():
@@ -352,14 +354,14 @@ def test_train_cli_applies_a_preset_under_explicit_flags(tmp_path):
     assert hyper > 0 and 0 <= row["final_accuracy"] <= 1
 
 
-@pytest.mark.parametrize("attacker", ["adaptive", "blind", "oracle"])
+@pytest.mark.parametrize("attacker", ["adaptive", "unaware", "oracle"])
 def test_hyperfl_conforms_under_every_attacker(attacker):
     """bench check-defense, FedSGD; the oracle hands over the true embedding and head by declaration
-    (Unknown.revealed), which the private-state check accepts, while a blind guess must differ."""
+    (Unknown.revealed), which the private-state check accepts, while an unaware guess must differ."""
     from bench.conformance import check_defense
     from bench.setup import Choice
 
-    report = check_defense("hyperfl", {"attacker": attacker}, Choice("lenet"))
+    report = check_defense("hyperfl", {}, Choice("lenet"), knowledge=attacker)
     # FedSGD observes one hypernetwork gradient, training uploads a round's update: matches-client may warn
     assert all(r.status in ("pass", "skip") or (r.name, r.status) == ("matches-client", "warn")
                for r in report.results), report.render()

@@ -40,7 +40,7 @@ def test_list_shows_plugins_beside_builtins_with_their_options(installed, capsys
     assert "  tmp-pruning [plug-in: bench-pruning-tmp 0.3.0] — Gradient pruning (DLG, Zhu et al. 2019)" in out
     assert "      ratio=0.2 (float, >= 0.0 and <= 1.0): fraction of entries zeroed" in out
     assert "      scope='layer' (str, one of 'layer' or 'global')" in out
-    assert "      presets: dlg-paper  (use preset=NAME)" in out
+    assert "      knowledge: adaptive (default), unaware  (use --knowledge NAME)" in out
     assert "note: defense 'fedavg' is registered by bench-fl (defenses.fedavg:FedAvg) and bench-pruning-tmp" in out
 
 
@@ -62,7 +62,7 @@ def test_declared_options_validate_plugin_arguments(installed, tmp_path, capsys)
 
 def test_an_installed_plugin_passes_check_defense_and_runs(installed, tmp_path, capsys):
     assert main(["check-defense", "tmp-pruning", "--defense-arg", "ratio=0.5"]) == 0
-    assert "conforms: 14 passed" in capsys.readouterr().out
+    assert "conforms: 15 passed" in capsys.readouterr().out
     assert main(["run", "--defense", "tmp-pruning", "--defense-arg", "ratio=0.5", "--attack", "dlg",
                  "--attack-arg", "iterations=2", "--attack-arg", "max_iter=2", "--clients", "2", "--quiet",
                  "--output-dir", str(tmp_path)]) == 0

@@ -53,7 +53,7 @@ def test_observe_is_fedavg_pruned_and_the_masked_replay_is_exact():
     d, ref, server = setup(ratio=0.5)
     data = batch(2)
     obs, clean = d.observe(server, {}, data, [], None), ref.observe(server, {}, data, [], None)
-    assert obs.exact and obs.knowledge == "full"
+    assert obs.exact and obs.knowledge == "adaptive"
     for k, v in prune(clean.observed, 0.5, "layer").items():
         assert torch.equal(obs.observed[k], v)
     sim = obs.simulate(data.x, data.y, {})
@@ -62,10 +62,12 @@ def test_observe_is_fedavg_pruned_and_the_masked_replay_is_exact():
 
 
 def test_the_clean_replay_ignores_the_pruning_and_says_so():
-    d, ref, server = setup(preset="dlg-paper")
+    d, ref, server = setup()
+    d.use_knowledge("unaware")
     data = batch(2)
     obs = d.observe(server, {}, data, [], None)
-    assert not obs.exact and obs.knowledge == "defense-unaware" and d.opt.ratio == 0.2
+    assert not obs.exact and obs.knowledge == "unaware" and d.opt.ratio == 0.2
+    assert any("ignores pruning's mechanism" in n for n in obs.notes)
     sim, full = obs.simulate(data.x, data.y, {}), ref.observe(server, {}, data, [], None).observed
     assert all(torch.allclose(sim[k], full[k]) for k in sim)
 

@@ -69,11 +69,12 @@ def test_observe_zeroes_classifier_columns_only_and_the_masked_replay_is_exact()
 
 
 def test_the_clean_replay_ignores_the_defense():
-    d, ref, server = setup(simulator="clean")
+    d, ref, server = setup()
+    d.use_knowledge("unaware")
     data = batch(1)
     obs = d.observe(server, {}, data, [], None)
     sim, full = obs.simulate(data.x, data.y, {}), ref.observe(server, {}, data, [], None).observed
-    assert not obs.exact and obs.knowledge == "defense-unaware"
+    assert not obs.exact and obs.knowledge == "unaware"
     assert all(torch.allclose(sim[k], full[k]) for k in sim)
 
 

@@ -17,11 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "the reason), WARN or SKIP. Exit status 0 when nothing failed, 1 when a check "
                                    "failed, 2 for bad input.")
     add_check_args(p, "defense")
+    p.add_argument("--knowledge", default=None, metavar="LEVEL",
+                   help="the attacker knowledge level to check the Observation of (default: the defense's default; "
+                        "the 'knowledge' check builds every declared level)")
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
     defense = choice(args, "defense")
-    report = check_defense(defense.name, defense.args, choice(args, "model"), args.seed, resolve_device(args.device))
+    report = check_defense(defense.name, defense.args, choice(args, "model"), args.seed, resolve_device(args.device),
+                           args.knowledge)
     print(report.render())
     return 1 if report.failed else 0

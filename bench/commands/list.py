@@ -36,6 +36,11 @@ def handle(args: argparse.Namespace) -> int:
                 print(_option_line(option))
             if cls.presets:
                 print(f"      presets: {', '.join(cls.presets)}  (use preset=NAME)")
+            levels = getattr(cls, "knowledge_levels", None)
+            if kind == "defense" and levels:
+                others = [level for level in levels if level != cls.default_knowledge]
+                print(f"      knowledge: {cls.default_knowledge} (default)" + "".join(f", {o}" for o in others) +
+                      "  (use --knowledge NAME)")
         for clash in registry.clashes(kind):
             print(f"  note: {clash}")
         print()

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: 0, a fresh untrained network per target)")
     p.add_argument("--lpips-weights", type=Path, default=None, metavar="PATH",
                    help="torchvision's ImageNet AlexNet weights (alexnet-owt-7be5be79.pth) for LPIPS")
+    p.add_argument("--knowledge", default=None, metavar="LEVEL",
+                   help="what the attacker knows: a knowledge level the defense declares (`bench list defense`; "
+                        "unaware, adaptive, oracle); default: the defense's default (adaptive)")
     p.add_argument("--resume", action="store_true", help="skip targets this run already recorded in OUTPUT_DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_run_args(p)
@@ -70,7 +73,7 @@ def handle(args: argparse.Namespace) -> int:
                    dataset=choice(args, "dataset"), model=choice(args, "model"), batch_size=args.batch_size,
                    num_targets=args.num_targets, seed=args.seed, device=args.device, data_root=args.data_root,
                    lpips_weights=args.lpips_weights, federation=federation(args), attack_round=args.attack_round,
-                   resume=args.resume)
+                   resume=args.resume, knowledge=args.knowledge)
     progress = SilentProgress() if args.quiet else TqdmProgress()
     rows = run(spec, progress=progress, log=lambda m: print(m, flush=True))
     print(summary_table(rows))

@@ -23,7 +23,7 @@ from bench.conformance.component import open_report
 from bench.conformance.contract import (OBSERVED_KINDS, candidate, check_observation, describe, input_gradients,
                                         require_jsonable, require_x_gradient, simulate_checked, tensor_dict)
 from bench.conformance.report import Failed, Report, Skipped, Warned
-from bench.defense import Defense
+from bench.defense import KNOWLEDGE_LEVELS, Defense
 from bench.errors import first_line
 from bench.seeding import generator
 from bench.setup import Choice, model_choice
@@ -82,13 +82,16 @@ class DefenseChecks:
     """The checks of one defense, sharing the state they build up (ctx)."""
 
     def __init__(self, spec: str, args: Mapping[str, Any], model: Choice | None, seed: int,
-                 device: torch.device) -> None:
+                 device: torch.device, knowledge: str | None = None) -> None:
         self.spec, self.args, self.model, self.seed, self.device = spec, dict(args), model, seed, device
+        self.knowledge = knowledge
         self.ctx = SimpleNamespace()
 
     # -- building blocks -------------------------------------------------------------------------
     def create(self) -> Defense:
-        return registry.create("defense", self.spec, self.args)  # type: ignore[return-value]
+        defense: Defense = registry.create("defense", self.spec, self.args)  # type: ignore[assignment]
+        defense.use_knowledge(self.knowledge)
+        return defense
 
     def start(self, d: Defense) -> tuple[TinyCase, Tensors, list[Tensors]]:
         return start_case(d, self.model, self.seed, self.device)
@@ -105,6 +108,26 @@ class DefenseChecks:
         private = f"{len(c.clients[0])} tensors" if c.clients[0] else "none"
         return (f"model {c.case.model_name}; server state {len(c.server)} tensors ({values:,} values); "
                 f"private client state: {private}")
+
+    def knowledge_check(self) -> str:
+        """The declared knowledge levels are sound, and every one of them builds an Observation that says so."""
+        d = self.ctx.defense
+        levels = getattr(d, "knowledge_levels", None)
+        if not isinstance(levels, tuple) or not levels or not all(isinstance(v, str) and v for v in levels):
+            raise Failed(f"knowledge_levels must be a non-empty tuple of names, got {levels!r}")
+        if d.default_knowledge not in levels:
+            raise Failed(f"default_knowledge {d.default_knowledge!r} is not among knowledge_levels {levels}")
+        unknown = [v for v in levels if v not in KNOWLEDGE_LEVELS]
+        for level in levels:
+            other = self.create()
+            other.use_knowledge(level)
+            case, server, clients = self.start(other)
+            obs = observe_case(other, case, server, clients, self.seed)
+            if getattr(obs, "knowledge", None) != level:
+                raise Failed(f"asked for knowledge level {level!r}, observe() returned an Observation with "
+                             f"knowledge {getattr(obs, 'knowledge', None)!r}")
+        note = f" (not standard, document them: {', '.join(unknown)})" if unknown else ""
+        return f"levels {', '.join(levels)}{note}; default {d.default_knowledge}; each builds its own Observation"
 
     def observe_check(self) -> str:
         c = self.ctx
@@ -147,7 +170,7 @@ class DefenseChecks:
         obs, target = c.obs, c.case.target
         if not obs.exact:
             raise Skipped("the Observation declares exact=False (its simulator does not replay the client "
-                          "exactly: noise, or a defense-unaware attacker), so simulate(true inputs) may differ")
+                          "exactly: noise, or an unaware attacker), so simulate(true inputs) may differ")
         # the state observe() saw: later checks (client-update) may change the client state in place
         truth = c.defense.true_unknowns(c.initial_clients[0], obs) if obs.unknowns else {}
         if truth is None:
@@ -305,6 +328,7 @@ class DefenseChecks:
         report, defense = open_report("defense", self.spec, self.args, created="setup")
         if defense is None:
             return report
+        defense.use_knowledge(self.knowledge)  # type: ignore[attr-defined]  # an unknown level: bad input (exit 2)
         self.ctx.defense = defense
         model = model_choice(self.model, self.ctx.defense).name
         report.title = (f"check-defense {self.spec!r} on a tiny case: {BATCH} synthetic 3x32x32 images per batch, "
@@ -312,6 +336,7 @@ class DefenseChecks:
         steps = [
             ("setup", self.setup, ()),
             ("observe", self.observe_check, ("setup",)),
+            ("knowledge", self.knowledge_check, ("observe",)),
             ("simulate-shapes", self.simulate_shapes, ("observe",)),
             ("simulate-grad", self.simulate_grad, ("simulate-shapes",)),
             ("simulate-consistent", self.simulate_consistent, ("simulate-shapes",)),
@@ -329,11 +354,11 @@ class DefenseChecks:
 
 
 def check_defense(spec: str, args: Mapping[str, Any] | None = None, model: Choice | None = None, seed: int = 0,
-                  device: torch.device | str = "cpu") -> Report:
+                  device: torch.device | str = "cpu", knowledge: str | None = None) -> Report:
     """Run every defense check; the report says which passed (``report.failed`` when any failed).
 
     Raises BenchError for bad input (an unknown name, invalid option values, an unknown model).
     """
     if model is not None:
         registry.create("model", model.name, model.args)  # invalid model options are bad input, not a failed check
-    return DefenseChecks(spec, args or {}, model, seed, torch.device(device)).run()
+    return DefenseChecks(spec, args or {}, model, seed, torch.device(device), knowledge).run()

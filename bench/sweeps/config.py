@@ -14,6 +14,7 @@ seeds = [0, 1]
 num_targets = 2
 batch_size = 1
 attack_round = 0
+knowledge = "default"        # attacker knowledge levels: names, "default" (each defense's own) or "all"
 
 [federation]                 # the FL setting of the attacked clients (bench run's federation flags)
 clients = 4
@@ -26,6 +27,7 @@ clients = 20                 # ... and the other federation keys
 [[defenses]]                 # each: name, and optional args (the component's declared options)
 name = "dp"
 args = { noise_multiplier = 0.5 }
+knowledge = ["adaptive", "unaware"]   # overrides the grid's knowledge for this entry
 
 [[attacks]]
 name = "dlg"
@@ -54,10 +56,13 @@ else:  # pragma: no cover - Python 3.10
 
 SECTIONS = ("sweep", "grid", "federation", "train", "defenses", "attacks")
 SWEEP_KEYS = ("output_dir", "device", "data_root", "lpips_weights")
-GRID_KEYS = ("datasets", "models", "seeds", "num_targets", "batch_size", "attack_round")
+GRID_KEYS = ("datasets", "models", "seeds", "num_targets", "batch_size", "attack_round", "knowledge")
 FEDERATION_KEYS = ("clients", "partition", "train_per_client", "test_per_client", "batch_size", "local_epochs")
 TRAIN_KEYS = ("enabled", "rounds", "eval_every", "seeds") + FEDERATION_KEYS
 COMPONENT_KEYS = ("name", "args")
+DEFENSE_KEYS = COMPONENT_KEYS + ("knowledge",)
+#: Knowledge-axis words besides a level's name: each defense's own default level, or every level it declares.
+DEFAULT_KNOWLEDGE, ALL_KNOWLEDGE = "default", "all"
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class SweepConfig:
     lpips_weights: Path | None
     defenses: tuple[Choice, ...]
     attacks: tuple[Choice, ...]
+    #: per defense entry: the knowledge levels to attack it at (names, "default" or "all")
+    knowledge: tuple[tuple[str, ...], ...]
     datasets: tuple[Choice, ...]
     models: tuple[Choice | None, ...]
     seeds: tuple[int, ...]
@@ -134,6 +141,17 @@ class _Reader:
                 self.fail(f"{key} values must be >= {minimum}, got {v}")
         return tuple(dict.fromkeys(int(v) for v in values))
 
+    def texts(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """A string or a non-empty list of strings (an axis of the grid)."""
+        value = self.table.get(key, list(default))
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            self.fail(f"the grid is empty: {key} is an empty list")
+        for v in values:
+            if not isinstance(v, str) or not v:
+                self.fail(f"{key} must be a name or a list of names, got {_show(v)}")
+        return tuple(dict.fromkeys(values))
+
     def flag(self, key: str, default: bool) -> bool:
         value = self.table.get(key, default)
         if not isinstance(value, bool):
@@ -179,8 +197,20 @@ def _parse(path: Path) -> dict[str, Any]:
     return data
 
 
+def _knowledge(source: Path, value: Any, grid: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """Per [[defenses]] entry, its ``knowledge`` list, else the grid's."""
+    entries = value if isinstance(value, list) else [value]
+    out = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, Mapping) and "knowledge" in entry:
+            out.append(_Reader(source, f"defenses[{i}]", entry, DEFENSE_KEYS).texts("knowledge", grid))
+        else:
+            out.append(grid)
+    return tuple(out)
+
+
 def _choices(source: Path, kind: str, key: str, value: Any, required: bool) -> tuple[Choice, ...]:
-    """A list of components: names, or tables {name, args}."""
+    """A list of components: names, or tables {name, args} (defenses also take ``knowledge``)."""
     if value is None:
         if required:
             raise BenchError(f"{source}: the grid is empty: no {key} listed (add [[{key}]] tables with a name)")
@@ -194,7 +224,7 @@ def _choices(source: Path, kind: str, key: str, value: Any, required: bool) -> t
         where = f"{key}[{i}]"
         if isinstance(entry, str):
             entry = {"name": entry}
-        table = _Reader(source, where, entry, COMPONENT_KEYS)
+        table = _Reader(source, where, entry, DEFENSE_KEYS if kind == "defense" else COMPONENT_KEYS)
         name = table.text("name", None)
         if not name:
             table.fail(f"needs a {kind} name")
@@ -244,13 +274,15 @@ def load_config(path: Path) -> SweepConfig:
             train_grid = TrainGrid(_federation(train, rounds, train.integer("eval_every", 1, 1)),
                                    train.integers("seeds", seeds, 0))
     models = _choices(path, "model", "models", grid.table.get("models"), required=False)
+    defenses = _choices(path, "defense", "defenses", data.get("defenses"), required=True)
     return SweepConfig(
         source=path,
         output_dir=Path(sweep.text("output_dir", str(Path("results") / "sweeps" / path.stem))),
         device=sweep.text("device", "auto"),
         data_root=_path(sweep.text("data_root", None)),
         lpips_weights=_path(sweep.text("lpips_weights", None)),
-        defenses=_choices(path, "defense", "defenses", data.get("defenses"), required=True),
+        defenses=defenses,
+        knowledge=_knowledge(path, data.get("defenses"), grid.texts("knowledge", (DEFAULT_KNOWLEDGE,))),
         attacks=_choices(path, "attack", "attacks", data.get("attacks"), required=True),
         datasets=_choices(path, "dataset", "datasets", grid.table.get("datasets", [DEFAULT_DATASET]), required=True),
         models=models or (None,),

@@ -16,7 +16,7 @@ from bench import registry
 from bench.errors import BenchError
 from bench.experiment import RunSpec, resolved_config, run_id
 from bench.setup import Choice
-from bench.sweeps.config import SweepConfig
+from bench.sweeps.config import ALL_KNOWLEDGE, DEFAULT_KNOWLEDGE, SweepConfig
 from bench.utility import TrainSpec
 from bench.utility import resolved_config as resolved_train_config
 
@@ -74,6 +74,25 @@ def _axes_label(cfg: SweepConfig, dataset: Choice, model: Choice | None, extra: 
     return parts + extra
 
 
+def _levels(cfg: SweepConfig, defense: Choice, wanted: tuple[str, ...], notes: list[str]) -> list[str]:
+    """The knowledge levels to attack ``defense`` at: those of ``wanted`` it declares ("default": its own
+    default, "all": every level it declares); a named level it lacks is skipped with a note."""
+    cls = type(registry.create("defense", defense.name, defense.args))
+    declared = tuple(getattr(cls, "knowledge_levels", ()))
+    out: list[str] = []
+    for level in wanted:
+        if level == DEFAULT_KNOWLEDGE:
+            out.append(cls.default_knowledge)
+        elif level == ALL_KNOWLEDGE:
+            out.extend(declared)
+        elif level in declared:
+            out.append(level)
+        else:
+            notes.append(f"{choice_text(defense)} has no knowledge level {level!r} (it has "
+                         f"{', '.join(declared)}): skipped")
+    return list(dict.fromkeys(out))
+
+
 def plan(cfg: SweepConfig) -> tuple[list[Cell], list[str]]:
     """All cells of the grid in a stable order (and notes about entries that resolve to the same cell)."""
     _check_components(cfg)
@@ -89,21 +108,24 @@ def plan(cfg: SweepConfig) -> tuple[list[Cell], list[str]]:
             cells[cell.id] = cell
 
     common = {"device": cfg.device, "data_root": cfg.data_root, "output_dir": Path(".")}
-    for dataset, model, defense in itertools.product(cfg.datasets, cfg.models, cfg.defenses):
+    for dataset, model, (defense, knowledge) in itertools.product(cfg.datasets, cfg.models,
+                                                                  zip(cfg.defenses, cfg.knowledge)):
         if cfg.train is not None:
             for seed in cfg.train.seeds:
                 label = " · ".join([f"train {choice_text(defense)}",
                                     *_axes_label(cfg, dataset, model, []), f"seed {seed}"])
                 add("train", TrainSpec(defense=defense, federation=cfg.train.federation, dataset=dataset, model=model,
                                        seed=seed, **common), label)
-        for attack, batch, attack_round, targets, seed in itertools.product(
-                cfg.attacks, cfg.batch_sizes, cfg.attack_rounds, cfg.num_targets, cfg.seeds):
-            extra = [f"batch {batch}"] * (len(cfg.batch_sizes) > 1) \
+        levels = _levels(cfg, defense, knowledge, notes)
+        for level, attack, batch, attack_round, targets, seed in itertools.product(
+                levels, cfg.attacks, cfg.batch_sizes, cfg.attack_rounds, cfg.num_targets, cfg.seeds):
+            extra = [f"knowledge {level}"] * (len(levels) > 1) + [f"batch {batch}"] * (len(cfg.batch_sizes) > 1) \
                 + [f"round {attack_round}"] * (len(cfg.attack_rounds) > 1) \
                 + [f"{targets} targets"] * (len(cfg.num_targets) > 1) + [f"seed {seed}"]
             label = " · ".join([f"{choice_text(defense)} × {choice_text(attack)}",
                                 *_axes_label(cfg, dataset, model, extra)])
             add("attack", RunSpec(defense=defense, attack=attack, dataset=dataset, model=model, batch_size=batch,
                                   num_targets=targets, seed=seed, lpips_weights=cfg.lpips_weights,
-                                  federation=cfg.federation, attack_round=attack_round, **common), label)
+                                  federation=cfg.federation, attack_round=attack_round, knowledge=level,
+                                  **common), label)
     return list(cells.values()), notes

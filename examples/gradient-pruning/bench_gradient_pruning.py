@@ -13,27 +13,26 @@ quantile too. So ``scope="layer"`` (the default) prunes every parameter tensor s
 ``scope="global"`` uses one threshold over all tensors (top-k sparsification of the whole update).
 
 What the honest-but-curious server can use: it receives the pruned tensors, so it knows which
-entries are zero. ``simulator="masked"`` (default) is the attacker that exploits this: it replays
+entries are zero. Knowledge ``adaptive`` (default) is the attacker that exploits this: it replays
 the client's SGD on candidate data and zeroes the same entries, which reproduces the observation
-exactly. ``simulator="clean"`` is the attacker DLG evaluated, which matches the unpruned gradient
-of its candidate against the pruned one (``Observation.exact=False``: no candidate reproduces it).
+exactly. Knowledge ``unaware`` (``--knowledge unaware``) is the attacker DLG evaluated, which matches
+the unpruned gradient of its candidate against the pruned one (``Observation.exact=False``).
 
-Written only with bench's public API: ``bench.sgd_client.SGDDefense`` (a ``bench.Defense`` whose
-clients run the plain FedSGD/FedAvg client: it supplies setup, init_server, aggregate and predict),
-the SGD client, its simulator and what the server knows about it.
+Written only with bench's public API: a ``bench.sgd_client.SGDDefense`` (a ``bench.Defense`` whose
+clients run the plain FedSGD/FedAvg client; it supplies setup, training, aggregation, prediction
+and the observation) that implements only its ``transform`` (the pruning) and ``replay`` (the
+adaptive attacker's masking).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
-from bench import ClientState, LocalData, Observation, Option, ServerState, Tensors, Upload
-from bench.sgd_client import (SGD_OPTIONS, SGDDefense, client_round, observe_sgd_client, payload_bytes,
-                              sgd_public_knowledge, sgd_simulator)
-
+from bench import LocalData, Option, ServerState, Tensors
+from bench.sgd_client import SGD_OPTIONS, SGDDefense
 
 
 def _threshold(magnitudes: torch.Tensor, ratio: float) -> torch.Tensor | None:
@@ -73,38 +72,23 @@ class GradientPruning(SGDDefense):
         Option("scope", str, "layer", "'layer': each parameter tensor keeps its own largest entries (as DLG's "
                "cited gradient compression does); 'global': one threshold over all tensors",
                choices=("layer", "global")),
-        Option("simulator", str, "masked", "the server's replay: 'masked' zeroes the entries it saw zeroed "
-               "(adaptive, exact); 'clean' ignores the pruning, as DLG's attack did", choices=("masked", "clean")),
         *SGD_OPTIONS,
     )
-    presets = {"dlg-paper": {"simulator": "clean"}}
 
-    def client_update(self, server: ServerState, client: ClientState, data: LocalData,
-                      generator: torch.Generator | None) -> Upload:
-        upload = client_round(self.model, server, data, self.protocol, generator)
-        payload = prune(upload.payload, self.opt.ratio, self.opt.scope)
-        metrics = {**upload.metrics, "bytes_uploaded": sparse_bytes(payload) + payload_bytes(upload.buffers)}
-        return dataclasses.replace(upload, payload=payload, metrics=metrics)
+    def transform(self, payload: Tensors, data: LocalData, server: ServerState,
+                  generator: torch.Generator | None) -> Tensors:
+        return prune(payload, self.opt.ratio, self.opt.scope)
 
-    def observe(self, server: ServerState, client: ClientState, target: LocalData,
-                cohort: Sequence[tuple[ClientState, LocalData]], generator: torch.Generator | None) -> Observation:
-        sent, kind = observe_sgd_client(self.model, server, target, self.protocol)
-        observed = prune(sent, self.opt.ratio, self.opt.scope)
-        clean = sgd_simulator(self.model, server, target.batch_size, self.protocol)
-        if self.opt.simulator == "masked":
-            masks = {k: (v != 0).to(v.dtype) for k, v in observed.items()}
+    def replay(self, simulated: Tensors, observed: Tensors) -> Tensors:
+        """The adaptive server zeroes the entries it saw zeroed."""
+        return {k: v * (observed[k] != 0).to(v.dtype) for k, v in simulated.items()}
 
-            def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
-                return {k: v * masks[k] for k, v in clean(x, y, unknowns).items()}
-        else:
-            simulate = clean
-        public = sgd_public_knowledge(self.model, server, self.task, target, self.protocol, kind,
-                                      prune_ratio=self.opt.ratio, prune_scope=self.opt.scope)
-        kept = sum(int(torch.count_nonzero(v)) for v in observed.values()) / sum(v.numel() for v in observed.values())
-        masked = self.opt.simulator == "masked"
-        return Observation(
-            observed=observed, public=public, simulate=simulate, exact=masked,
-            knowledge="full" if masked else "defense-unaware",
-            notes=("the server sees which entries were pruned and zeroes them in its replay" if masked else
-                   "the attacker ignores the pruning (DLG's evaluation): it matches unpruned candidate gradients",),
-            metrics={"bytes_uploaded": sparse_bytes(observed), "kept_fraction": kept})
+    def upload_bytes(self, payload: Tensors) -> int:
+        return sparse_bytes(payload)
+
+    def public_parameters(self) -> dict[str, Any]:
+        return {"prune_ratio": self.opt.ratio, "prune_scope": self.opt.scope}
+
+    def payload_metrics(self, payload: Tensors) -> dict[str, Any]:
+        return {"kept_fraction": sum(int(torch.count_nonzero(v)) for v in payload.values()) /
+                sum(v.numel() for v in payload.values())}

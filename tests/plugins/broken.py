@@ -88,6 +88,15 @@ class Nondeterministic(FedAvg):
         return _with(obs, observed=noisy, exact=False)
 
 
+class IgnoresKnowledge(FedAvg):
+    """Declares an unaware attacker but builds the same (adaptive) Observation for every level."""
+
+    knowledge_levels = ("adaptive", "unaware")
+
+    def observe(self, server, client, target, cohort, generator):
+        return _with(super().observe(server, client, target, cohort, generator), knowledge="adaptive")
+
+
 class LeaksState(FedAvg):
     """Keeps a private tensor on the client and sends it along with its update."""
 
@@ -166,7 +175,7 @@ class PrivateHead(FedAvg):
         unknowns = {k: Unknown(tuple(v.shape), "private head", v.clone(), optimisable=True)
                     for k, v in server_head.items()}
         observed = {k: v.detach() for k, v in simulate(target.x, target.y, client).items()}
-        return _with(obs, observed=observed, simulate=simulate, unknowns=unknowns, knowledge="head unknown",
+        return _with(obs, observed=observed, simulate=simulate, unknowns=unknowns, knowledge=self.knowledge,
                      public=dataclasses.replace(obs.public, classifier_key=None))
 
 
