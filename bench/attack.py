@@ -5,6 +5,7 @@ An attack never imports a defense; it sees the client only through ``Observation
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -38,6 +39,21 @@ class Attack(Component):
 
     kind: ClassVar[str] = "attack"
 
+    @property
+    def targets_per_call(self) -> int:
+        """How many targets the harness hands :meth:`reconstruct_many` at once (1: one at a time)."""
+        return 1
+
     @abstractmethod
     def reconstruct(self, obs: Observation, generator: torch.Generator, progress: Progress) -> Reconstruction:
         """Reconstruct the client's inputs from ``obs``. All randomness comes from ``generator``."""
+
+    def reconstruct_many(self, observations: Sequence[Observation], generators: Sequence[torch.Generator],
+                         progress: Progress) -> list[Reconstruction]:
+        """Several targets at once (``targets_per_call`` > 1), target i drawing only from ``generators[i]``.
+
+        The default runs :meth:`reconstruct` on each in turn. An attack that can optimise several
+        targets in one tensor (their observations have the same shapes) overrides it: many small
+        problems then cost far less than as many runs.
+        """
+        return [self.reconstruct(obs, g, progress) for obs, g in zip(observations, generators)]

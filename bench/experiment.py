@@ -25,7 +25,7 @@ from bench.data.base import Dataset, ImageDataset
 from bench.defense import Defense
 from bench.errors import BenchError, PluginError
 from bench.federated import Federation, FLSettings, TrainingState, start, train
-from bench.metrics import score
+from bench.metrics import Baseline, baseline_guesses, score
 from bench.models.base import Model
 from bench.perceptual import LpipsScorer
 from bench.progress import Progress, SilentProgress
@@ -76,6 +76,7 @@ class Prepared:
     config: dict[str, Any]
     run_id: str
     lpips: LpipsScorer
+    baseline: Baseline
 
 
 def prepare(spec: RunSpec) -> Prepared:
@@ -102,7 +103,8 @@ def prepare(spec: RunSpec) -> Prepared:
                          f"use a smaller batch or fewer --clients")
     lpips = LpipsScorer(spec.lpips_weights, device)
     config = _config(spec, defense, attack, dataset, model, model_component)
-    return Prepared(spec, defense, attack, data, federation, device, config, run_id(config), lpips)
+    return Prepared(spec, defense, attack, data, federation, device, config, run_id(config), lpips,
+                    baseline_guesses(data.train_x))
 
 
 def _config(spec: RunSpec, defense: Defense, attack: Attack, dataset: Dataset, model: Choice,
@@ -178,40 +180,77 @@ def _valid_reconstruction(p: Prepared, rec: object, obs: Observation) -> Reconst
                           f"(`bench check-attack {name}` reports every check)") from None
 
 
-def attack_target(p: Prepared, state: TrainingState, target: int, progress: Progress) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
-    """One target, start to finish. Returns its row, the true images and the matched reconstruction."""
+@dataclass
+class Case:
+    """One target, observed: the target client, its batch and what the server saw."""
+
+    target: int
+    client: int
+    image_ids: torch.Tensor
+    batch: LocalData
+    obs: Observation
+    observe_seconds: float
+
+
+def observe_target(p: Prepared, state: TrainingState, target: int) -> Case:
+    """dataset → client batch → defense.observe → (validated) Observation."""
     client, image_ids, batch = _target_batch(p, target)
     began = time.perf_counter()
     obs: Observation = p.defense.observe(state.server, state.clients[client], batch, _cohort(p, state, target, client),
                                          generator(p.spec.seed, "target", target, "observe"))
     observe_seconds = time.perf_counter() - began
-    obs = _valid_observation(p, obs, len(batch), target)
+    return Case(target, client, image_ids, batch, _valid_observation(p, obs, len(batch), target), observe_seconds)
+
+
+def reconstruct(p: Prepared, cases: list[Case], progress: Progress) -> tuple[list[Reconstruction], float]:
+    """Observation → attack.reconstruct (one target) or reconstruct_many (several at once); seconds per target."""
+    generators = [generator(p.spec.seed, "target", c.target, "attack") for c in cases]
     began = time.perf_counter()
-    rec: Reconstruction = p.attack.reconstruct(obs, generator(p.spec.seed, "target", target, "attack"), progress)
-    attack_seconds = time.perf_counter() - began
-    rec = _valid_reconstruction(p, rec, obs)
+    if len(cases) == 1:
+        recs = [p.attack.reconstruct(cases[0].obs, generators[0], progress)]
+    else:
+        recs = list(p.attack.reconstruct_many([c.obs for c in cases], generators, progress))
+        if len(recs) != len(cases):
+            raise PluginError(f"attack {p.spec.attack.name!r} returned {len(recs)} reconstructions for "
+                              f"{len(cases)} targets from reconstruct_many()")
+    seconds = (time.perf_counter() - began) / len(cases)
+    return [_valid_reconstruction(p, rec, c.obs) for rec, c in zip(recs, cases)], seconds
+
+
+def score_target(p: Prepared, case: Case, rec: Reconstruction, attack_seconds: float, together: int
+                 ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    """Reconstruction → metrics (and the no-information baseline) → the target's row. Returns the row,
+    the true images and the matched reconstruction."""
+    batch, obs = case.batch, case.obs
     truth = p.data.denormalise(batch.x.detach().cpu())
     recon = p.data.denormalise(rec.images.detach().cpu())
     scores = score(truth, recon, batch.y, rec.labels, p.lpips)
     matched = recon[torch.tensor(scores.assignment)]
     row = {
-        "kind": "attack", "run_id": p.run_id, "target": target, "status": "diverged" if rec.diverged else "ok",
+        "kind": "attack", "run_id": p.run_id, "target": case.target, "status": "diverged" if rec.diverged else "ok",
         "defense": p.spec.defense.name, "attack": p.spec.attack.name, "dataset": p.spec.dataset.name,
         "model": p.config["model"]["name"], "seed": p.spec.seed, "batch_size": p.spec.batch_size,
         "attack_round": p.spec.attack_round, "knowledge": obs.knowledge,
-        **scores.means(), "lpips_note": scores.lpips_note,
+        **scores.means(), "lpips_note": scores.lpips_note, **p.baseline.score(truth, p.lpips),
         "diverged": rec.diverged, "attack_loss": rec.loss, "attack_iterations": rec.iterations,
-        "attack_seconds": attack_seconds, "observe_seconds": observe_seconds,
+        "attack_seconds": attack_seconds, "targets_per_call": together, "observe_seconds": case.observe_seconds,
         "observed_kind": obs.public.observed_kind, "num_reconstructed": int(rec.images.shape[0]),
-        "target_client": client, "image_ids": image_ids.tolist(), "true_labels": batch.y.tolist(),
+        "target_client": case.client, "image_ids": case.image_ids.tolist(), "true_labels": batch.y.tolist(),
         "predicted_labels": None if rec.labels is None else rec.labels[torch.tensor(scores.assignment)].tolist(),
-        "per_image": {"psnr": scores.psnr, "ssim": scores.ssim, "mse": scores.mse, "lpips": scores.lpips},
+        "per_image": scores.per_image,
         "defense_metrics": dict(obs.metrics), "attack_info": rec.info,
         "notes": list(obs.notes) + _optimisation_notes(p.spec.attack.name, rec),
         "config": p.config, **provenance.stamp(str(p.device)),
-        "image_file": f"images/{p.run_id}-t{target}.png",
+        "image_file": f"images/{p.run_id}-t{case.target}.png",
     }
     return row, truth, matched
+
+
+def attack_target(p: Prepared, state: TrainingState, target: int, progress: Progress) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    """One target, start to finish. Returns its row, the true images and the matched reconstruction."""
+    case = observe_target(p, state, target)
+    (rec,), seconds = reconstruct(p, [case], progress)
+    return score_target(p, case, rec, seconds, 1)
 
 
 def _optimisation_notes(attack: str, rec: Reconstruction) -> list[str]:
@@ -240,7 +279,11 @@ def trained_state(p: Prepared, log: Callable[[str], None]) -> TrainingState | No
 
 
 def run(spec: RunSpec, progress: Progress | None = None, log: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
-    """Run every target of ``spec``; rows are written as they finish. Returns this run's rows."""
+    """Run every target of ``spec``; rows are written as they finish. Returns this run's rows.
+
+    Targets go to the attack ``attack.targets_per_call`` at a time (one tensor for several targets
+    when the attack supports it); each chunk's rows are appended as soon as it finishes.
+    """
     p = prepare(spec)
     progress = progress or SilentProgress()
     out_dir = Path(spec.output_dir)
@@ -248,24 +291,30 @@ def run(spec: RunSpec, progress: Progress | None = None, log: Callable[[str], No
     done: dict[int, dict[str, Any]] = {}
     if spec.resume and results.exists():
         done = {r["target"]: r for r in read_rows(results)[0] if r.get("run_id") == p.run_id and r.get("kind") == "attack"}
-    trained = trained_state(p, log)
-    rows, pairs = [], []
+    for target in sorted(done):
+        log(f"target {target}: already recorded, skipped")
+    pending = [t for t in range(spec.num_targets) if t not in done]
+    trained = trained_state(p, log) if pending else None
+    new: dict[int, dict[str, Any]] = {}
+    pairs = []
     (out_dir / "images").mkdir(exist_ok=True)
-    for target in range(spec.num_targets):
-        if target in done:
-            rows.append(done[target])
-            log(f"target {target}: already recorded, skipped")
-            continue
+    size = max(1, int(p.attack.targets_per_call))
+    for start_at in range(0, len(pending), size):
         # untrained: a fresh network per target, as in the DLG/iDLG papers
-        state = trained or start(p.defense, p.federation, spec.seed, "target", target, "model")
-        row, truth, matched = attack_target(p, state, target, progress)
-        save_pair_png(out_dir / row["image_file"], truth, matched)
-        append_rows(results, [row])
-        rows.append(row)
-        pairs.append((truth, matched, _caption(row)))
-        log(_caption(row))
+        cases = [observe_target(p, trained or start(p.defense, p.federation, spec.seed, "target", t, "model"), t)
+                 for t in pending[start_at:start_at + size]]
+        recs, seconds = reconstruct(p, cases, progress)
+        chunk = []
+        for case, rec in zip(cases, recs):
+            row, truth, matched = score_target(p, case, rec, seconds, len(cases))
+            save_pair_png(out_dir / row["image_file"], truth, matched)
+            chunk.append(row)
+            pairs.append((truth, matched, _caption(row)))
+            log(_caption(row))
+        append_rows(results, chunk)
+        new.update((r["target"], r) for r in chunk)
     if pairs:
         save_grid(out_dir / "reconstructions.png", [(t, r) for t, r, _ in pairs], [c for _, _, c in pairs],
                   title=f"{spec.attack.name} against {spec.defense.name} on {spec.dataset.name} "
                         f"(top: ground truth, bottom: reconstruction)")
-    return rows
+    return [done.get(t) or new[t] for t in range(spec.num_targets)]

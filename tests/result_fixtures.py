@@ -4,10 +4,12 @@ Four defense configurations, two attacks, two seeds × two targets each:
 
 | defense                | accuracy      | dlg PSNR            | ig PSNR | expected rank |
 |------------------------|---------------|---------------------|---------|---------------|
-| fedavg                 | 0.70, 0.72    | 30, 32, 34, 36      | 20..26  | 2 (tier 0, worst case 33)   |
-| dp(noise_multiplier=0.1) | 0.70, 0.70  | 10, 12, 14, 16      | 15 ×4   | 1 (tier 0, worst case 15)   |
-| dp(noise_multiplier=1) | 0.30, 0.32    | 5, 6, 7, 8 + 99 div.| 6 ×4    | 3 (tier 20, worst case 6.5) |
+| fedavg                 | 0.70, 0.72    | 30, 32, 34, 36      | 20..26  | 2 (tier 0, strongest median 33)  |
+| dp(noise_multiplier=0.1) | 0.70, 0.70  | 10, 12, 14, 16      | 15 ×4   | 1 (tier 0, strongest median 15)  |
+| dp(noise_multiplier=1) | 0.30, 0.32    | 5, 6, 7, 8 + 99 div.| 6 ×4    | 3 (tier 20, strongest median 6.5)|
 | he                     | (no train row)| 40 ×4               | 41 ×4   | 4 (no utility)              |
+
+Every target's no-information baseline is 12 dB (so the default success rule, gain ≥ 6 dB, means PSNR ≥ 18).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+BASELINE_PSNR = 12.0
 FEDERATION = {"clients": 4, "partition": "dominant", "train_per_client": None, "test_per_client": None,
               "batch_size": 50, "local_epochs": 1, "rounds": 0, "eval_every": 1}
 DATASET = {"name": "photos", "normalise": True}
@@ -55,11 +58,12 @@ def attack_row(defense: str, attack: str, seed: int, target: int, psnr: float, s
         "kind": "attack", "run_id": run_id, "target": target, "status": status, "diverged": status == "diverged",
         "defense": DEFENSES[defense]["name"], "attack": attack, "dataset": "photos", "model": "cnn", "seed": seed,
         "psnr": psnr, "ssim": psnr / 100, "lpips": 1 - psnr / 100, "label_acc": 1.0 if psnr > 20 else 0.0,
-        "lpips_note": None, "knowledge": "full", "notes": [],
+        "lpips_note": None, "knowledge": "adaptive", "notes": [],
+        "baseline_psnr": BASELINE_PSNR, "baseline_ssim": 0.1, "baseline_lpips": 0.9,
         "defense_metrics": {"epsilon": EPSILON[defense], "delta": 1e-5} if defense in EPSILON else {},
         "config": {"defense": DEFENSES[defense], "attack": ATTACKS[attack], "dataset": DATASET, "model": MODEL,
                    "run": {"batch_size": 1, "num_targets": 2, "seed": seed, "attack_round": 0,
-                           "federation": FEDERATION}},
+                           "knowledge": "adaptive", "federation": FEDERATION}},
         "image_file": f"images/{run_id}-t{target}.png",
         "git": {"commit": "0123456789abcdef", "dirty": False}, "versions": {"bench-fl": "0.1.0", "torch": "2"},
         "timestamp": "2026-11-25T12:00:00+00:00",

@@ -20,45 +20,86 @@ def fixture_dir(tmp_path):
     return tmp_path / "run"
 
 
+def _md_tables(text):
+    """Every Markdown table as (header, rows); a row is a dict keyed by the header."""
+    tables, lines = [], text.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            header = [c.strip() for c in lines[i].strip("|").split("|")]
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].startswith("| "):
+                rows.append(dict(zip(header, (c.strip() for c in lines[i].strip("|").split("|")))))
+                i += 1
+            tables.append((header, rows))
+        else:
+            i += 1
+    return tables
+
+
 def _md_rows(text):
-    """The data rows of the first Markdown table as lists of cells, keyed by defense."""
-    lines = [line for line in text.splitlines() if line.startswith("| ")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    rows = {}
-    for line in lines[1:]:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        rows[cells[1]] = dict(zip(header, cells))
-    return header, rows
+    """The ranking table (the first) keyed by defense, and the every-attack table keyed by (defense, attack)."""
+    tables = _md_tables(text)
+    header, ranking = tables[0]
+    attacks = {(r["defense"], r["attack (settings)"].rstrip(" ★")): r for r in tables[1][1]}
+    return header, {r["defense"]: r for r in ranking}, attacks
 
 
 def test_leaderboard_numbers_and_ranking(fixture_dir, capsys):
     assert main(["leaderboard", str(fixture_dir)]) == 0
     out = capsys.readouterr().out
-    assert "lower PSNR and SSIM, higher LPIPS and lower label accuracy mean MORE privacy" in out
-    assert "Ranking (privacy at equal utility)" in out and "EXCLUDED from the means" in out
-    header, rows = _md_rows(out)
+    assert "lower label accuracy and fewer recovered targets mean MORE privacy" in out
+    assert "Ranking (privacy at equal utility)" in out and "EXCLUDED from the statistics" in out
+    assert "at least 6 dB above the best no-information guess" in out
+    header, rows, attacks = _md_rows(out)
     assert [r["defense"] for r in sorted(rows.values(), key=lambda r: int(r["rank"]))] == RANKED
-    assert header[:5] == ["rank", "defense", "model", "tier", "worst-case PSNR ↓"] and "ig label acc ↓" in header
+    assert header[:7] == ["rank", "defense", "knowledge", "model", "tier", "strongest attack", "PSNR median ↓"]
     fedavg = rows["fedavg"]
-    assert fedavg["dlg PSNR ↓"] == "33.00 ± 2.58" and fedavg["ig PSNR ↓"] == "23.00 ± 2.58"
-    assert fedavg["dlg SSIM ↓"] == "0.330 ± 0.026" and fedavg["dlg LPIPS ↑"] == "0.670 ± 0.026"
-    assert fedavg["dlg N"] == "4" and fedavg["accuracy % ↑"] == "71.0 ± 1.4 (n=2)"
-    assert fedavg["worst-case PSNR ↓"] == "33.00 (dlg)" and fedavg["tier"] == "0"
+    assert fedavg["strongest attack"] == "dlg" and fedavg["PSNR median ↓"] == "33.00" and fedavg["knowledge"] == "adaptive"
+    assert fedavg["PSNR mean [95 % CI]"].startswith("33.00 ± 2.58 [") and fedavg["recovered ↓"] == "4/4 (100 %)"
+    assert fedavg["gain over baseline, dB ↓"] == "+21.0" and fedavg["N"] == "4"
+    assert fedavg["accuracy % ↑"] == "71.0 ± 1.4 (n=2)" and fedavg["tier"] == "0"
     strong = rows["dp(noise_multiplier=1)"]
-    # the diverged run (PSNR 99) is counted but not averaged
-    assert strong["dlg PSNR ↓"] == "6.50 ± 1.29" and strong["dlg N"] == "4 (+1 div.)"
-    assert strong["tier"] == "20" and strong["ε ↓"] == "3.5 (δ=1e-05)" and strong["s/round ↓"] == "3.00"
-    assert rows["dp(noise_multiplier=0.1)"]["worst-case PSNR ↓"] == "15.00 (ig)"
+    # the diverged run (PSNR 99) is counted but not in the statistics
+    assert strong["PSNR median ↓"] == "6.50" and strong["N"] == "4 (+1 div.)" and strong["recovered ↓"] == "0/4 (0 %)"
+    assert strong["tier"] == "20" and strong["ε training ↓"] == "3.5 (δ=1e-05)" and strong["s/round ↓"] == "3.00"
+    assert rows["dp(noise_multiplier=0.1)"]["strongest attack"] == "ig"
     assert rows["he"]["accuracy % ↑"] == "n/a" and rows["he"]["tier"] == "—"
-    assert rows["fedavg"]["MB/round ↓"] == "0.400" and rows["fedavg"]["ε ↓"] == "—"
+    assert rows["fedavg"]["MB/round ↓"] == "0.400" and rows["fedavg"]["ε training ↓"] == "—"
+    ig = attacks[("fedavg", "ig")]
+    assert ig["PSNR mean ± std"] == "23.00 ± 2.58" and ig["PSNR median"] == "23.00" and ig["baseline PSNR"] == "12.00"
+    assert ig["SSIM median"] == "0.230" and ig["LPIPS median"] == "0.770" and ig["recovered"] == "4/4 (100 %)"
+    assert attacks[("fedavg", "dlg")]["attack (settings)"].endswith("★")  # the strongest
 
 
 def test_diverged_included_on_request(fixture_dir, capsys):
     assert main(["leaderboard", str(fixture_dir), "--diverged", "include"]) == 0
     out = capsys.readouterr().out
-    _, rows = _md_rows(out)
-    assert rows["dp(noise_multiplier=1)"]["dlg PSNR ↓"].startswith("25.00 ± ")
-    assert rows["dp(noise_multiplier=1)"]["dlg N"] == "5 (1 div.)" and "INCLUDED in the means" in out
+    _, rows, attacks = _md_rows(out)
+    assert attacks[("dp(noise_multiplier=1)", "dlg")]["PSNR mean ± std"].startswith("25.00 ± ")
+    assert attacks[("dp(noise_multiplier=1)", "dlg")]["N"] == "5 (1 div.)" and "INCLUDED in the statistics" in out
+
+
+def test_the_success_rule_is_an_option(fixture_dir, capsys):
+    assert main(["leaderboard", str(fixture_dir), "--success", "psnr>=30"]) == 0
+    _, _, attacks = _md_rows(capsys.readouterr().out)
+    assert attacks[("fedavg", "dlg")]["recovered"] == "4/4 (100 %)" and attacks[("fedavg", "ig")]["recovered"] == "0/4 (0 %)"
+    for bad in ("psnr>30", "nope>=1", "label_acc_gain>=1"):
+        assert main(["leaderboard", str(fixture_dir), "--success", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "success rule" in err
+
+
+def test_an_attack_under_several_settings_shows_its_strongest(fixture_dir):
+    rows = load_results([fixture_dir]).rows
+    tuned = [dict(r, config={**r["config"], "attack": {**r["config"]["attack"], "tv": 0.1}},
+                  psnr=r["psnr"] + 10, run_id=r["run_id"] + "-tuned", tuning={"id": "t1"})
+             for r in rows if r["kind"] == "attack" and r["attack"] == "ig" and r["defense"] == "fedavg"]
+    entry = next(e for e in build(rows + tuned).tables[0].entries if e.defense == "fedavg")
+    cell = entry.attacks["ig"]
+    assert cell.stats["psnr"].median == 33.0 and cell.settings_tried == 2 and cell.tunings == ("t1",)
+    assert cell.label == "ig(tv=0.1)"
 
 
 def test_utility_tolerance_changes_tiers(fixture_dir):
@@ -71,13 +112,18 @@ def test_utility_tolerance_changes_tiers(fixture_dir):
 def test_csv_and_html(fixture_dir, tmp_path, capsys):
     assert main(["leaderboard", str(fixture_dir), "--format", "csv", "--output", str(tmp_path / "lb.csv")]) == 0
     records = list(csv.DictReader(io.StringIO((tmp_path / "lb.csv").read_text())))
-    by_defense = {r["defense"]: r for r in records}
-    assert [r["defense"] for r in records] == RANKED
-    assert float(by_defense["fedavg"]["dlg.psnr_mean"]) == pytest.approx(33.0)
-    assert float(by_defense["fedavg"]["dlg.psnr_std"]) == pytest.approx((20 / 3) ** 0.5)
-    assert by_defense["dp(noise_multiplier=1)"]["dlg.diverged"] == "1"
-    assert float(by_defense["dp(noise_multiplier=0.1)"]["epsilon"]) == pytest.approx(812.0)
-    assert json.loads(by_defense["fedavg"]["defense_config"]) == {"name": "fedavg", "lr": 0.02}
+    cells = {(r["defense"], r["attack"]): r for r in records}
+    assert [r["defense"] for r in records[::2]] == RANKED and len(records) == 8
+    fedavg = cells[("fedavg", "dlg")]
+    assert float(fedavg["psnr_mean"]) == pytest.approx(33.0) and float(fedavg["psnr_median"]) == pytest.approx(33.0)
+    assert float(fedavg["psnr_std"]) == pytest.approx((20 / 3) ** 0.5) and fedavg["psnr_n"] == "4"
+    assert 30.0 <= float(fedavg["psnr_ci_low"]) < 33.0 < float(fedavg["psnr_ci_high"]) <= 36.0
+    assert float(fedavg["success_rate"]) == 1.0 and fedavg["success_rule"] == "psnr_gain>=6"
+    assert fedavg["strongest"] == "True" and cells[("fedavg", "ig")]["strongest"] == "False"
+    assert fedavg["attack_round"] == "0" and fedavg["knowledge"] == "adaptive"
+    assert cells[("dp(noise_multiplier=1)", "dlg")]["diverged"] == "1"
+    assert float(cells[("dp(noise_multiplier=0.1)", "dlg")]["epsilon"]) == pytest.approx(812.0)
+    assert json.loads(fedavg["defense_config"]) == {"name": "fedavg", "lr": 0.02}
     capsys.readouterr()
     assert main(["leaderboard", str(fixture_dir), "--format", "html"]) == 0
     page = capsys.readouterr().out
@@ -100,7 +146,7 @@ def test_report_is_self_contained_with_figures_and_images(fixture_dir, tmp_path,
     assert len(sources) == 3 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r"(href|src)=['\"]?(https?:|//|file:)", page) and "<link" not in page
     assert "<script" not in page
-    for fragment in ("MORE privacy", "33.00 ± 2.58", "6.50 ± 1.29", "Privacy against utility", "PSNR per target",
+    for fragment in ("MORE privacy", "33.00 ± 2.58", "6.50", "Privacy against utility", "PSNR per target",
                      "Reconstructions", "ground truth (top)", "git commit 0123456789"):
         assert fragment in page, fragment
     assert "missing on disk" not in page
@@ -110,7 +156,7 @@ def test_report_is_self_contained_with_figures_and_images(fixture_dir, tmp_path,
     figures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
     assert len(figures) == 3 and all((out / f).stat().st_size > 1000 for f in figures)
     assert "| 1 | dp(noise_multiplier=0.1) |" in md
-    assert (out / "leaderboard.csv").read_text().count("\n") == 5
+    assert (out / "leaderboard.csv").read_text().count("\n") == 9
 
 
 def test_report_grid_uses_the_run_images(fixture_dir, tmp_path):
@@ -137,10 +183,10 @@ def test_corrupt_lines_are_reported_with_line_numbers_and_skipped(fixture_dir, c
     assert f"{path}:3: skipped, not valid JSON" in captured.err
     assert f"{path}:6: skipped, not a JSON object" in captured.err
     assert f"{path}:8: skipped, attack row without config, psnr, ssim, status" in captured.err
-    _, rows = _md_rows(captured.out)
+    _, rows, attacks = _md_rows(captured.out)
     # the truncated row was fedavg × dlg's third target (PSNR 34): the other three are kept
-    assert rows["fedavg"]["dlg N"] == "3" and rows["fedavg"]["dlg PSNR ↓"] == "32.67 ± 3.06"
-    assert rows["fedavg"]["ig N"] == "4"
+    assert attacks[("fedavg", "dlg")]["N"] == "3" and attacks[("fedavg", "dlg")]["PSNR mean ± std"] == "32.67 ± 3.06"
+    assert attacks[("fedavg", "ig")]["N"] == "4"
 
 
 @pytest.mark.parametrize("make, fragment", [
@@ -181,7 +227,7 @@ def test_duplicate_rows_count_once(fixture_dir, tmp_path, capsys):
     assert main(["leaderboard", str(fixture_dir), str(copy)]) == 0
     captured = capsys.readouterr()
     assert "counted once" in captured.err
-    assert _md_rows(captured.out)[1]["fedavg"]["dlg N"] == "4"
+    assert _md_rows(captured.out)[2][("fedavg", "dlg")]["N"] == "4"
 
 
 def test_scenarios_differing_only_in_local_epochs_get_their_own_titles_and_figures(tmp_path):

@@ -39,7 +39,7 @@ def test_matching_undoes_a_permutation_and_picks_from_a_larger_set():
     assert match_reconstructions(truth, truth[perm]).tolist() == [1, 3, 0, 2]
     extra = torch.cat([torch.rand(5, 3, 8, 8, generator=g), truth[perm]])
     s = score(truth, extra, torch.tensor([0, 1, 2, 3]), None, None)
-    assert s.psnr == [100.0] * 4 and s.assignment == [6, 8, 5, 7]
+    assert s.per_image["psnr"] == [100.0] * 4 and s.assignment == [6, 8, 5, 7]
 
 
 def test_label_accuracy_is_order_insensitive_multiset_overlap():
@@ -51,7 +51,7 @@ def test_label_accuracy_is_order_insensitive_multiset_overlap():
 def test_score_uses_matched_labels_and_reports_missing_lpips():
     truth = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     s = score(truth, truth.flip(0), torch.tensor([5, 7]), torch.tensor([7, 5]), LpipsScorer())
-    assert s.label_acc == 1.0 and s.lpips is None
+    assert s.label_acc == 1.0 and s.per_image["lpips"] is None
     assert "LPIPS unavailable" in s.lpips_note and ALEXNET_FILE in s.lpips_note
 
 
@@ -80,4 +80,4 @@ def test_lpips_refuses_wrong_weights(tmp_path, monkeypatch):
 
 def test_psnr_is_finite_for_every_score():
     a = torch.rand(1, 3, 8, 8)
-    assert all(math.isfinite(v) for v in score(a, a, torch.tensor([0]), None, None).psnr)
+    assert all(math.isfinite(v) for v in score(a, a, torch.tensor([0]), None, None).per_image["psnr"])

@@ -30,7 +30,8 @@ def handle(args: argparse.Namespace) -> int:
         raise BenchError(f"--max-images must be >= 1, got {args.max_images}")
     results = load(args)
     try:
-        written = write_report(results, args.out, args.diverged, args.utility_tolerance, args.max_images, args.title)
+        written = write_report(results, args.out, args.diverged, args.utility_tolerance, args.max_images, args.title,
+                               args.success)
     except OSError as exc:
         raise BenchError(f"cannot write the report to {str(args.out)!r}: {exc.strerror or exc}") from None
     print(f"report: {written['html']} (self-contained), {written['markdown']}; {written['figures']} figure(s)")

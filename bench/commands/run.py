@@ -6,8 +6,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench.commands.common import (add_component_args, add_data_args, add_federation_args, add_run_args, choice,
                                    default_output_dir, federation)
 from bench.experiment import RunSpec, run
@@ -43,24 +41,34 @@ def _fmt(value: Any, digits: int) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def _mean_std(rows: list[dict[str, Any]], key: str, digits: int) -> str:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    if not values:
-        return "n/a"
-    return f"{np.mean(values):.{digits}f}±{np.std(values):.{digits}f}"
-
-
 def summary_table(rows: list[dict[str, Any]]) -> str:
-    """A compact per-target table and a mean±std line."""
-    head = f"{'target':>6} {'client':>6} {'PSNR':>7} {'SSIM':>6} {'LPIPS':>6} {'label':>5} {'iters':>6} {'sec':>7}  status"
+    """A per-target table, then per metric the distribution over targets (median, mean ± std, 95 % interval),
+    the success rate and the no-information baseline: what the leaderboard would say of these targets."""
+    from bench.metrics import REGISTRY
+    from bench.reports import DEFAULT_SUCCESS
+    from bench.reports.stats import Rate, SuccessRule, Summary
+
+    head = (f"{'target':>6} {'client':>6} {'PSNR':>7} {'base':>6} {'SSIM':>6} {'LPIPS':>6} {'label':>5} {'iters':>6} "
+            f"{'sec':>7}  status")
     lines = [head]
     for r in rows:
-        lines.append(f"{r['target']:>6} {r['target_client']:>6} {_fmt(r['psnr'], 2):>7} {_fmt(r['ssim'], 3):>6} "
-                     f"{_fmt(r['lpips'], 3):>6} {_fmt(r['label_acc'], 2):>5} {r['attack_iterations']:>6} "
-                     f"{r['attack_seconds']:>7.1f}  {r['status']}")
-    lines.append(f"mean±std over {len(rows)} target(s): PSNR {_mean_std(rows, 'psnr', 2)} dB, "
-                 f"SSIM {_mean_std(rows, 'ssim', 3)}, LPIPS {_mean_std(rows, 'lpips', 3)}, "
-                 f"label acc {_mean_std(rows, 'label_acc', 2)}")
+        lines.append(f"{r['target']:>6} {r['target_client']:>6} {_fmt(r['psnr'], 2):>7} "
+                     f"{_fmt(r.get('baseline_psnr'), 2):>6} {_fmt(r['ssim'], 3):>6} {_fmt(r['lpips'], 3):>6} "
+                     f"{_fmt(r['label_acc'], 2):>5} {r['attack_iterations']:>6} {r['attack_seconds']:>7.1f}  {r['status']}")
+    ok = [r for r in rows if r["status"] == "ok"]
+    lines.append(f"over {len(ok)} target(s)" + (f" ({len(rows) - len(ok)} diverged, left out)" if len(ok) < len(rows)
+                                                   else "") + ": median, mean ± std [95 % bootstrap interval of the mean]")
+    for metric in REGISTRY.values():
+        summary = Summary.of(r.get(metric.name) for r in ok)
+        if summary.n:
+            lines.append(f"  {metric.title:<9} {summary.median_text(metric.digits)}, {summary.text(metric.digits)} "
+                         f"{summary.interval_text(metric.digits)}")
+    rule = SuccessRule.parse(DEFAULT_SUCCESS)
+    verdicts = [v for v in (rule.passes(r) for r in ok) if v is not None]
+    baseline = Summary.of(r.get("baseline_psnr") for r in ok)
+    if verdicts:
+        lines.append(f"  recovered ({rule.describe()}): {Rate(sum(verdicts), len(verdicts)).text()}; no-information "
+                     f"baseline PSNR median {baseline.median_text(2)}")
     notes = {r["lpips_note"] for r in rows if r.get("lpips_note") and r.get("lpips") is None}
     notes |= {n for r in rows for n in r.get("notes", [])}
     lines += [f"note: {n}" for n in sorted(notes)]

@@ -58,7 +58,8 @@ def handle(args: argparse.Namespace) -> int:
     outcomes = run_cells(todo, root, args.jobs, args.executor, args.address, args.quiet)
     rows = merge(root, cells)  # the finished cells' rows, in plan order: what load_results([root]) reads
     if rows:
-        from bench.reports.leaderboard import build, to_markdown  # pandas: not at start-up
+        from bench.reports.leaderboard import build
+        from bench.reports.render import to_markdown
 
         board = build(usable_rows(rows))
         write_if_changed(root / LEADERBOARD_FILE, to_markdown(board, title=f"Leaderboard: {cfg.source.name}").encode())

@@ -23,13 +23,18 @@ def _png(fig) -> bytes:
 
 
 def entry_label(entry: Entry, table: Table) -> str:
-    """The defense's label, with the model when the table mixes models."""
-    models = {e.model for e in table.entries}
-    return entry.defense if len(models) == 1 else f"{entry.defense} · {entry.model}"
+    """The defense's label, with the knowledge level and the model when the table mixes them."""
+    label = entry.defense
+    if len({e.knowledge for e in table.entries}) > 1:
+        label += f" [{entry.knowledge}]"
+    if len({e.model for e in table.entries}) > 1:
+        label += f" · {entry.model}"
+    return label
 
 
 def _rows_of(frame: pd.DataFrame, entry: Entry, attack: str | None = None) -> pd.DataFrame:
-    mask = (frame["defense_label"] == entry.defense) & (frame["model_label"] == entry.model)
+    mask = ((frame["defense_label"] == entry.defense) & (frame["model_label"] == entry.model)
+            & (frame["knowledge"] == entry.knowledge))
     if attack is not None:
         mask &= frame["attack_label"] == attack
     return frame[mask].sort_values(["seed", "target"])
@@ -46,15 +51,17 @@ def privacy_utility(table: Table) -> tuple[bytes, list[str]]:
         for i, e in enumerate(table.entries):
             attack = e.strongest if panel == "strongest attack" else panel
             cell = e.attacks.get(attack) if attack else None
-            if e.accuracy.mean is None or cell is None or cell.stats["psnr"].mean is None:
+            if e.accuracy.mean is None or cell is None or cell.stats["psnr"].median is None:
                 continue
             psnr = cell.stats["psnr"]
-            ax.errorbar(e.accuracy.mean * 100, psnr.mean, xerr=(e.accuracy.std or 0) * 100, yerr=psnr.std or 0,
+            low, high = psnr.low if psnr.low is not None else psnr.mean, psnr.high if psnr.high is not None else psnr.mean
+            ax.errorbar(e.accuracy.mean * 100, psnr.median, xerr=(e.accuracy.std or 0) * 100,
+                        yerr=[[max(0.0, psnr.median - low)], [max(0.0, high - psnr.median)]],
                         fmt="o", color=colors(i % 10), ms=7, capsize=3, label=entry_label(e, table))
         ax.set_title(panel if panel != "strongest attack" else "strongest attack (per defense)", fontsize=10)
         ax.set_xlabel("accuracy % (more useful →)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("attack PSNR, dB (↓ more private)")
+    axes[0][0].set_ylabel("attack PSNR median, dB (↓ more private)")
     handles = {}
     for ax in axes[0]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -87,6 +94,10 @@ def psnr_distributions(table: Table, frame: pd.DataFrame) -> bytes:
                            label="diverged")
         if data:
             ax.boxplot(data, positions=positions, widths=0.5, showfliers=False, medianprops={"color": "black"})
+        for i, e in enumerate(table.entries):
+            base = _rows_of(frame, e, attack)["baseline_psnr"].dropna()
+            if len(base):
+                ax.hlines(float(base.median()), i - 0.35, i + 0.35, colors="gray", linestyles="--", lw=1, zorder=2)
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
         ax.set_xlim(-0.6, len(labels) - 0.4)

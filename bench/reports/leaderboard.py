@@ -1,89 +1,86 @@
-"""The leaderboard: one row per defense configuration, a pure function of result rows.
+"""The leaderboard: a pure function of result rows (it never reruns an attack).
 
-Per attack: mean ± sample standard deviation (ddof 1) of PSNR, SSIM, LPIPS and label accuracy over
-every target batch of every seed, with N. Per defense: utility (final test accuracy of its ``train``
-runs, mean ± std over seeds) and cost (seconds and bytes uploaded per client per round, ε where the
-defense reports one). Rows are grouped into one table per *scenario* (data set, attacked batch size,
-attack round, federation), since numbers from different scenarios are not comparable.
+Rows are grouped into one table per *scenario* (data set, attacked batch size, attack round,
+federation: numbers from different scenarios are not comparable) and, within it, one *entry* per
+defense configuration, attacker knowledge level and model. Per entry and attack the cell holds the
+distribution over every attacked target of every seed (:class:`bench.reports.stats.Summary` for
+each registered metric: N, mean ± std, median, 95 % bootstrap interval of the mean), the success
+rate under one :class:`~bench.reports.stats.SuccessRule`, and the gain over the no-information
+baseline. When an attack ran under several settings against the same entry (its defaults and a
+tuning, say), the cell is the strongest of them: the settings with the highest median PSNR.
 
-Conventions written into every output (``PRIVACY_NOTE``, ``ranking_rule``, ``diverged_rule``):
-
-* lower PSNR, lower SSIM, higher LPIPS and lower label accuracy mean *more* privacy;
-* ranking is privacy at equal utility: utility tiers first, then the strongest attack's mean PSNR;
-* diverged attack runs are counted separately, never silently averaged as successes.
+* The **strongest attack** of an entry is its cell with the highest median PSNR: a defense is as
+  private as its best attacker, per knowledge level.
+* **Ranking, privacy at equal utility**: utility tiers first (``tolerance`` accuracy points per
+  tier below the best accuracy of the table; entries without a training run after all tiers), then
+  the strongest attack's *median* PSNR (lower first): a statistic one lucky target cannot flip.
+* **Diverged** attack runs (non-finite objective) are counted separately and left out of the
+  statistics unless ``diverged="include"``.
+* Lower PSNR/SSIM, higher LPIPS, lower label accuracy and a lower success rate mean *more* privacy.
 """
 from __future__ import annotations
 
-import html
-import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
+from bench.metrics import REGISTRY
 from bench.reports import DEFAULT_TOLERANCE, DIVERGED_MODES
-METRICS: tuple[tuple[str, str, str, int], ...] = (
-    # (row key, column title, direction of MORE privacy, digits)
-    ("psnr", "PSNR", "↓", 2), ("ssim", "SSIM", "↓", 3), ("lpips", "LPIPS", "↑", 3), ("label_acc", "label acc", "↓", 2))
-UTILITY, RANKING = "utility & cost", "ranking"  # column groups besides the attacks
+from bench.reports.stats import DEFAULT_SUCCESS, SUCCESS_WHY, Rate, SuccessRule, Summary
 
-PRIVACY_NOTE = ("Privacy: lower PSNR and SSIM, higher LPIPS and lower label accuracy mean MORE privacy "
-                "(the attacker's reconstruction is worse). Arrows point the way that is better for the defense: "
-                "more privacy, more accuracy, less cost.")
-VALUES_NOTE = ("Values: mean ± sample standard deviation over all attacked target batches of all seeds; N counts "
-               "them. Accuracy: the mean over clients of local-test accuracy after the defense's training run, "
-               "mean ± std over training seeds (n in brackets). s/round and MB/round (uploaded per client) come "
-               "from the same training runs; ε (with its δ) where the defense reports one.")
+PRIVACY_NOTE = ("Privacy: lower PSNR and SSIM, higher LPIPS, lower label accuracy and fewer recovered targets mean "
+                "MORE privacy (the attacker's reconstruction is worse). Arrows point the way that is better for "
+                "the defense: more privacy, more accuracy, less cost.")
+KNOWLEDGE_NOTE = ("Knowledge: what the attacker knows (unaware: ignores the defense; adaptive: knows and exploits "
+                  "its mechanism; oracle: is handed the client's private state). An oracle bounds knowledge, not "
+                  "leakage: a weaker optimiser with more knowledge can reconstruct worse.")
+VALUES_NOTE = ("Values per attack: over all attacked targets of all seeds (N), the median, the mean ± sample std and "
+               "a 95 % bootstrap interval of the mean; 'recovered' is the success rate; 'gain' is the median of "
+               "PSNR minus the target's no-information baseline (the better of the training set's mean image and its "
+               "flat mean colour). An attack run under several settings (e.g. defaults and a tuning) shows its "
+               "strongest. Accuracy: mean over clients of local-test accuracy after the defense's training runs, "
+               "mean ± std over training seeds (n); s/round and MB/round (uploaded per client) from the same runs; "
+               "ε (δ) of the training run and of the attacked exchange where the defense reports them.")
 
 
 def ranking_rule(tolerance: float) -> str:
     return (f"Ranking (privacy at equal utility): defenses are put in utility tiers by how far their accuracy is "
             f"below the best in the table, {tolerance:g} accuracy points per tier (tier 0: within {tolerance:g} "
-            f"points of the best); defenses without a training run come after all tiers. Within a tier, the lower "
-            f"the strongest attack's mean PSNR (the worst case over attacks) the better; ties by mean accuracy.")
+            f"points of the best); entries without a training run come after all tiers. Within a tier, the lower "
+            f"the strongest attack's median PSNR (the worst case over attacks and their settings) the better; ties by "
+            f"success rate, then accuracy.")
 
 
 def diverged_rule(mode: str) -> str:
     if mode == "include":
         return ("Diverged attack runs (non-finite objective; their best finite iterate is scored) are INCLUDED in "
-                "the means and counted in N; '(k div.)' says how many of N diverged.")
-    return ("Diverged attack runs (non-finite objective) are EXCLUDED from the means, so a failed optimisation is "
-            "never averaged in as a result; '+k div.' after N counts them. An attack with only diverged runs "
+                "the statistics and counted in N; '(k div.)' says how many of N diverged.")
+    return ("Diverged attack runs (non-finite objective) are EXCLUDED from the statistics, so a failed optimisation "
+            "is never averaged in as a result; '+k div.' after N counts them. An attack with only diverged runs "
             "shows n/a and does not count as the strongest attack.")
 
 
-@dataclass(frozen=True)
-class Stat:
-    mean: float | None
-    std: float | None
-    n: int
-
-    @classmethod
-    def of(cls, values: Iterable[Any]) -> Stat:
-        v = [float(x) for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
-        if not v:
-            return cls(None, None, 0)
-        return cls(float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else None, len(v))
-
-    def text(self, digits: int, scale: float = 1.0) -> str:
-        if self.mean is None:
-            return "n/a"
-        if self.std is None:
-            return f"{self.mean * scale:.{digits}f}"
-        return f"{self.mean * scale:.{digits}f} ± {self.std * scale:.{digits}f}"
+def success_note(rule: SuccessRule) -> str:
+    text = f"Recovered (success rate): {rule.describe()}"
+    return text + (f"; {SUCCESS_WHY}." if rule.text() == DEFAULT_SUCCESS else " (set with --success).")
 
 
 @dataclass
 class AttackCell:
-    """One attack's scores against one defense configuration."""
+    """One attack (at its strongest settings) against one entry."""
 
-    stats: dict[str, Stat]
+    attack: str                      # the attack's name
+    label: str                       # its settings, e.g. ig(tv=0.1)
+    stats: dict[str, Summary]        # per registered metric
+    success: Rate
+    gain: Summary                    # PSNR minus the target's no-information baseline
+    baseline: Summary                # the targets' no-information PSNR
     total: int
     diverged: int
+    tunings: tuple[str, ...] = ()
+    settings_tried: int = 1
 
     @property
     def used(self) -> int:
@@ -92,22 +89,28 @@ class AttackCell:
 
 @dataclass
 class Entry:
-    """One leaderboard row: a defense configuration (with its model) in a scenario."""
+    """One leaderboard row: a defense configuration, attacked at one knowledge level, with its model."""
 
     defense: str
     defense_config: dict[str, Any]
+    knowledge: str
     model: str
     attacks: dict[str, AttackCell]
-    accuracy: Stat
-    seconds_per_round: Stat
-    bytes_per_round: Stat
+    accuracy: Summary
+    seconds_per_round: Summary
+    bytes_per_round: Summary
     epsilon: float | None = None
     delta: float | None = None
-    epsilon_source: str | None = None
+    epsilon_exchange: float | None = None
+    evaluated: str | None = None
     privacy: float | None = None
     strongest: str | None = None
     tier: int | None = None
     rank: int = 0
+
+    @property
+    def strongest_cell(self) -> AttackCell | None:
+        return self.attacks.get(self.strongest) if self.strongest else None
 
 
 @dataclass
@@ -116,6 +119,7 @@ class Table:
     attacks: list[str]
     entries: list[Entry]
     key: str = ""  # the canonical scenario (the ``scenario`` column of :func:`attack_frame`): labels may repeat
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -123,10 +127,12 @@ class Leaderboard:
     tables: list[Table]
     diverged: str
     tolerance: float
+    success: SuccessRule
     notes: list[str] = field(default_factory=list)
 
     def header_lines(self) -> list[str]:
-        return [PRIVACY_NOTE, ranking_rule(self.tolerance), diverged_rule(self.diverged), VALUES_NOTE]
+        return [PRIVACY_NOTE, KNOWLEDGE_NOTE, ranking_rule(self.tolerance), diverged_rule(self.diverged),
+                success_note(self.success), VALUES_NOTE]
 
 
 def canonical(value: Any) -> str:
@@ -134,9 +140,7 @@ def canonical(value: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def config_labels(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -155,16 +159,16 @@ def config_labels(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     return labels
 
 
-def _epsilon(row: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    """ε and δ of a row: top level, the last training round's metrics, or the defense's metrics."""
+def _epsilon(row: Mapping[str, Any], key: str = "epsilon") -> tuple[float | None, float | None]:
+    """ε (under ``key``) and δ of a row: top level, the last training round's metrics, or the defense's metrics."""
     places = [row, (row.get("history") or [{}])[-1], row.get("defense_metrics") or {}]
     for place in places:
-        if isinstance(place, Mapping) and place.get("epsilon") is not None:
-            return float(place["epsilon"]), None if place.get("delta") is None else float(place["delta"])
+        if isinstance(place, Mapping) and place.get(key) is not None:
+            return float(place[key]), None if place.get("delta") is None else float(place["delta"])
     return None, None
 
 
-def _scenario(row: Mapping[str, Any]) -> dict[str, Any]:
+def scenario_of(row: Mapping[str, Any]) -> dict[str, Any]:
     run = row["config"]["run"]
     return {"dataset": row["config"]["dataset"], "batch_size": run.get("batch_size"),
             "attack_round": run.get("attack_round"), "federation": run.get("federation")}
@@ -189,8 +193,16 @@ def _differing_federation(scenario_keys: Sequence[str]) -> list[str]:
     return [k for k in names if len({json.dumps(f.get(k)) for f in feds}) > 1]
 
 
-def _frames(rows: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, str]]]:
-    """Attack rows and train rows as frames keyed by canonical configs, and the labels of those keys."""
+@dataclass
+class _Rows:
+    """Attack and train rows reduced to what the board needs, with canonical keys and their labels."""
+
+    attack: list[dict[str, Any]]
+    train: list[dict[str, Any]]
+    labels: dict[str, dict[str, str]]
+
+
+def _collect(rows: Sequence[Mapping[str, Any]], rule: SuccessRule) -> _Rows:
     configs: dict[str, dict[str, Any]] = {"defense": {}, "attack": {}, "model": {}, "dataset": {}}
     attack, train = [], []
     for r in rows:
@@ -199,37 +211,50 @@ def _frames(rows: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, pd.DataFra
         for part, key in keys.items():
             configs[part][key] = c[part]
         if r["kind"] == "attack":
-            ok = r.get("status") == "ok" and not r.get("diverged")
             eps, delta = _epsilon(r)
-            attack.append({"scenario": canonical(_scenario(r)), **keys, "ok": ok, "seed": r.get("seed"),
-                           "target": r.get("target"), **{m: r.get(m) for m, *_ in METRICS},
-                           "epsilon": eps, "delta": delta, "image": r.get("_image_path")})
+            record = {"scenario": canonical(scenario_of(r)), **keys, "knowledge": str(r.get("knowledge")),
+                      "attack_name": c["attack"].get("name"), "ok": r.get("status") == "ok" and not r.get("diverged"),
+                      "seed": r.get("seed"), "target": r.get("target"), "epsilon": eps, "delta": delta,
+                      "epsilon_exchange": _epsilon(r, "epsilon_exchange")[0], "image": r.get("_image_path"),
+                      "tuning": (r.get("tuning") or {}).get("id") if isinstance(r.get("tuning"), Mapping) else None,
+                      "success": rule.passes(r), "psnr_gain": None, "baseline_psnr": r.get("baseline_psnr")}
+            record.update({m: r.get(m) for m in REGISTRY})
+            if r.get("psnr") is not None and r.get("baseline_psnr") is not None:
+                record["psnr_gain"] = float(r["psnr"]) - float(r["baseline_psnr"])
+            attack.append(record)
         elif r["kind"] == "train":
             eps, delta = _epsilon(r)
             train.append({**keys, "final_accuracy": r.get("final_accuracy"),
                           "seconds_per_round": r.get("seconds_per_round"),
                           "bytes_per_round": r.get("bytes_uploaded_per_client_per_round"),
-                          "epsilon": eps, "delta": delta})
-    labels = {part: config_labels(found) for part, found in configs.items()}
-    columns = ["scenario", "defense", "attack", "model", "dataset", "ok", "seed", "target", *(m for m, *_ in METRICS),
-               "epsilon", "delta", "image"]
-    return (pd.DataFrame(attack, columns=columns),
-            pd.DataFrame(train, columns=["defense", "model", "dataset", "final_accuracy", "seconds_per_round",
-                                         "bytes_per_round", "epsilon", "delta"]),
-            labels)
+                          "epsilon": eps, "delta": delta, "evaluated": r.get("evaluated")})
+    return _Rows(attack, train, {part: config_labels(found) for part, found in configs.items()})
 
 
-def attack_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Attack rows with the leaderboard's labels (columns ``scenario_label``, ``defense_label``,
-    ``model_label``, ``attack_label``), scores, ``ok`` (not diverged), seed, target and image path."""
-    attacks, _, labels = _frames(rows)
-    out = attacks.copy()
-    for part in ("defense", "model", "attack"):
-        out[f"{part}_label"] = [labels[part][k] for k in attacks[part]]
-    distinguish = _differing_federation(attacks["scenario"].unique())
-    out["scenario_label"] = [_scenario_label(json.loads(k), labels["dataset"][canonical(json.loads(k)["dataset"])],
-                                             distinguish) for k in attacks["scenario"]]
+def _group(records: Sequence[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str, Any]]]:
+    out: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        out.setdefault(tuple(r[k] for k in keys), []).append(r)
     return out
+
+
+def _cell(attack: str, label: str, rows: list[dict[str, Any]], diverged: str) -> AttackCell:
+    used = rows if diverged == "include" else [r for r in rows if r["ok"]]
+    verdicts = [r["success"] for r in used if r["success"] is not None]
+    return AttackCell(attack, label, {m: Summary.of(r[m] for r in used) for m in REGISTRY},
+                      Rate(sum(verdicts), len(verdicts)), Summary.of(r["psnr_gain"] for r in used),
+                      Summary.of((r["baseline_psnr"] for r in used), interval=False), len(rows),
+                      sum(not r["ok"] for r in rows), tuple(sorted({r["tuning"] for r in rows if r["tuning"]})))
+
+
+def _strongest_setting(cells: list[AttackCell]) -> AttackCell:
+    """Of one attack's settings, the one with the highest median PSNR (cells without a score last)."""
+    def key(c: AttackCell) -> float:
+        m = c.stats["psnr"].median
+        return -math.inf if m is None else m
+    best = max(cells, key=key)
+    best.settings_tried = len(cells)
+    return best
 
 
 def _rank(entries: list[Entry], tolerance: float) -> list[Entry]:
@@ -239,11 +264,11 @@ def _rank(entries: list[Entry], tolerance: float) -> list[Entry]:
         if e.accuracy.mean is not None and best is not None:
             e.tier = int(math.floor((best - e.accuracy.mean) * 100 / tolerance + 1e-9))
 
-    def key(e: Entry) -> tuple[float, float, float, str]:
-        tier = math.inf if e.tier is None else e.tier
-        privacy = math.inf if e.privacy is None else e.privacy
-        accuracy = -(e.accuracy.mean if e.accuracy.mean is not None else -math.inf)
-        return tier, privacy, accuracy, e.defense
+    def key(e: Entry) -> tuple[float, float, float, float, str, str]:
+        cell = e.strongest_cell
+        success = cell.success.value if cell is not None and cell.success.value is not None else math.inf
+        return (math.inf if e.tier is None else e.tier, math.inf if e.privacy is None else e.privacy, success,
+                -(e.accuracy.mean if e.accuracy.mean is not None else -math.inf), e.defense, e.knowledge)
 
     ranked = sorted(entries, key=key)
     for i, e in enumerate(ranked, start=1):
@@ -251,210 +276,84 @@ def _rank(entries: list[Entry], tolerance: float) -> list[Entry]:
     return ranked
 
 
-def build(rows: Sequence[Mapping[str, Any]], diverged: str = "exclude",
-          tolerance: float = DEFAULT_TOLERANCE) -> Leaderboard:
+def _train_summary(entry: Entry, train: list[dict[str, Any]]) -> None:
+    entry.accuracy = Summary.of((t["final_accuracy"] for t in train), interval=False)
+    entry.seconds_per_round = Summary.of((t["seconds_per_round"] for t in train), interval=False)
+    entry.bytes_per_round = Summary.of((t["bytes_per_round"] for t in train), interval=False)
+    eps = [t for t in train if t["epsilon"] is not None]
+    if eps:
+        entry.epsilon = sum(t["epsilon"] for t in eps) / len(eps)
+        entry.delta = eps[0]["delta"]
+    evaluated = {t["evaluated"] for t in train if t.get("evaluated")}
+    entry.evaluated = ", ".join(sorted(evaluated)) or None
+
+
+def build(rows: Sequence[Mapping[str, Any]], diverged: str = "exclude", tolerance: float = DEFAULT_TOLERANCE,
+          success: str | SuccessRule = DEFAULT_SUCCESS) -> Leaderboard:
     """The leaderboard of ``rows`` (attack and train rows, as ``load_results`` returns them)."""
     if diverged not in DIVERGED_MODES:
         raise ValueError(f"diverged must be one of {DIVERGED_MODES}")
-    attacks, trains, labels = _frames(rows)
-    board = Leaderboard([], diverged, tolerance)
-    if attacks.empty:
+    rule = success if isinstance(success, SuccessRule) else SuccessRule.parse(success)
+    data = _collect(rows, rule)
+    labels = data.labels
+    board = Leaderboard([], diverged, tolerance, rule)
+    if not data.attack:
         board.notes.append("no attack rows: nothing to rank")
         return board
-    used = attacks if diverged == "include" else attacks[attacks["ok"]]
-    grouped = {key: frame for key, frame in used.groupby(["scenario", "defense", "model", "attack"], sort=False)}
-    totals = attacks.groupby(["scenario", "defense", "model", "attack"], sort=False)["ok"].agg(["size", "sum"])
-    train_groups = {key: frame for key, frame in trains.groupby(["dataset", "defense", "model"], sort=False)}
-    matched_train: set[tuple[str, str, str]] = set()
-    distinguish = _differing_federation(attacks["scenario"].unique())
-    for scenario_key, scenario_rows in attacks.groupby("scenario", sort=False):
+    trains = _group(data.train, "dataset", "defense", "model")
+    matched: set[tuple] = set()
+    scenarios = _group(data.attack, "scenario")
+    distinguish = _differing_federation([k[0] for k in scenarios])
+    for (scenario_key,), scenario_rows in scenarios.items():
         scenario = json.loads(scenario_key)
         dataset_key = canonical(scenario["dataset"])
-        attack_keys = sorted(scenario_rows["attack"].unique(), key=lambda k: labels["attack"][k])
         entries = []
-        for (defense_key, model_key), defense_rows in scenario_rows.groupby(["defense", "model"], sort=False):
-            cells = {}
-            for attack_key in attack_keys:
-                index = (scenario_key, defense_key, model_key, attack_key)
-                if index not in totals.index:
-                    continue
-                frame = grouped.get(index, attacks.iloc[0:0])
-                size, ok = totals.loc[index]
-                cells[labels["attack"][attack_key]] = AttackCell(
-                    {m: Stat.of(frame[m]) for m, *_ in METRICS}, int(size), int(size - ok))
-            train = train_groups.get((dataset_key, defense_key, model_key))
-            if train is not None:
-                matched_train.add((dataset_key, defense_key, model_key))
-            empty = trains.iloc[0:0]
-            t = train if train is not None else empty
-            entry = Entry(labels["defense"][defense_key], json.loads(defense_key), labels["model"][model_key], cells,
-                          Stat.of(t["final_accuracy"]), Stat.of(t["seconds_per_round"]), Stat.of(t["bytes_per_round"]))
-            entry.epsilon, entry.delta, entry.epsilon_source = _entry_epsilon(t, defense_rows)
-            psnrs = {name: c.stats["psnr"].mean for name, c in cells.items() if c.stats["psnr"].mean is not None}
-            if psnrs:
-                entry.strongest = max(psnrs, key=lambda name: psnrs[name])
-                entry.privacy = psnrs[entry.strongest]
+        for (defense_key, knowledge, model_key), entry_rows in _group(scenario_rows, "defense", "knowledge",
+                                                                      "model").items():
+            cells: dict[str, AttackCell] = {}
+            for (name,), named in sorted(_group(entry_rows, "attack_name").items()):
+                settings = [_cell(name, labels["attack"][key], rows_, diverged)
+                            for (key,), rows_ in _group(named, "attack").items()]
+                cells[name] = _strongest_setting(settings)
+            entry = Entry(labels["defense"][defense_key], json.loads(defense_key), knowledge, labels["model"][model_key],
+                          cells, Summary(0), Summary(0), Summary(0))
+            train = trains.get((dataset_key, defense_key, model_key), [])
+            if train:
+                matched.add((dataset_key, defense_key, model_key))
+            _train_summary(entry, train)
+            if entry.epsilon is None:  # no training run reported one: the attacked exchanges' accounting
+                eps = [r["epsilon"] for r in entry_rows if r["epsilon"] is not None]
+                entry.epsilon = sum(eps) / len(eps) if eps else None
+            exchange = [r["epsilon_exchange"] for r in entry_rows if r["epsilon_exchange"] is not None]
+            entry.epsilon_exchange = sum(exchange) / len(exchange) if exchange else None
+            medians = {n: c.stats["psnr"].median for n, c in cells.items() if c.stats["psnr"].median is not None}
+            if medians:
+                entry.strongest = max(medians, key=lambda n: medians[n])
+                entry.privacy = medians[entry.strongest]
             entries.append(entry)
-        board.tables.append(Table(_scenario_label(scenario, labels["dataset"][dataset_key], distinguish),
-                                  [labels["attack"][k] for k in attack_keys], _rank(entries, tolerance),
-                                  key=scenario_key))
-    unmatched = {labels["defense"][key[1]] for key in train_groups if key not in matched_train}
+        attacks = sorted({name for e in entries for name in e.attacks})
+        board.tables.append(Table(_scenario_label(scenario, labels["dataset"][dataset_key], distinguish), attacks,
+                                  _rank(entries, tolerance), key=scenario_key, fields=scenario))
+    unmatched = {labels["defense"][key[1]] for key in trains if key not in matched}
     if unmatched:
         board.notes.append(f"training rows without attack rows in the same data set and model, not shown: "
                            f"{', '.join(sorted(unmatched))}")
     return board
 
 
-def _entry_epsilon(train: pd.DataFrame, attacked: pd.DataFrame) -> tuple[float | None, float | None, str | None]:
-    """ε from the training runs (what training spent); else from the attacked exchanges (marked)."""
-    for frame, source in ((train, "train"), (attacked, "attack")):
-        eps = frame["epsilon"].dropna()
-        if len(eps):
-            deltas = frame["delta"].dropna()
-            return float(eps.mean()), float(deltas.mean()) if len(deltas) else None, source
-    return None, None, None
+def attack_frame(rows: Sequence[Mapping[str, Any]]):  # -> pandas.DataFrame (imported lazily: CLI start-up)
+    """Attack rows with the leaderboard's labels (columns ``scenario``, ``scenario_label``, ``defense_label``,
+    ``knowledge``, ``model_label``, ``attack_label`` (the attack's name), scores, ``ok``, seed, target, image)."""
+    import pandas as pd
 
-
-# --- rendering ------------------------------------------------------------------------------------
-
-def _n_text(cell: AttackCell, mode: str) -> str:
-    if not cell.diverged:
-        return str(cell.used)
-    return f"{cell.used} ({cell.diverged} div.)" if mode == "include" else f"{cell.used} (+{cell.diverged} div.)"
-
-
-def _epsilon_text(e: Entry) -> str:
-    if e.epsilon is None:
-        return "—"
-    text = f"{e.epsilon:.3g}" + (f" (δ={e.delta:.0e})" if e.delta is not None else "")
-    return text + ("ᵃ" if e.epsilon_source == "attack" else "")
-
-
-def display_frame(table: Table, mode: str) -> pd.DataFrame:
-    """The table as strings with two-level columns (attack, metric) — rendered to Markdown and HTML."""
-    records = []
-    for e in table.entries:
-        rec: dict[tuple[str, str], str] = {("", "rank"): str(e.rank), ("", "defense"): e.defense,
-                                           ("", "model"): e.model}
-        rec[(RANKING, "tier")] = "—" if e.tier is None else str(e.tier)
-        rec[(RANKING, "worst-case PSNR ↓")] = "n/a" if e.privacy is None else f"{e.privacy:.2f} ({e.strongest})"
-        acc = e.accuracy.text(1, 100.0)
-        rec[(UTILITY, "accuracy % ↑")] = acc if e.accuracy.n == 0 else f"{acc} (n={e.accuracy.n})"
-        rec[(UTILITY, "s/round ↓")] = "n/a" if e.seconds_per_round.mean is None else f"{e.seconds_per_round.mean:.2f}"
-        mb = e.bytes_per_round.mean
-        rec[(UTILITY, "MB/round ↓")] = "n/a" if mb is None else f"{mb / 1e6:.3f}"
-        rec[(UTILITY, "ε ↓")] = _epsilon_text(e)
-        for attack in table.attacks:
-            cell = e.attacks.get(attack)
-            for key, title, arrow, digits in METRICS:
-                rec[(attack, f"{title} {arrow}")] = "—" if cell is None else cell.stats[key].text(digits)
-            rec[(attack, "N")] = "—" if cell is None else _n_text(cell, mode)
-        records.append(rec)
-    frame = pd.DataFrame(records)
-    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    data = _collect(rows, SuccessRule.parse(DEFAULT_SUCCESS))
+    frame = pd.DataFrame(data.attack)
+    if frame.empty:
+        return frame
+    for part in ("defense", "model"):
+        frame[f"{part}_label"] = [data.labels[part][k] for k in frame[part]]
+    frame["attack_label"] = frame["attack_name"]
+    distinguish = _differing_federation(list(frame["scenario"].unique()))
+    frame["scenario_label"] = [_scenario_label(json.loads(k), data.labels["dataset"][canonical(json.loads(k)["dataset"])],
+                                               distinguish) for k in frame["scenario"]]
     return frame
-
-
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    titles = [m if a in ("", UTILITY, RANKING) else f"{a} {m}" for a, m in frame.columns]
-    lines = ["| " + " | ".join(map(_md_cell, titles)) + " |", "|" + "|".join("---" for _ in titles) + "|"]
-    for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(_md_cell(v) for v in row.tolist()) + " |")
-    return "\n".join(lines)
-
-
-def footnotes(board: Leaderboard) -> list[str]:
-    notes = list(board.notes)
-    if any(e.epsilon_source == "attack" for t in board.tables for e in t.entries):
-        notes.append("ᵃ ε reported for the attacked exchange (no training run reported one).")
-    return notes
-
-
-def to_markdown(board: Leaderboard, title: str = "Leaderboard", level: int = 1) -> str:
-    hashes = "#" * level
-    out = [f"{hashes} {title}", ""] + [f"* {line}" for line in board.header_lines()] + [""]
-    for table in board.tables:
-        out += [f"{hashes}# {table.scenario}", "", markdown_table(display_frame(table, board.diverged)), ""]
-    out += [f"* {note}" for note in footnotes(board)]
-    return "\n".join(out).rstrip() + "\n"
-
-
-def html_list(lines: Iterable[str]) -> str:
-    return "<ul class='notes'>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
-
-
-def html_table(table: Table, mode: str) -> str:
-    frame = display_frame(table, mode)
-    return "<div class='scroll'>" + frame.to_html(index=False, escape=True, classes="leaderboard", border=0) + "</div>"
-
-
-def html_fragment(board: Leaderboard, level: int = 2) -> str:
-    """The tables with their header notes, for embedding in a page."""
-    parts = [html_list(board.header_lines())]
-    for table in board.tables:
-        parts += [f"<h{level}>{html.escape(table.scenario)}</h{level}>", html_table(table, board.diverged)]
-    notes = footnotes(board)
-    if notes:
-        parts.append(html_list(notes))
-    return "\n".join(parts)
-
-
-STYLE = """
-div.scroll { overflow-x: auto; max-width: 100%; }
-body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em; color: #222; }
-table.leaderboard { border-collapse: collapse; font-size: 13px; margin: 0.5em 0 1.5em; }
-table.leaderboard th, table.leaderboard td { border: 1px solid #ccc; padding: 3px 7px; text-align: right;
-  white-space: nowrap; }
-table.leaderboard thead th { background: #f0f0f0; text-align: center; }
-table.leaderboard td:nth-child(2), table.leaderboard td:nth-child(3) { text-align: left; font-weight: 600; }
-table.leaderboard tbody tr:nth-child(even) { background: #fafafa; }
-ul.notes { font-size: 13px; color: #444; max-width: 75em; }
-figure { margin: 1em 0 2em; } figcaption { font-size: 13px; color: #444; max-width: 75em; }
-img.figure { max-width: 100%; height: auto; border: 1px solid #eee; }
-"""
-
-
-def page(title: str, body: str) -> str:
-    """A self-contained HTML page: ``title`` as its title and heading, then ``body`` (HTML)."""
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
-
-
-def to_html(board: Leaderboard, title: str = "Leaderboard") -> str:
-    return page(title, html_fragment(board))
-
-
-def numeric_frame(board: Leaderboard) -> pd.DataFrame:
-    """Every number of the leaderboard, one row per defense configuration and scenario (for CSV)."""
-    records = []
-    for table in board.tables:
-        for e in table.entries:
-            rec: dict[str, Any] = {"scenario": table.scenario, "rank": e.rank, "defense": e.defense,
-                                   "defense_config": canonical(e.defense_config), "model": e.model}
-            for attack in table.attacks:
-                cell = e.attacks.get(attack)
-                for key, *_ in METRICS:
-                    stat = cell.stats[key] if cell else Stat(None, None, 0)
-                    rec[f"{attack}.{key}_mean"], rec[f"{attack}.{key}_std"] = stat.mean, stat.std
-                rec[f"{attack}.n"] = cell.used if cell else 0
-                rec[f"{attack}.diverged"] = cell.diverged if cell else 0
-            rec.update({"accuracy_mean": e.accuracy.mean, "accuracy_std": e.accuracy.std, "accuracy_n": e.accuracy.n,
-                        "seconds_per_round": e.seconds_per_round.mean, "bytes_per_round": e.bytes_per_round.mean,
-                        "epsilon": e.epsilon, "delta": e.delta, "epsilon_source": e.epsilon_source,
-                        "tier": e.tier, "worst_case_psnr": e.privacy, "strongest_attack": e.strongest})
-            records.append(rec)
-    return pd.DataFrame(records)
-
-
-def to_csv(board: Leaderboard) -> str:
-    buffer = io.StringIO()
-    numeric_frame(board).to_csv(buffer, index=False)
-    return buffer.getvalue()
-
-
-def render(board: Leaderboard, fmt: str) -> str:
-    return {"md": to_markdown, "html": to_html, "csv": to_csv}[fmt](board)

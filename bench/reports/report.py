@@ -15,16 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.reports import DEFAULT_TOLERANCE, figures
-from bench.reports.leaderboard import (Leaderboard, attack_frame, build, display_frame, footnotes, html_list,
-                                       html_table, markdown_table, page, to_csv)
+from bench.reports import DEFAULT_SUCCESS, DEFAULT_TOLERANCE, figures
+from bench.reports.leaderboard import Leaderboard, attack_frame, build
+from bench.reports.render import (attack_records, footnotes, html_list, html_tables, markdown_table, page,
+                                  ranking_records, to_csv)
 from bench.reports.loading import ResultSet
 from bench.results import atomic_write_bytes
 
 SCORING_NOTE = ("Scores compare images in [0, 1] pixel space after undoing the normalisation: PSNR (data range 1) "
                 "and scikit-image's windowed SSIM per image, then averaged; LPIPS (AlexNet) where its weights were "
                 "available; in a batch, each true image is matched to one reconstruction by a minimum-MSE one-to-one "
-                "assignment (scipy linear_sum_assignment) before scoring.")
+                "assignment (scipy linear_sum_assignment) before scoring. Every target is also scored against the "
+                "no-information baseline (the training set's mean image and its flat mean colour).")
 
 
 @dataclass
@@ -76,8 +78,9 @@ def build_figures(board: Leaderboard, results: ResultSet, max_images: int) -> tu
     for i, table in enumerate(board.tables, start=1):
         rows = frame[frame["scenario"] == table.key]
         scatter, unplaced = figures.privacy_utility(table)
-        caption = ("Attack PSNR against the defense's accuracy, one point per defense configuration (error bars: "
-                   "std over targets × seeds and over training seeds). Bottom right is best: useful and private.")
+        caption = ("Attack PSNR (median over targets × seeds, bars: 95 % bootstrap interval of the mean) against "
+                   "the defense's accuracy (bars: std over training seeds), one point per defense configuration and "
+                   "knowledge level. Bottom right is best: useful and private.")
         if unplaced:
             caption += f" Not placed (no training run): {', '.join(unplaced)}."
         grid, shown, missing = figures.reconstruction_grid(table, rows, max_images)
@@ -92,7 +95,8 @@ def build_figures(board: Leaderboard, results: ResultSet, max_images: int) -> tu
         per_table.append([
             Figure(f"privacy_utility_{i}", "Privacy against utility", caption, scatter),
             Figure(f"psnr_distributions_{i}", "PSNR per target", "Every target's PSNR per defense configuration "
-                   "and attack (box: quartiles of non-diverged runs; red ×: diverged runs).",
+                   "and attack (box: quartiles of non-diverged runs; red ×: diverged runs; grey line: the median "
+                   "no-information baseline).",
                    figures.psnr_distributions(table, rows)),
             Figure(f"reconstructions_{i}", "Reconstructions", grid_caption, grid, grid_caveat),
         ])
@@ -104,7 +108,7 @@ def _html(board: Leaderboard, per_table: list[list[Figure]], files: Sequence[Pat
     parts = [html_list(provenance), "<h2>How to read this report</h2>",
              html_list([*board.header_lines(), SCORING_NOTE])]
     for table, figs in zip(board.tables, per_table):
-        parts += [f"<h2>{html.escape(table.scenario)}</h2>", "<h3>Leaderboard</h3>", html_table(table, board.diverged)]
+        parts += [f"<h2>{html.escape(table.scenario)}</h2>", html_tables(table, board.diverged)]
         for fig in figs:
             data = base64.b64encode(fig.png).decode("ascii")
             parts.append(f"<figure><h3>{html.escape(fig.title)}</h3><img class='figure' alt='{html.escape(fig.title)}' "
@@ -121,8 +125,8 @@ def _markdown(board: Leaderboard, per_table: list[list[Figure]], files: Sequence
     out = [f"# {title}", ""] + [f"* {x}" for x in provenance] + ["", "## How to read this report", ""]
     out += [f"* {line}" for line in [*board.header_lines(), SCORING_NOTE]] + [""]
     for table, figs in zip(board.tables, per_table):
-        out += [f"## {table.scenario}", "", "### Leaderboard", "", markdown_table(display_frame(table, board.diverged)),
-                ""]
+        out += [f"## {table.scenario}", "", "### Ranking", "", markdown_table(ranking_records(table, board.diverged)),
+                "", "### Every attack", "", markdown_table(attack_records(table, board.diverged)), ""]
         for fig in figs:
             out += [f"### {fig.title}", "", f"![{fig.title}](figures/{fig.name}.png)", "", fig.caption, ""]
     if caveats:
@@ -132,10 +136,10 @@ def _markdown(board: Leaderboard, per_table: list[list[Figure]], files: Sequence
 
 
 def write_report(results: ResultSet, out_dir: Path, diverged: str = "exclude", tolerance: float = DEFAULT_TOLERANCE,
-                 max_images: int = 4, title: str = "bench report") -> dict[str, Any]:
+                 max_images: int = 4, title: str = "bench report", success: str = DEFAULT_SUCCESS) -> dict[str, Any]:
     """Write ``report.html`` (self-contained), ``report.md`` + ``figures/`` and ``leaderboard.csv``."""
     out_dir = Path(out_dir)
-    board = build(results.rows, diverged, tolerance)
+    board = build(results.rows, diverged, tolerance, success)
     per_table, images = build_figures(board, results, max_images)
     all_figures = [f for figs in per_table for f in figs]
     provenance = _provenance(results)
