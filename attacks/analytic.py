@@ -1,0 +1,222 @@
+"""Analytic — linear-layer leakage, then inversion of the layers below (defense-agnostic).
+
+Step 1, closed form (:mod:`bench.inversion.linear`): the first observed linear layer with a bias
+gives its own input, ``x = (∂L/∂W)ᵀ δ / ‖δ‖²`` with δ = ∂L/∂b, exactly for one example's FedSGD
+gradient (Phong et al. 2018; Geiping et al. 2020, §3; the "linear layer leakage" line of work),
+and δ, the upstream gradient at that layer's output. For the HyperFL paper's CNN this is fc1's 576
+convolutional features; for an MLP whose first layer is linear, it is the image itself.
+
+Step 2, inversion of the layers below: candidate images minimise
+
+    feature_weight · ‖φ(x) − φ̂‖² / ‖φ̂‖²  +  replay_weight · (1 − cos(J_θ(x)ᵀ Wᵀδ, g_below))  +  tv · TV(x)
+
+where φ is the layer's input, φ̂ the recovered one, and the second term is the *head-free replay*:
+the gradients of the layers below, recomputed for the candidate from the recovered δ — no
+classifier head, no label, no unknown of the client is needed (so HyperFL's private head does not
+stand in the way once its generated feature extractor is known). Adam on the signed image gradient
+(lr 0.1, ×0.1 at 3/8, 5/8, 7/8), the pixel box after every step, restarts in one tensor; the
+restart with the lowest matching loss (without TV) wins, as in Inverting Gradients.
+
+Several targets whose observations have the same shapes are optimised in one tensor
+(``target_batch``): ``vmap`` over each target's own network, image and recovered quantities.
+
+Labels come from the observed classifier (iDLG's rule for one image, a count rule for batches) when
+the server sees it, or from δ when the leaky layer *is* the classifier (δ = softmax − one-hot is
+negative only at the true class); otherwise none are claimed (``label_acc`` is then null).
+
+Where it degrades, it says so in ``info`` (``feature_source``, ``not_exact_because``) and keeps
+going: an update after several local steps, noise (dp), an aggregate over clients (he), zeroed
+entries (pruning, Soteria). When no observed linear layer with a bias exists, or the batch mixes
+several examples, the attack falls back to gradient matching through the observation's simulator
+(Inverting Gradients with this attack's iterations, TV and restarts) and records ``fallback``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from attacks.ig import InvertingGradients
+from bench.attack import Attack, Reconstruction
+from bench.inversion import adam, image_init, infer_labels, total_variation
+from bench.inversion.linear import LayerReading, as_gradient, leaky_layers, lower_keys, read_layer, replay_function
+from bench.options import Option
+from bench.progress import Progress
+from bench.threat import Observation, Tensors
+
+
+@dataclass
+class Plan:
+    """One target's closed-form reading and what its image recovery matches."""
+
+    obs: Observation
+    reading: LayerReading
+    keys: list[str]                 # the observed layers below, replayed
+    state: Tensors                  # the public network's parameters and buffers
+    upstream: torch.Tensor          # u = Wᵀδ at the layer's input
+    below: list[torch.Tensor]       # the observed gradients of ``keys``
+
+    def group(self) -> tuple:
+        """Targets with equal groups can share one tensor."""
+        shapes = tuple((k, tuple(v.shape)) for k, v in self.state.items())
+        return (type(self.obs.public.model), shapes, self.reading.layer.name, tuple(self.keys),
+                tuple(self.obs.public.image_shape), self.obs.public.pixel_bounds()[0].device.type)
+
+
+class Analytic(Attack):
+    """Analytic: exact input of the first observed linear layer, then head-free inversion of the layers below."""
+
+    name = "analytic"
+    description = __doc__
+    options = (
+        Option("iterations", int, 2000, "Adam steps of the image recovery", min=1),
+        Option("restarts", int, 1, "independent restarts per target; the lowest matching loss wins", min=1),
+        Option("lr", float, 0.1, "Adam learning rate", min=0.0, min_exclusive=True),
+        Option("tv", float, 0.1, "weight of the anisotropic total-variation prior", min=0.0),
+        Option("feature_weight", float, 1.0, "weight of the recovered-feature match", min=0.0),
+        Option("replay_weight", float, 1.0, "weight of the head-free replay of the layers below (0: features only)",
+               min=0.0),
+        Option("signed", bool, True, "step on the sign of the image gradient"),
+        Option("decay", bool, True, "learning rate ×0.1 at 3/8, 5/8 and 7/8 of the iterations"),
+        Option("layer", str, "first", "which observed linear layer to read: 'first' (nearest the input) or a "
+               "module name"),
+        Option("target_batch", int, 16, "targets optimised together in one tensor (1: one at a time)", min=1),
+    )
+
+    @property
+    def targets_per_call(self) -> int:
+        return int(self.opt.target_batch)
+
+    def reconstruct(self, obs: Observation, generator: torch.Generator, progress: Progress) -> Reconstruction:
+        return self.reconstruct_many([obs], [generator], progress)[0]
+
+    def reconstruct_many(self, observations: Sequence[Observation], generators: Sequence[torch.Generator],
+                         progress: Progress) -> list[Reconstruction]:
+        plans = [self._plan(obs) for obs in observations]
+        out: list[Reconstruction | None] = [None] * len(plans)
+        groups: dict[tuple, list[int]] = {}
+        for i, plan in enumerate(plans):
+            if isinstance(plan, Plan):
+                groups.setdefault(plan.group(), []).append(i)
+        for members in groups.values():
+            recs = self._recover([plans[i] for i in members], [generators[i] for i in members], progress)  # type: ignore[misc]
+            for i, rec in zip(members, recs):
+                out[i] = rec
+        for i, plan in enumerate(plans):
+            if out[i] is None:
+                out[i] = self._fallback(observations[i], generators[i], progress, str(plan))
+        return [r for r in out if r is not None]
+
+    # --- step 1: the closed form ------------------------------------------------------------------
+    def _plan(self, obs: Observation) -> Plan | str:
+        """The target's plan, or why the closed form does not apply (then: the fallback)."""
+        layers = leaky_layers(obs)
+        if not layers:
+            return "no observed linear layer with a bias (whose input could be read off the gradient)"
+        if self.opt.layer != "first":
+            layers = [layer for layer in layers if layer.name == self.opt.layer]
+            if not layers:
+                return f"layer {self.opt.layer!r} is not an observed linear layer with a bias"
+        if obs.public.num_images != 1:
+            return (f"the observation mixes {obs.public.num_images} examples: one linear layer's ratio does not "
+                    f"isolate them")
+        layer = layers[0]
+        reading = read_layer(obs, layer)
+        if not bool(reading.known.any()) or not bool(reading.delta.abs().sum() > 0):
+            return f"{layer.name}'s observed gradient is zero: nothing to read"
+        model = obs.public.model
+        state = {k: v.detach() for k, v in [*model.named_parameters(), *model.named_buffers()]}
+        weight = state[layer.weight_key]
+        keys = lower_keys(obs, layer) if self.opt.replay_weight else []
+        return Plan(obs, reading, keys, state, weight.T @ reading.delta, [as_gradient(obs, k) for k in keys])
+
+    # --- step 2: the layers below, several targets in one tensor ------------------------------------
+    def _recover(self, plans: list[Plan], generators: Sequence[torch.Generator],
+                 progress: Progress) -> list[Reconstruction]:
+        first = plans[0]
+        restarts, targets = self.opt.restarts, len(plans)
+        replay = replay_function(first.obs, first.reading.layer, first.keys)
+        device = first.upstream.device
+
+        def stack(values: Sequence[torch.Tensor]) -> torch.Tensor:  # [T, ...] → [T·R, ...]
+            return torch.stack(list(values)).repeat_interleave(restarts, dim=0)
+
+        state = {k: stack([p.state[k] for p in plans]) for k in first.state}
+        features = stack([p.reading.features for p in plans])
+        known = stack([p.reading.known.to(p.reading.features.dtype) for p in plans])
+        upstream = stack([p.upstream for p in plans])
+        below = [stack([p.below[j] for p in plans]) for j in range(len(first.keys))]
+        x = torch.cat([image_init(p.obs, g, restarts=restarts)[:, 0] for p, g in zip(plans, generators)])
+        x = x.to(device).requires_grad_(True)
+        low, high = first.obs.public.pixel_bounds(device)
+        fw, rw, tv = self.opt.feature_weight, self.opt.replay_weight, self.opt.tv
+
+        def matching(st: Tensors, image: torch.Tensor, phi: torch.Tensor, mask: torch.Tensor, u: torch.Tensor,
+                     observed: list[torch.Tensor]) -> torch.Tensor:
+            got, grads = replay(st, image, u)
+            loss = fw * (((got - phi) * mask) ** 2).sum() / ((phi * mask) ** 2).sum().clamp_min(1e-20)
+            if grads:
+                dot = sum((g * o).sum() for g, o in zip(grads, observed))
+                norms = (sum((g * g).sum() for g in grads) * sum((o * o).sum() for o in observed)).sqrt()
+                loss = loss + rw * (1 - dot / norms.clamp_min(1e-20))
+            return loss
+
+        batched = torch.func.vmap(matching)
+
+        def objective() -> torch.Tensor:
+            losses = batched(state, x, features, known, upstream, below)
+            if tv:
+                losses = losses + tv * torch.func.vmap(total_variation)(x)
+            return losses
+
+        def box() -> None:
+            x.copy_(torch.maximum(torch.minimum(x, high), low))
+
+        result = adam([x], objective, self.opt.iterations, progress, lr=self.opt.lr,
+                      signed=[x] if self.opt.signed else [], decay=self.opt.decay, project=box,
+                      description=f"analytic ×{targets}" if targets > 1 else "analytic")
+        best = result.values[0]
+        with torch.no_grad():
+            scores = batched(state, best, features, known, upstream, below).detach().cpu().double()
+        scores = torch.where(torch.isfinite(result.losses), scores, torch.full_like(scores, float("inf")))
+        out = []
+        for t, (plan, g) in enumerate(zip(plans, generators)):
+            rows = slice(t * restarts, (t + 1) * restarts)
+            pick = int(torch.argmin(scores[rows].nan_to_num(nan=float("inf"))))
+            index = t * restarts + pick
+            labels, label_source = self._labels(plan, g)
+            info: dict[str, Any] = {
+                "method": "linear-layer leakage + head-free inversion of the layers below",
+                "layer": plan.reading.layer.name, "features": plan.reading.layer.in_features,
+                "features_known": int(plan.reading.known.sum()),
+                "feature_source": "exact" if plan.reading.exact else "estimate",
+                "replayed": list(plan.keys), "label_source": label_source, "selected_restart": pick,
+                "restart_losses": [float(s) for s in scores[rows]], "best_objective": float(result.losses[index]),
+                "improved": result.improved(index), "targets_together": targets,
+            }
+            if not plan.reading.exact:
+                info["not_exact_because"] = plan.reading.why_not_exact
+            out.append(Reconstruction(images=best[index][None].detach(), labels=labels, loss=float(scores[index]),
+                                      iterations=result.iterations, diverged=bool(result.diverged[index]), info=info))
+        return out
+
+    def _labels(self, plan: Plan, generator: torch.Generator) -> tuple[torch.Tensor | None, str]:
+        inferred = infer_labels(plan.obs, generator)
+        if inferred is not None:
+            return inferred[0].to(plan.upstream.device), inferred[1]
+        classifier = plan.obs.public.classifier_key
+        if classifier is not None and plan.reading.layer.weight_key == classifier:
+            return torch.argmin(plan.reading.delta).reshape(1), "delta (softmax − one-hot) of the classifier"
+        return None, "none: the classifier is not observed (labels not claimed)"
+
+    # --- the fallback -----------------------------------------------------------------------------
+    def _fallback(self, obs: Observation, generator: torch.Generator, progress: Progress,
+                  why: str) -> Reconstruction:
+        ig = InvertingGradients(iterations=self.opt.iterations, restarts=self.opt.restarts, lr=self.opt.lr,
+                                tv=self.opt.tv, signed=self.opt.signed, decay=self.opt.decay)
+        rec = ig.reconstruct(obs, generator, progress)
+        rec.info = {**rec.info, "method": "gradient matching through the simulator (Inverting Gradients)",
+                    "fallback": why}
+        return rec
