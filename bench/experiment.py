@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ class RunSpec:
     attack_round: int = 0
     resume: bool = False
     knowledge: str | None = None  # the attacker's knowledge level; None: the defense's default
+    tuning: Mapping[str, Any] | None = None  # the tuning the attack's options came from (bench.tuning.tuned)
 
 
 def run_id(config: dict[str, Any]) -> str:
@@ -116,7 +117,8 @@ def _config(spec: RunSpec, defense: Defense, attack: Attack, dataset: Dataset, m
         "model": {"name": model.name, **model_component.config},
         "run": {"batch_size": spec.batch_size, "num_targets": spec.num_targets, "seed": spec.seed,
                 "attack_round": spec.attack_round, "knowledge": defense.knowledge,
-                "federation": asdict(spec.federation)},
+                "federation": asdict(spec.federation),
+                **({"tuning": spec.tuning["id"]} if spec.tuning else {})},
     }
 
 
@@ -240,6 +242,7 @@ def score_target(p: Prepared, case: Case, rec: Reconstruction, attack_seconds: f
         "per_image": scores.per_image,
         "defense_metrics": dict(obs.metrics), "attack_info": rec.info,
         "notes": list(obs.notes) + _optimisation_notes(p.spec.attack.name, rec),
+        "tuning": dict(p.spec.tuning) if p.spec.tuning else None,
         "config": p.config, **provenance.stamp(str(p.device)),
         "image_file": f"images/{p.run_id}-t{case.target}.png",
     }

@@ -8,6 +8,7 @@ from typing import Any
 
 from bench.commands.common import (add_component_args, add_data_args, add_federation_args, add_run_args, choice,
                                    default_output_dir, federation)
+from bench.errors import BenchError
 from bench.experiment import RunSpec, run
 from bench.progress import SilentProgress, TqdmProgress
 from bench.results import RESULTS_FILE
@@ -30,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--knowledge", default=None, metavar="LEVEL",
                    help="what the attacker knows: a knowledge level the defense declares (`bench list defense`; "
                         "unaware, adaptive, oracle); default: the defense's default (adaptive)")
+    p.add_argument("--tuning", type=Path, default=None, metavar="FILE",
+                   help="use the attack settings `bench tune` chose for this defense, knowledge level, attack, data "
+                        "set and model (explicit --attack-arg values are overridden by the tuned ones; the row says so)")
     p.add_argument("--resume", action="store_true", help="skip targets this run already recorded in OUTPUT_DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_run_args(p)
@@ -82,6 +86,19 @@ def handle(args: argparse.Namespace) -> int:
                    num_targets=args.num_targets, seed=args.seed, device=args.device, data_root=args.data_root,
                    lpips_weights=args.lpips_weights, federation=federation(args), attack_round=args.attack_round,
                    resume=args.resume, knowledge=args.knowledge)
+    if args.tuning is not None:
+        from dataclasses import replace
+
+        from bench.experiment import resolved_config
+        from bench.tuning import TuningFile, tuned
+
+        tuned_spec = tuned(spec, TuningFile.read(args.tuning), resolved_config)
+        if tuned_spec.tuning is None:
+            raise BenchError(f"tuning file {str(args.tuning)!r} has no entry for {spec.defense.name} "
+                             f"[{resolved_config(spec)['run']['knowledge']}] × {spec.attack.name} on this data set "
+                             f"and model; run `bench tune` for it first")
+        spec = replace(tuned_spec)
+        print(f"tuned settings {dict(spec.tuning['options'])} (tuning {spec.tuning['id']})", flush=True)
     progress = SilentProgress() if args.quiet else TqdmProgress()
     rows = run(spec, progress=progress, log=lambda m: print(m, flush=True))
     print(summary_table(rows))

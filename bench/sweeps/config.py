@@ -6,6 +6,7 @@ output_dir = "results/sweeps/default"   # default: results/sweeps/<file name wit
 device = "cpu"               # auto | cpu | cuda | cuda:N
 data_root = "/data"          # for torchvision data sets
 lpips_weights = "alexnet-owt-7be5be79.pth"
+tuning = "results/tuning.json"  # attack settings from `bench tune` (per defense × knowledge × attack)
 
 [grid]                       # axes of the attack runs; a scalar is a one-value axis
 datasets = ["photos"]        # names, or {name = "...", args = {...}} tables
@@ -30,7 +31,14 @@ args = { noise_multiplier = 0.5 }
 knowledge = ["adaptive", "unaware"]   # overrides the grid's knowledge for this entry
 
 [[attacks]]
-name = "dlg"
+name = "ig"
+tune = { tv = [1e-4, 1e-2] }  # `bench tune --sweep FILE`: the grid tried on tuning seeds
+
+[tune]                       # `bench tune --sweep FILE` (all optional)
+seeds = [1000000, 1000001]   # tuning seeds: >= 1000000, never reported
+num_targets = 8
+attack_round = 0
+output_dir = "results/sweeps/default-tuning"
 ```
 
 Relative paths are taken from the current directory, as on the command line.
@@ -54,13 +62,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-SECTIONS = ("sweep", "grid", "federation", "train", "defenses", "attacks")
-SWEEP_KEYS = ("output_dir", "device", "data_root", "lpips_weights")
+SECTIONS = ("sweep", "grid", "federation", "train", "tune", "defenses", "attacks")
+SWEEP_KEYS = ("output_dir", "device", "data_root", "lpips_weights", "tuning")
+TUNE_KEYS = ("seeds", "num_targets", "attack_round", "output_dir")
 GRID_KEYS = ("datasets", "models", "seeds", "num_targets", "batch_size", "attack_round", "knowledge")
 FEDERATION_KEYS = ("clients", "partition", "train_per_client", "test_per_client", "batch_size", "local_epochs")
 TRAIN_KEYS = ("enabled", "rounds", "eval_every", "seeds") + FEDERATION_KEYS
 COMPONENT_KEYS = ("name", "args")
 DEFENSE_KEYS = COMPONENT_KEYS + ("knowledge",)
+ATTACK_KEYS = COMPONENT_KEYS + ("tune",)
 #: Knowledge-axis words besides a level's name: each defense's own default level, or every level it declares.
 DEFAULT_KNOWLEDGE, ALL_KNOWLEDGE = "default", "all"
 
@@ -71,6 +81,17 @@ class TrainGrid:
 
     federation: FLSettings
     seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TuneGrid:
+    """``bench tune --sweep``: per attack entry its settings grid, on tuning seeds (see :mod:`bench.tuning`)."""
+
+    seeds: tuple[int, ...]
+    num_targets: int
+    attack_round: int
+    output_dir: Path
+    grids: tuple[Mapping[str, tuple[Any, ...]], ...]   # per [[attacks]] entry (empty: not tuned)
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,8 @@ class SweepConfig:
     federation: FLSettings
     train: TrainGrid | None
     raw: Mapping[str, Any]
+    tuning: Path | None = None          # the tuning file whose settings the attack cells use
+    tune: TuneGrid | None = None
 
 
 class _Reader:
@@ -224,7 +247,8 @@ def _choices(source: Path, kind: str, key: str, value: Any, required: bool) -> t
         where = f"{key}[{i}]"
         if isinstance(entry, str):
             entry = {"name": entry}
-        table = _Reader(source, where, entry, DEFENSE_KEYS if kind == "defense" else COMPONENT_KEYS)
+        allowed = {"defense": DEFENSE_KEYS, "attack": ATTACK_KEYS}.get(kind, COMPONENT_KEYS)
+        table = _Reader(source, where, entry, allowed)
         name = table.text("name", None)
         if not name:
             table.fail(f"needs a {kind} name")
@@ -235,6 +259,24 @@ def _choices(source: Path, kind: str, key: str, value: Any, required: bool) -> t
             if not isinstance(v, (str, int, float, bool)):
                 table.fail(f"args.{option} must be a string, number or boolean, got {_show(v)}")
         out.append(Choice(name, dict(args)))
+    return tuple(out)
+
+
+def _tune_grids(source: Path, value: Any) -> tuple[Mapping[str, tuple[Any, ...]], ...]:
+    """Per [[attacks]] entry its ``tune`` table: option = [values] (a scalar is one value)."""
+    entries = value if isinstance(value, list) else [value]
+    out = []
+    for i, entry in enumerate(entries):
+        grid = entry.get("tune", {}) if isinstance(entry, Mapping) else {}
+        if not isinstance(grid, Mapping):
+            raise BenchError(f"{source}: attacks[{i}]: tune must be a table of option = [values], got {_show(grid)}")
+        parsed = {}
+        for option, values in grid.items():
+            values = values if isinstance(values, list) else [values]
+            if not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
+                raise BenchError(f"{source}: attacks[{i}]: tune.{option} must be a non-empty list of values")
+            parsed[str(option)] = tuple(values)
+        out.append(parsed)
     return tuple(out)
 
 
@@ -275,9 +317,22 @@ def load_config(path: Path) -> SweepConfig:
                                    train.integers("seeds", seeds, 0))
     models = _choices(path, "model", "models", grid.table.get("models"), required=False)
     defenses = _choices(path, "defense", "defenses", data.get("defenses"), required=True)
+    output_dir = Path(sweep.text("output_dir", str(Path("results") / "sweeps" / path.stem)))
+    tune = None
+    if "tune" in data:
+        from bench.tuning import DEFAULT_TUNING_SEEDS, check_tuning_seeds
+
+        table = _Reader(path, "[tune]", data["tune"], TUNE_KEYS)
+        try:
+            tune_seeds = check_tuning_seeds(table.integers("seeds", DEFAULT_TUNING_SEEDS, 0))
+        except BenchError as exc:
+            raise BenchError(f"{path}: [tune]: {exc}") from None
+        tune = TuneGrid(tune_seeds, table.integer("num_targets", 8, 1), table.integer("attack_round", 0, 0),
+                        Path(table.text("output_dir", str(output_dir.parent / f"{output_dir.name}-tuning"))),
+                        _tune_grids(path, data.get("attacks")))
     return SweepConfig(
         source=path,
-        output_dir=Path(sweep.text("output_dir", str(Path("results") / "sweeps" / path.stem))),
+        output_dir=output_dir,
         device=sweep.text("device", "auto"),
         data_root=_path(sweep.text("data_root", None)),
         lpips_weights=_path(sweep.text("lpips_weights", None)),
@@ -293,4 +348,6 @@ def load_config(path: Path) -> SweepConfig:
         federation=_federation(attack_fl),
         train=train_grid,
         raw=data,
+        tuning=_path(sweep.text("tuning", None)),
+        tune=tune,
     )

@@ -17,6 +17,7 @@ from bench.errors import BenchError
 from bench.experiment import RunSpec, resolved_config, run_id
 from bench.setup import Choice
 from bench.sweeps.config import ALL_KNOWLEDGE, DEFAULT_KNOWLEDGE, SweepConfig
+from bench.tuning import TuningFile, tuned
 from bench.utility import TrainSpec
 from bench.utility import resolved_config as resolved_train_config
 
@@ -93,13 +94,27 @@ def _levels(cfg: SweepConfig, defense: Choice, wanted: tuple[str, ...], notes: l
     return list(dict.fromkeys(out))
 
 
-def plan(cfg: SweepConfig) -> tuple[list[Cell], list[str]]:
-    """All cells of the grid in a stable order (and notes about entries that resolve to the same cell)."""
+def plan(cfg: SweepConfig, use_tuning: bool = True) -> tuple[list[Cell], list[str]]:
+    """All cells of the grid in a stable order (and notes about entries that resolve to the same cell).
+
+    With ``use_tuning`` and a ``[sweep] tuning`` file, attack cells take the tuned settings of their
+    defense × knowledge × attack × data set × model (and record the tuning).
+    """
     _check_components(cfg)
     cells: dict[str, Cell] = {}
     notes: list[str] = []
+    tuning = None
+    if use_tuning and cfg.tuning is not None:
+        if not cfg.tuning.is_file():
+            raise BenchError(f"{cfg.source}: [sweep] tuning file {str(cfg.tuning)!r} does not exist: run "
+                             f"`bench tune --sweep {cfg.source}` first (or remove the key)")
+        tuning = TuningFile.read(cfg.tuning)
 
     def add(kind: Literal["attack", "train"], spec: RunSpec | TrainSpec, label: str) -> None:
+        if tuning is not None and isinstance(spec, RunSpec):
+            spec = tuned(spec, tuning, resolved_config)
+            if spec.tuning:
+                label += " · tuned"
         config = resolved_config(spec) if isinstance(spec, RunSpec) else resolved_train_config(spec)
         cell = Cell(kind, run_id(config), label, spec)
         if cell.id in cells:
