@@ -113,7 +113,7 @@ def test_train_can_be_disabled(tmp_path):
     (lambda t: t.replace("clients = 4\n\n[train]", "clients = 4\nrounds = 3\n\n[train]"),
      "[federation]: unknown key 'rounds'"),
     (lambda t: t.replace('args = { lr = 0.1 }', 'arg = { lr = 0.1 }'), "defenses[1]: unknown key 'arg'; valid keys: 'name', 'args' or 'knowledge'"),
-    (lambda t: t.replace('name = "dlg"', 'name = "nope"'), "attacks[0]: unknown attack 'nope'; valid: 'dlg'"),
+    (lambda t: t.replace('name = "dlg"', 'name = "nope"'), "attacks[0]: unknown attack 'nope'; valid: 'analytic', 'dlg'"),
     (lambda t: t.replace('name = "fedavg"', 'name = "fedsgd"', 1), "defenses[0]: unknown defense 'fedsgd'; valid: "),
     (lambda t: t.replace("lr = 0.1", "learning_rate = 0.1"), "defenses[1]: defense 'fedavg' has no option 'learning_rate'"),
     (lambda t: t.replace("lr = 0.1", "lr = -1.0"), "defenses[1]: defense 'fedavg' option 'lr' must be > 0.0"),
