@@ -24,7 +24,8 @@ from bench.conformance.contract import validate_observation, validate_reconstruc
 from bench.data.base import Dataset, ImageDataset
 from bench.defense import Defense
 from bench.errors import BenchError, PluginError
-from bench.federated import Federation, FLSettings, TrainingState, start, train
+from bench.federated import Federation, FLSettings, TrainingState, start
+from bench.states import trained
 from bench.metrics import Baseline, baseline_guesses, score
 from bench.models.base import Model
 from bench.perceptual import LpipsScorer
@@ -57,6 +58,7 @@ class RunSpec:
     resume: bool = False
     knowledge: str | None = None  # the attacker's knowledge level; None: the defense's default
     tuning: Mapping[str, Any] | None = None  # the tuning the attack's options came from (bench.tuning.tuned)
+    state_cache: Path | None = None  # where trained states are shared between runs (not part of the config)
 
 
 def run_id(config: dict[str, Any]) -> str:
@@ -219,8 +221,8 @@ def reconstruct(p: Prepared, cases: list[Case], progress: Progress) -> tuple[lis
     return [_valid_reconstruction(p, rec, c.obs) for rec, c in zip(recs, cases)], seconds
 
 
-def score_target(p: Prepared, case: Case, rec: Reconstruction, attack_seconds: float, together: int
-                 ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+def score_target(p: Prepared, case: Case, rec: Reconstruction, attack_seconds: float, together: int,
+                 state_accuracy: float | None = None) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
     """Reconstruction → metrics (and the no-information baseline) → the target's row. Returns the row,
     the true images and the matched reconstruction."""
     batch, obs = case.batch, case.obs
@@ -232,7 +234,7 @@ def score_target(p: Prepared, case: Case, rec: Reconstruction, attack_seconds: f
         "kind": "attack", "run_id": p.run_id, "target": case.target, "status": "diverged" if rec.diverged else "ok",
         "defense": p.spec.defense.name, "attack": p.spec.attack.name, "dataset": p.spec.dataset.name,
         "model": p.config["model"]["name"], "seed": p.spec.seed, "batch_size": p.spec.batch_size,
-        "attack_round": p.spec.attack_round, "knowledge": obs.knowledge,
+        "attack_round": p.spec.attack_round, "knowledge": obs.knowledge, "state_accuracy": state_accuracy,
         **scores.means(), "lpips_note": scores.lpips_note, **p.baseline.score(truth, p.lpips),
         "diverged": rec.diverged, "attack_loss": rec.loss, "attack_iterations": rec.iterations,
         "attack_seconds": attack_seconds, "targets_per_call": together, "observe_seconds": case.observe_seconds,
@@ -277,8 +279,8 @@ def trained_state(p: Prepared, log: Callable[[str], None]) -> TrainingState | No
     """The shared training state at ``attack_round`` (None when attacking fresh networks per target)."""
     if p.spec.attack_round == 0:
         return None
-    log(f"training {p.spec.attack_round} round(s) under {p.spec.defense.name} before attacking")
-    return train(p.defense, p.federation, p.spec.seed, p.spec.attack_round)
+    return trained(p.defense, p.federation, p.spec.seed, p.spec.attack_round, p.config, p.spec.state_cache,
+                   p.device, log)
 
 
 def run(spec: RunSpec, progress: Progress | None = None, log: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
@@ -298,6 +300,8 @@ def run(spec: RunSpec, progress: Progress | None = None, log: Callable[[str], No
         log(f"target {target}: already recorded, skipped")
     pending = [t for t in range(spec.num_targets) if t not in done]
     trained = trained_state(p, log) if pending else None
+    evaluated = [h["accuracy"] for h in (trained.history if trained else []) if "accuracy" in h]
+    accuracy = evaluated[-1] if evaluated else None  # of the attacked state: the model the targets faced
     new: dict[int, dict[str, Any]] = {}
     pairs = []
     (out_dir / "images").mkdir(exist_ok=True)
@@ -309,7 +313,7 @@ def run(spec: RunSpec, progress: Progress | None = None, log: Callable[[str], No
         recs, seconds = reconstruct(p, cases, progress)
         chunk = []
         for case, rec in zip(cases, recs):
-            row, truth, matched = score_target(p, case, rec, seconds, len(cases))
+            row, truth, matched = score_target(p, case, rec, seconds, len(cases), accuracy)
             save_pair_png(out_dir / row["image_file"], truth, matched)
             chunk.append(row)
             pairs.append((truth, matched, _caption(row)))

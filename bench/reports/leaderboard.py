@@ -103,6 +103,7 @@ class Entry:
     delta: float | None = None
     epsilon_exchange: float | None = None
     evaluated: str | None = None
+    state_accuracy: Summary = field(default_factory=lambda: Summary(0))  # of the attacked (trained) model
     privacy: float | None = None
     strongest: str | None = None
     tier: int | None = None
@@ -217,7 +218,8 @@ def _collect(rows: Sequence[Mapping[str, Any]], rule: SuccessRule) -> _Rows:
                       "seed": r.get("seed"), "target": r.get("target"), "epsilon": eps, "delta": delta,
                       "epsilon_exchange": _epsilon(r, "epsilon_exchange")[0], "image": r.get("_image_path"),
                       "tuning": (r.get("tuning") or {}).get("id") if isinstance(r.get("tuning"), Mapping) else None,
-                      "success": rule.passes(r), "psnr_gain": None, "baseline_psnr": r.get("baseline_psnr")}
+                      "success": rule.passes(r), "psnr_gain": None, "baseline_psnr": r.get("baseline_psnr"),
+                      "state_accuracy": r.get("state_accuracy")}
             record.update({m: r.get(m) for m in REGISTRY})
             if r.get("psnr") is not None and r.get("baseline_psnr") is not None:
                 record["psnr_gain"] = float(r["psnr"]) - float(r["baseline_psnr"])
@@ -324,6 +326,8 @@ def build(rows: Sequence[Mapping[str, Any]], diverged: str = "exclude", toleranc
             if entry.epsilon is None:  # no training run reported one: the attacked exchanges' accounting
                 eps = [r["epsilon"] for r in entry_rows if r["epsilon"] is not None]
                 entry.epsilon = sum(eps) / len(eps) if eps else None
+            entry.state_accuracy = Summary.of(
+                {(r["seed"], r["attack"]): r["state_accuracy"] for r in entry_rows}.values(), interval=False)
             exchange = [r["epsilon_exchange"] for r in entry_rows if r["epsilon_exchange"] is not None]
             entry.epsilon_exchange = sum(exchange) / len(exchange) if exchange else None
             medians = {n: c.stats["psnr"].median for n, c in cells.items() if c.stats["psnr"].median is not None}

@@ -59,6 +59,8 @@ def ranking_records(table: Table, mode: str) -> list[Record]:
             f"label acc {acc.privacy_arrow}": s["label_acc"].text(2) if cell else "n/a",
             "N": _n_text(cell, mode) if cell else "0",
             "accuracy % ↑": _accuracy_text(e) + (f" [{e.evaluated}]" if e.evaluated else ""),
+            **({"attacked model's accuracy %": mean_std_text(e.state_accuracy.mean, e.state_accuracy.std, 1, 100.0)}
+               if any(x.state_accuracy.n for x in table.entries) else {}),
             "s/round ↓": "n/a" if e.seconds_per_round.mean is None else f"{e.seconds_per_round.mean:.2f}",
             "MB/round ↓": "n/a" if e.bytes_per_round.mean is None else f"{e.bytes_per_round.mean / 1e6:.3f}",
             "ε training ↓": _epsilon_text(e.epsilon, e.delta),
@@ -200,6 +202,7 @@ def csv_records(board: Leaderboard) -> list[dict[str, Any]]:
                             "psnr_gain_mean": cell.gain.mean,
                             "accuracy_mean": e.accuracy.mean, "accuracy_std": e.accuracy.std,
                             "accuracy_n": e.accuracy.n, "evaluated": e.evaluated,
+                            "attacked_state_accuracy": e.state_accuracy.mean,
                             "seconds_per_round": e.seconds_per_round.mean, "bytes_per_round": e.bytes_per_round.mean,
                             "epsilon": e.epsilon, "delta": e.delta, "epsilon_exchange": e.epsilon_exchange})
                 out.append(rec)

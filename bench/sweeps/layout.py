@@ -10,6 +10,7 @@ OUTPUT_DIR/
     images/             its per-target PNGs (ground truth above reconstruction)
     done.json           written atomically once every row is in: the cell is finished
     error.txt           the last failure, if the cell failed (it is retried on the next run)
+  states/<key>.pt       trained federation states shared by the cells attacking the same training
 ```
 
 A cell is finished exactly when ``done.json`` exists; rows of an unfinished cell are partial and never
@@ -25,6 +26,7 @@ DONE_FILE = "done.json"
 ERROR_FILE = "error.txt"
 LOCK_FILE = ".lock"
 LEADERBOARD_FILE = "leaderboard.md"
+STATES_DIR = "states"
 
 
 def cell_dir(root: Path, cell_id: str) -> Path:

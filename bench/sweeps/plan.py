@@ -17,6 +17,7 @@ from bench.errors import BenchError
 from bench.experiment import RunSpec, resolved_config, run_id
 from bench.setup import Choice
 from bench.sweeps.config import ALL_KNOWLEDGE, DEFAULT_KNOWLEDGE, SweepConfig
+from bench.sweeps.layout import STATES_DIR
 from bench.tuning import TuningFile, tuned
 from bench.utility import TrainSpec
 from bench.utility import resolved_config as resolved_train_config
@@ -123,6 +124,7 @@ def plan(cfg: SweepConfig, use_tuning: bool = True) -> tuple[list[Cell], list[st
             cells[cell.id] = cell
 
     common = {"device": cfg.device, "data_root": cfg.data_root, "output_dir": Path(".")}
+    states = {"state_cache": cfg.output_dir.resolve() / STATES_DIR}
     for dataset, model, (defense, knowledge) in itertools.product(cfg.datasets, cfg.models,
                                                                   zip(cfg.defenses, cfg.knowledge)):
         if cfg.train is not None:
@@ -142,5 +144,5 @@ def plan(cfg: SweepConfig, use_tuning: bool = True) -> tuple[list[Cell], list[st
             add("attack", RunSpec(defense=defense, attack=attack, dataset=dataset, model=model, batch_size=batch,
                                   num_targets=targets, seed=seed, lpips_weights=cfg.lpips_weights,
                                   federation=cfg.federation, attack_round=attack_round, knowledge=level,
-                                  **common), label)
+                                  **common, **states), label)
     return list(cells.values()), notes
