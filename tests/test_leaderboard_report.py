@@ -251,3 +251,25 @@ def test_scenarios_differing_only_in_local_epochs_get_their_own_titles_and_figur
     # each table's figures draw only its own rows (the grid shows the images of its 2 targets)
     _, images = build_figures(board, results, max_images=4)
     assert images["shown"] + images["missing"] == 4
+
+
+def test_rounds_of_one_scenario_make_a_privacy_across_training_figure(tmp_path):
+    from bench.reports.report import write_report
+    from tests.result_fixtures import attack_row
+
+    rows = []
+    for round_, psnr in ((0, 30.0), (5, 20.0), (10, 15.0)):
+        for t in range(2):
+            row = attack_row("fedavg", "ig", seed=0, target=t, psnr=psnr + t)
+            row["run_id"] = f"r{round_}"
+            row["config"]["run"] = {**row["config"]["run"], "attack_round": round_}
+            rows.append(row)
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    board = build(load_results([path]).rows)
+    assert [t.fields["attack_round"] for t in board.tables] == [0, 5, 10]
+    written = write_report(load_results([path]), tmp_path / "r")
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "Privacy across training" in page and "rounds 0, 5, 10" in page
+    assert (tmp_path / "r" / "figures" / "psnr_by_round_1.png").stat().st_size > 1000
+    assert written["figures"] == 1 + 3 * 3

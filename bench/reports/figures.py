@@ -73,6 +73,63 @@ def privacy_utility(table: Table) -> tuple[bytes, list[str]]:
     return _png(fig), unplaced
 
 
+def round_groups(tables: Sequence[Table]) -> list[list[Table]]:
+    """Tables that differ only in the attack round (same data set, batch size and federation), in round
+    order; only groups with at least two rounds."""
+    import json
+
+    groups: dict[str, list[Table]] = {}
+    for t in tables:
+        fields = {k: v for k, v in t.fields.items() if k != "attack_round"}
+        fed = {k: v for k, v in (fields.get("federation") or {}).items() if k != "rounds"}
+        groups.setdefault(json.dumps({**fields, "federation": fed}, sort_keys=True, default=str), []).append(t)
+    return [sorted(g, key=lambda t: t.fields.get("attack_round") or 0) for g in groups.values()
+            if len({t.fields.get("attack_round") for t in g}) > 1]
+
+
+def psnr_by_round(tables: Sequence[Table]) -> bytes:
+    """Attack PSNR (median over targets, bars: 95 % interval of the mean) against the training round, one line
+    per defense configuration × knowledge level: the strongest attack, then one panel per attack."""
+    plt = pyplot()
+    attacks = sorted({a for t in tables for a in t.attacks})
+    panels = ["strongest attack"] + attacks
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels) + 0.4, 3.8), squeeze=False, sharey=True)
+    colors = plt.get_cmap("tab10")
+    names = sorted({(e.defense, e.knowledge, e.model) for t in tables for e in t.entries})
+    multi_knowledge = len({k for _, k, _ in names}) > 1
+    for ax, panel in zip(axes[0], panels):
+        for i, (defense, knowledge, model) in enumerate(names):
+            xs, ys, lows, highs = [], [], [], []
+            for t in tables:
+                entry = next((e for e in t.entries if (e.defense, e.knowledge, e.model) == (defense, knowledge, model)),
+                             None)
+                cell = None if entry is None else (entry.strongest_cell if panel == "strongest attack"
+                                                   else entry.attacks.get(panel))
+                if cell is None or cell.stats["psnr"].median is None:
+                    continue
+                psnr = cell.stats["psnr"]
+                xs.append(t.fields.get("attack_round") or 0)
+                ys.append(psnr.median)
+                lows.append(max(0.0, psnr.median - (psnr.low if psnr.low is not None else psnr.median)))
+                highs.append(max(0.0, (psnr.high if psnr.high is not None else psnr.median) - psnr.median))
+            if xs:
+                label = defense + (f" [{knowledge}]" if multi_knowledge else "")
+                ax.errorbar(xs, ys, yerr=[lows, highs], marker="o", ms=5, capsize=3, color=colors(i % 10), label=label)
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("training round attacked")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("attack PSNR median, dB (↓ more private)")
+    handles = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(4, len(handles)), fontsize=9, frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def psnr_distributions(table: Table, frame: pd.DataFrame) -> bytes:
     plt = pyplot()
     n = len(table.attacks)

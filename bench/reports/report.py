@@ -103,17 +103,34 @@ def build_figures(board: Leaderboard, results: ResultSet, max_images: int) -> tu
     return per_table, images
 
 
+def training_figures(board: Leaderboard) -> list[Figure]:
+    """Privacy across training: per group of scenarios that differ only in the attacked round."""
+    out = []
+    for i, group in enumerate(figures.round_groups(board.tables), start=1):
+        rounds = ", ".join(str(t.fields.get("attack_round")) for t in group)
+        out.append(Figure(f"psnr_by_round_{i}", f"Privacy across training: {group[0].scenario.split(' · ')[0]}",
+                          f"Attack PSNR (median over targets × seeds; bars: 95 % bootstrap interval of the mean) "
+                          f"against the training round attacked (rounds {rounds}; each defense attacked in the state "
+                          f"its own training reached), per defense configuration: the strongest attack, then each "
+                          f"attack.", figures.psnr_by_round(group)))
+    return out
+
+
+def _figure_html(fig: Figure) -> str:
+    data = base64.b64encode(fig.png).decode("ascii")
+    return (f"<figure><h3>{html.escape(fig.title)}</h3><img class='figure' alt='{html.escape(fig.title)}' "
+            f"src='data:image/png;base64,{data}'><figcaption>{html.escape(fig.caption)}</figcaption></figure>")
+
+
 def _html(board: Leaderboard, per_table: list[list[Figure]], files: Sequence[Path], provenance: list[str],
-          caveats: list[str], title: str) -> str:
+          caveats: list[str], title: str, across: Sequence[Figure] = ()) -> str:
     parts = [html_list(provenance), "<h2>How to read this report</h2>",
              html_list([*board.header_lines(), SCORING_NOTE])]
+    if across:
+        parts += ["<h2>Privacy across training</h2>", *(_figure_html(f) for f in across)]
     for table, figs in zip(board.tables, per_table):
         parts += [f"<h2>{html.escape(table.scenario)}</h2>", html_tables(table, board.diverged)]
-        for fig in figs:
-            data = base64.b64encode(fig.png).decode("ascii")
-            parts.append(f"<figure><h3>{html.escape(fig.title)}</h3><img class='figure' alt='{html.escape(fig.title)}' "
-                         f"src='data:image/png;base64,{data}'><figcaption>{html.escape(fig.caption)}</figcaption>"
-                         f"</figure>")
+        parts += [_figure_html(fig) for fig in figs]
     if caveats:
         parts += ["<h2>Notes and caveats</h2>", html_list(caveats)]
     parts += ["<h2>Input files</h2>", html_list(str(f) for f in files)]
@@ -121,9 +138,13 @@ def _html(board: Leaderboard, per_table: list[list[Figure]], files: Sequence[Pat
 
 
 def _markdown(board: Leaderboard, per_table: list[list[Figure]], files: Sequence[Path], provenance: list[str],
-              caveats: list[str], title: str) -> str:
+              caveats: list[str], title: str, across: Sequence[Figure] = ()) -> str:
     out = [f"# {title}", ""] + [f"* {x}" for x in provenance] + ["", "## How to read this report", ""]
     out += [f"* {line}" for line in [*board.header_lines(), SCORING_NOTE]] + [""]
+    if across:
+        out += ["## Privacy across training", ""]
+        for fig in across:
+            out += [f"### {fig.title}", "", f"![{fig.title}](figures/{fig.name}.png)", "", fig.caption, ""]
     for table, figs in zip(board.tables, per_table):
         out += [f"## {table.scenario}", "", "### Ranking", "", markdown_table(ranking_records(table, board.diverged)),
                 "", "### Every attack", "", markdown_table(attack_records(table, board.diverged)), ""]
@@ -141,17 +162,18 @@ def write_report(results: ResultSet, out_dir: Path, diverged: str = "exclude", t
     out_dir = Path(out_dir)
     board = build(results.rows, diverged, tolerance, success)
     per_table, images = build_figures(board, results, max_images)
-    all_figures = [f for figs in per_table for f in figs]
+    across = training_figures(board)
+    all_figures = across + [f for figs in per_table for f in figs]
     provenance = _provenance(results)
     caveats = footnotes(board) + _caveats(results, [f.caveat for f in all_figures if f.caveat])
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     for fig in all_figures:
         atomic_write_bytes(out_dir / "figures" / f"{fig.name}.png", fig.png)
-    html_page = _html(board, per_table, results.files, provenance, caveats, title)
+    html_page = _html(board, per_table, results.files, provenance, caveats, title, across)
     atomic_write_bytes(out_dir / "report.html", html_page.encode())
     atomic_write_bytes(out_dir / "report.md",
-                       _markdown(board, per_table, results.files, provenance, caveats, title).encode())
+                       _markdown(board, per_table, results.files, provenance, caveats, title, across).encode())
     atomic_write_bytes(out_dir / "leaderboard.csv", to_csv(board).encode())
     return {"html": out_dir / "report.html", "markdown": out_dir / "report.md",
-            "figures": sum(len(f) for f in per_table), "images_shown": images["shown"],
+            "figures": len(all_figures), "images_shown": images["shown"],
             "images_missing": images["missing"]}

@@ -13,6 +13,7 @@ datasets = ["photos"]        # names, or {name = "...", args = {...}} tables
 models = ["cnn"]             # omit: each defense's own default model
 seeds = [0, 1]
 num_targets = 2
+trained_num_targets = 1      # targets of the cells with attack_round > 0 (default: num_targets)
 batch_size = 1
 attack_round = 0
 knowledge = "default"        # attacker knowledge levels: names, "default" (each defense's own) or "all"
@@ -65,7 +66,8 @@ else:  # pragma: no cover - Python 3.10
 SECTIONS = ("sweep", "grid", "federation", "train", "tune", "defenses", "attacks")
 SWEEP_KEYS = ("output_dir", "device", "data_root", "lpips_weights", "tuning")
 TUNE_KEYS = ("seeds", "num_targets", "attack_round", "output_dir")
-GRID_KEYS = ("datasets", "models", "seeds", "num_targets", "batch_size", "attack_round", "knowledge")
+GRID_KEYS = ("datasets", "models", "seeds", "num_targets", "trained_num_targets", "batch_size", "attack_round",
+             "knowledge")
 FEDERATION_KEYS = ("clients", "partition", "train_per_client", "test_per_client", "batch_size", "local_epochs")
 TRAIN_KEYS = ("enabled", "rounds", "eval_every", "seeds") + FEDERATION_KEYS
 COMPONENT_KEYS = ("name", "args")
@@ -111,6 +113,7 @@ class SweepConfig:
     models: tuple[Choice | None, ...]
     seeds: tuple[int, ...]
     num_targets: tuple[int, ...]
+    trained_num_targets: tuple[int, ...]   # targets of cells attacking a trained round (attack_round > 0)
     batch_sizes: tuple[int, ...]
     attack_rounds: tuple[int, ...]
     federation: FLSettings
@@ -342,7 +345,8 @@ def load_config(path: Path) -> SweepConfig:
         datasets=_choices(path, "dataset", "datasets", grid.table.get("datasets", [DEFAULT_DATASET]), required=True),
         models=models or (None,),
         seeds=seeds,
-        num_targets=grid.integers("num_targets", (1,), 1),
+        num_targets=(targets := grid.integers("num_targets", (1,), 1)),
+        trained_num_targets=grid.integers("trained_num_targets", targets, 1),
         batch_sizes=grid.integers("batch_size", (1,), 1),
         attack_rounds=grid.integers("attack_round", (0,), 0),
         federation=_federation(attack_fl),

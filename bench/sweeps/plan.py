@@ -134,11 +134,14 @@ def plan(cfg: SweepConfig, use_tuning: bool = True) -> tuple[list[Cell], list[st
                 add("train", TrainSpec(defense=defense, federation=cfg.train.federation, dataset=dataset, model=model,
                                        seed=seed, **common), label)
         levels = _levels(cfg, defense, knowledge, notes)
-        for level, attack, batch, attack_round, targets, seed in itertools.product(
-                levels, cfg.attacks, cfg.batch_sizes, cfg.attack_rounds, cfg.num_targets, cfg.seeds):
+        rounds_targets = [(r, t) for r in cfg.attack_rounds
+                          for t in (cfg.trained_num_targets if r > 0 else cfg.num_targets)]
+        for level, attack, batch, (attack_round, targets), seed in itertools.product(
+                levels, cfg.attacks, cfg.batch_sizes, rounds_targets, cfg.seeds):
             extra = [f"knowledge {level}"] * (len(levels) > 1) + [f"batch {batch}"] * (len(cfg.batch_sizes) > 1) \
                 + [f"round {attack_round}"] * (len(cfg.attack_rounds) > 1) \
-                + [f"{targets} targets"] * (len(cfg.num_targets) > 1) + [f"seed {seed}"]
+                + [f"{targets} targets"] * (len(set(cfg.num_targets + cfg.trained_num_targets)) > 1) \
+                + [f"seed {seed}"]
             label = " · ".join([f"{choice_text(defense)} × {choice_text(attack)}",
                                 *_axes_label(cfg, dataset, model, extra)])
             add("attack", RunSpec(defense=defense, attack=attack, dataset=dataset, model=model, batch_size=batch,
