@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from bench.errors import BenchError
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("run", "list", "train", "tune", "sweep", "leaderboard", "report", "check_defense", "check_attack")
+COMMANDS = ("run", "list", "train", "tune", "sweep", "leaderboard", "report", "publish", "reproduce", "check_defense",
+            "check_attack")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,165 @@
+"""Claims that regenerate: every number README.md and docs/ quote sits in a generated block.
+
+A block names what it shows and where it comes from, in the Markdown itself::
+
+    <!-- bench:ranking results round=0 -->  ...generated table...  <!-- /bench -->
+    <!-- bench:run benchmarks/results/main -->  ...generated sentence...  <!-- /bench -->
+    <!-- bench:value benchmarks/results/target_batching.json ratio_median .2f -->0.23<!-- /bench -->
+
+``bench reproduce`` rewrites every block from its committed source (result rows or a measurement's
+JSON), so a figure in the docs is always what the current rows produce; ``bench reproduce --check``
+(run by the tests) fails when a block differs from what its source produces. Kinds:
+
+* ``ranking SOURCE [round=R] [dataset=NAME] [knowledge=K] [columns=a,b,...]``: the leaderboard's
+  ranking table of the matching scenarios (``columns``: a subset of its columns, by title prefix);
+* ``attacks SOURCE [round=R] [dataset=NAME] [defense=LABEL] [knowledge=K]``: its every-attack table;
+* ``run SOURCE``: one sentence for a run's rows: target 0, then the distribution over all targets;
+* ``value FILE KEY [FORMAT]``: one number (or text) from a JSON file (``KEY`` may be dotted).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+BLOCK = re.compile(r"<!-- bench:(?P<kind>[a-z]+) (?P<args>[^>]*?) -->(?P<body>.*?)<!-- /bench -->", re.DOTALL)
+DEFAULT_FILES = ("README.md", "docs", "results/README.md")
+
+
+@dataclass(frozen=True)
+class Block:
+    kind: str
+    source: str
+    options: Mapping[str, str]
+    positional: tuple[str, ...]
+    body: str
+    span: tuple[int, int]
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind} {self.source} " + " ".join(self.positional + tuple(f"{k}={v}" for k, v in self.options.items()))
+
+
+def parse_blocks(text: str) -> list[Block]:
+    out = []
+    for m in BLOCK.finditer(text):
+        words = shlex.split(m.group("args"))
+        if not words:
+            raise BenchError(f"block '{m.group(0)[:60]}...' names no source")
+        positional = tuple(w for w in words[1:] if "=" not in w)
+        options = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+        out.append(Block(m.group("kind"), words[0], options, positional, m.group("body"), m.span("body")))
+    return out
+
+
+def _rows(root: Path, source: str) -> list[dict[str, Any]]:
+    from bench.reports.loading import load_results
+
+    return load_results([root / source]).rows
+
+
+def _tables(root: Path, block: Block):
+    from bench.reports.leaderboard import build
+
+    board = build(_rows(root, block.source))
+    tables = board.tables
+    if "round" in block.options:
+        tables = [t for t in tables if str(t.fields.get("attack_round")) == block.options["round"]]
+    if "dataset" in block.options:
+        tables = [t for t in tables if (t.fields.get("dataset") or {}).get("name") == block.options["dataset"]]
+    if not tables:
+        raise BenchError(f"block '{block.name}': no scenario of {block.source} matches")
+    return board, tables
+
+
+def _select(records: list[dict[str, str]], block: Block) -> list[dict[str, str]]:
+    if "knowledge" in block.options:
+        records = [r for r in records if r.get("knowledge") == block.options["knowledge"]]
+    if "defense" in block.options:
+        records = [r for r in records if r.get("defense") == block.options["defense"]]
+    if "columns" in block.options:
+        wanted = block.options["columns"].split(",")
+        records = [{k: v for k, v in r.items() if any(k.startswith(w) for w in wanted)} for r in records]
+    return records
+
+
+def _ranking(root: Path, block: Block) -> str:
+    from bench.reports.render import markdown_table, ranking_records
+
+    board, tables = _tables(root, block)
+    parts = []
+    for t in tables:
+        title = f"*{t.scenario}*\n\n" if len(tables) > 1 else ""
+        parts.append(title + markdown_table(_select(ranking_records(t, board.diverged), block)))
+    return "\n" + "\n\n".join(parts) + f"\n\n(`python -m bench reproduce` from `{block.source}`: " \
+        f"{board.success.describe()} counts as recovered.)\n"
+
+
+def _attacks(root: Path, block: Block) -> str:
+    from bench.reports.render import attack_records, markdown_table
+
+    board, tables = _tables(root, block)
+    parts = [markdown_table(_select(attack_records(t, board.diverged), block)) for t in tables]
+    return "\n" + "\n\n".join(parts) + f"\n\n(`python -m bench reproduce` from `{block.source}`.)\n"
+
+
+def _run(root: Path, block: Block) -> str:
+    from bench.reports import DEFAULT_SUCCESS
+    from bench.reports.stats import Rate, SuccessRule, Summary
+
+    rows = sorted((r for r in _rows(root, block.source) if r.get("kind") == "attack"), key=lambda r: r["target"])
+    first = rows[0]
+    ok = [r for r in rows if r.get("status") == "ok"]
+    psnr = Summary.of(r["psnr"] for r in ok)
+    rule = SuccessRule.parse(DEFAULT_SUCCESS)
+    verdicts = [v for v in (rule.passes(r) for r in ok) if v is not None]
+    return (f"target 0: PSNR {first['psnr']:.2f} dB, SSIM {first['ssim']:.3f} (no-information baseline "
+            f"{first['baseline_psnr']:.2f} dB); over {len(rows)} targets of the same command with `--num-targets "
+            f"{len(rows)}`: median PSNR {psnr.median_text(2)} dB, mean {psnr.text(2)} {psnr.interval_text(2)}, "
+            f"{Rate(sum(verdicts), len(verdicts)).text()} recovered (`{block.source}`)")
+
+
+def _value(root: Path, block: Block) -> str:
+    if not block.positional:
+        raise BenchError(f"block '{block.name}' needs a KEY")
+    try:
+        value: Any = json.loads((root / block.source).read_text())
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"block '{block.name}': cannot read {block.source}: {exc}") from None
+    for part in block.positional[0].split("."):
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    fmt = block.positional[1] if len(block.positional) > 1 else ""
+    return format(value, fmt)
+
+
+KINDS: dict[str, Callable[[Path, Block], str]] = {"ranking": _ranking, "attacks": _attacks, "run": _run,
+                                                  "value": _value}
+
+
+def regenerate(text: str, root: Path) -> tuple[str, list[str]]:
+    """``text`` with every block regenerated, and the names of the blocks whose content changed."""
+    changed, out, last = [], [], 0
+    for block in parse_blocks(text):
+        if block.kind not in KINDS:
+            raise BenchError(f"unknown block kind {block.kind!r}; valid: {', '.join(KINDS)}")
+        body = KINDS[block.kind](root, block)
+        if body != block.body:
+            changed.append(block.name)
+        out += [text[last:block.span[0]], body]
+        last = block.span[1]
+    out.append(text[last:])
+    return "".join(out), changed
+
+
+def markdown_files(root: Path, names: tuple[str, ...] = DEFAULT_FILES) -> list[Path]:
+    files: list[Path] = []
+    for name in names:
+        path = root / name
+        files += sorted(path.glob("*.md")) if path.is_dir() else [path] if path.is_file() else []
+    return files
