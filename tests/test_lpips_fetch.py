@@ -118,13 +118,19 @@ def test_no_network_fails_fast_once_and_is_remembered_across_processes(tmp_path,
 
 
 def test_a_probe_that_hangs_costs_its_timeout_only(monkeypatch):
-    def hang(*args, **kwargs):
-        time.sleep(30)
+    release = threading.Event()
+
+    def hang(*args, **kwargs):  # a resolver or connect that never answers (until the test ends)
+        release.wait(30)
+        raise OSError("released")
 
     monkeypatch.setattr(perceptual.socket, "create_connection", hang)
     began = time.perf_counter()
-    assert "did not answer within 0.2 s" in perceptual.probe("https://example.invalid/x.pth", timeout=0.2)
-    assert time.perf_counter() - began < 2
+    try:
+        assert "did not answer within 0.2 s" in perceptual.probe("https://example.invalid/x.pth", timeout=0.2)
+        assert time.perf_counter() - began < 2
+    finally:
+        release.set()
 
 
 def test_scorer_without_weights_reports_why(tmp_path, monkeypatch):
