@@ -193,8 +193,8 @@ class PFedHN(Defense):
 
     def init_client(self, client_id: int) -> ClientState:
         if client_id >= self.opt.max_clients:
-            raise BenchError(f"pfedhn's server holds embeddings for max_clients={self.opt.max_clients} clients; "
-                             f"client {client_id} needs --defense-arg max_clients={client_id + 1} or more")
+            raise BenchError(f"pfedhn's server holds embeddings for max_clients={self.opt.max_clients} clients, so "
+                             f"client {client_id} has none; use --defense-arg max_clients=N with N >= --clients")
         return {INDEX: torch.tensor(client_id, dtype=torch.long, device=self.task.device)}
 
     @staticmethod

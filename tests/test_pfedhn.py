@@ -119,7 +119,7 @@ def test_predict_uses_each_clients_personalised_network():
 
 def test_too_many_clients_and_models_with_buffers_are_one_line_errors():
     d = tiny()
-    with pytest.raises(BenchError, match="max_clients=4 or more"):
+    with pytest.raises(BenchError, match="max_clients=3 clients, so client 3 has none; use --defense-arg max_clients=N"):
         d.init_client(3)
     with pytest.raises(BenchError, match="without buffers"):
         registry.create("defense", "pfedhn", {}).setup(
