@@ -96,9 +96,26 @@ def evaluate(defense: Defense, federation: Federation, state: TrainingState, chu
     return accuracies
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _mean_metrics(metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = {k for m in metrics for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return {k: float(np.mean([m[k] for m in metrics if k in m])) for k in sorted(keys)}
+    """The round's client metrics in one record: numbers averaged over the clients that report them,
+    flags true when any client's is, and other values (a DP model's description, a backend's name,
+    ``None`` for "not measured") kept when every client reports the same, else listed once each."""
+    out: dict[str, Any] = {}
+    for k in sorted({k for m in metrics for k in m}):
+        values = [m[k] for m in metrics if k in m]
+        numbers = [v for v in values if _is_number(v)]
+        if numbers and len(numbers) == len([v for v in values if v is not None]):
+            out[k] = float(np.mean(numbers))
+        elif all(isinstance(v, bool) for v in values):
+            out[k] = any(values)
+        elif all(isinstance(v, (str, bool)) or v is None for v in values):
+            distinct = list(dict.fromkeys(values))
+            out[k] = distinct[0] if len(distinct) == 1 else distinct
+    return out
 
 
 def train(defense: Defense, federation: Federation, seed: int, rounds: int, state: TrainingState | None = None,

@@ -171,18 +171,20 @@ def fmt(value: Any, spec: str) -> str:
 
 
 def checks_table(out: Path) -> str:
-    lines = ["| defense | PSNR dB (mean ± std) | SSIM | PSNR per target | ε (δ=1e-5) | σ | bytes/client | "
-             "expansion | encrypt s | aggregate s | decrypt s |", "|" + "---|" * 11]
+    lines = ["| defense | PSNR dB (mean ± std) | SSIM | PSNR per target | ε of the exchange, q = 1 (δ=1e-5) | "
+             "ε accounted, q = B/n | σ | bytes/client | expansion | encrypt s | aggregate s | decrypt s |",
+             "|" + "---|" * 12]
     for label in CHECKS:
         rows = rows_of(out / slug(label), "attack")
         if not rows:
             continue
         m = rows[0]["defense_metrics"]
-        eps = [r["defense_metrics"].get("epsilon") for r in rows]
+        infinite = "epsilon" in m and m["epsilon"] is None
         lines.append(
             f"| {label} | {mean_std([r['psnr'] for r in rows], 2)} | {mean_std([r['ssim'] for r in rows], 3)} | "
             f"{', '.join(format(r['psnr'], '.1f') for r in rows)} | "
-            f"{'∞' if 'epsilon' in m and m['epsilon'] is None else fmt(eps[0], '.3g')} | "
+            f"{'∞' if infinite else fmt(m.get('epsilon_exchange'), '.3g')} | "
+            f"{'∞' if infinite else fmt(m.get('epsilon'), '.3g')} | "
             f"{fmt(m.get('noise_multiplier'), '.3g')} | {fmt(m.get('bytes_uploaded'), ',')} | "
             f"{fmt(m.get('expansion_factor'), '.1f')} | "
             + " | ".join(fmt(mean_or_none([r['defense_metrics'].get(k) for r in rows]), '.4f')
@@ -207,19 +209,21 @@ def tradeoff_points(out: Path) -> list[dict[str, Any]]:
                        "epsilon": last.get("epsilon") if defense == "dp" else None,
                        "accuracy": train[-1]["final_accuracy"],
                        "psnr": [r["psnr"] for r in attack], "ssim": [r["ssim"] for r in attack],
-                       "attack_epsilon": attack[0]["defense_metrics"].get("epsilon"),
+                       "attack_epsilon": attack[0]["defense_metrics"].get("epsilon_exchange"),
+                       "attack_epsilon_amplified": attack[0]["defense_metrics"].get("epsilon"),
                        "steps": last.get("dp_steps"), "q": last.get("sample_rate")})
     return points
 
 
 def tradeoff_table(points: list[dict[str, Any]]) -> str:
     lines = ["| defense | σ | ε of the training run | test accuracy | attack PSNR dB | attack SSIM | "
-             "ε of the attacked exchange |", "|" + "---|" * 7]
+             "ε of the attacked exchange (q = 1) | its ε with amplification (q = 1/n) |", "|" + "---|" * 8]
     for p in points:
         eps = "∞" if p["sigma"] == 0 else fmt(p["epsilon"], ".3g") if p["sigma"] is not None else "— (no DP)"
-        att = "∞" if p["sigma"] == 0 else fmt(p["attack_epsilon"], ".3g") if p["sigma"] is not None else "—"
+        att, amp = ("∞" if p["sigma"] == 0 else fmt(p[key], ".3g") if p["sigma"] is not None else "—"
+                    for key in ("attack_epsilon", "attack_epsilon_amplified"))
         lines.append(f"| {p['label']} | {fmt(p['sigma'], 'g')} | {eps} | {p['accuracy']:.3f} | "
-                     f"{mean_std(p['psnr'], 2)} | {mean_std(p['ssim'], 3)} | {att} |")
+                     f"{mean_std(p['psnr'], 2)} | {mean_std(p['ssim'], 3)} | {att} | {amp} |")
     return "\n".join(lines)
 
 
