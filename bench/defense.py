@@ -116,6 +116,9 @@ class Defense(Component):
         """Server-side costs of the last ``aggregate`` call (e.g. seconds to decrypt), for training rows.
 
         Client-side costs travel in ``Upload.metrics``; this is the server's counterpart. Default: none.
+        ``modelled_seconds``, when given, is the round's time that was modelled rather than run (e.g. a
+        simulated cryptosystem's encryption and decryption, from measured rates): training rows add it
+        to the measured wall time in ``modelled_seconds_per_round``.
         """
         return {}
 

@@ -82,6 +82,8 @@ def run_training(spec: TrainSpec, on_round: Callable[[dict[str, Any]], None] | N
         "final_accuracy": evaluated[-1]["accuracy"],
         "accuracy_per_round": {h["round"]: h["accuracy"] for h in evaluated},
         "seconds_per_round": float(np.mean([h["seconds"] for h in history])),
+        "modelled_seconds_per_round": float(np.mean([h["seconds"] + (h.get("modelled_seconds") or 0.0)
+                                                     for h in history])),
         "bytes_uploaded_per_client_per_round": float(np.mean([h.get("bytes_uploaded", 0.0) for h in history])),
         "history": history, "total_seconds": time.perf_counter() - began,
         "config": config, **provenance.stamp(str(device)),

@@ -105,30 +105,31 @@ def ckks_costs(out: Path, sizes: tuple[int, ...] = (15_826, 100_000, 1_000_000),
     import torch
 
     from bench.results import append_rows
-    from defenses.he import CKKSParams, SimulatedCKKS, TenSEALCKKS
+    from defenses.he import CKKSParams, make_roles
 
     params = CKKSParams()
-    real, sim = TenSEALCKKS(params), SimulatedCKKS(params)
-    real.keygen(torch.Generator())
-    sim.keygen(torch.Generator().manual_seed(SEED))
+    real, sim = make_roles("tenseal", params, torch.Generator()), make_roles("simulated", params,
+                                                                              torch.Generator().manual_seed(SEED))
     rows = []
     for size in sizes:
         values = 0.01 * torch.randn(size, generator=torch.Generator().manual_seed(size), dtype=torch.float64)
         timing: dict[str, list[float]] = {"encrypt": [], "add": [], "decrypt": []}
         for _ in range(repeats):
             began = time.perf_counter()
-            messages = [real.encrypt(values, None) for _ in range(4)]
+            messages = [real.encryptor.encrypt(values, None) for _ in range(4)]
             timing["encrypt"].append((time.perf_counter() - began) / 4)
             began = time.perf_counter()
-            total = real.add(messages)
+            total = real.aggregator.add(messages)
             timing["add"].append(time.perf_counter() - began)
             began = time.perf_counter()
-            decrypted = real.decrypt(total, size)
+            decrypted = real.key_holder.decrypt(total, size)
             timing["decrypt"].append(time.perf_counter() - began)
-        one = real.decrypt(real.add(messages[:1]), size) - values
-        simulated = sim.decrypt(sim.add([sim.encrypt(values, torch.Generator().manual_seed(1))]), size) - values
+        one = real.key_holder.decrypt(real.aggregator.add(messages[:1]), size) - values
+        sim_message = sim.encryptor.encrypt(values, torch.Generator().manual_seed(1))
+        simulated = sim.key_holder.decrypt(sim.aggregator.add([sim_message]), size) - values
         rows.append({"kind": "ckks", "values": size, "ciphertexts": params.ciphertexts(size),
-                     "tenseal_bytes": real.wire_bytes(messages[0]), "simulated_bytes": sim.wire_bytes({"ckks_slots": values}),
+                     "tenseal_bytes": real.encryptor.wire_bytes(messages[0]),
+                     "simulated_bytes": sim.encryptor.wire_bytes(sim_message),
                      "plaintext_bytes": 4 * size, "encrypt_seconds": float(np.median(timing["encrypt"])),
                      "add4_seconds": float(np.median(timing["add"])), "decrypt_seconds": float(np.median(timing["decrypt"])),
                      "tenseal_error_std": float(one.std()), "tenseal_error_max": float(one.abs().max()),
