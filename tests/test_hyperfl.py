@@ -446,3 +446,17 @@ def test_weight_decay_drift_of_the_first_layer_is_removed_exactly(momentum, step
     if steps > 1:  # the earlier first-order drift, lr·wd·Σ_t Σ_s≤t momentum^(t−s), is not exact
         first_order = p.lr * p.weight_decay * sum(sum(momentum ** (t - s) for s in range(t + 1)) for t in range(steps))
         assert abs(first_order - (1 - weight_decay_factor(p.lr, p.momentum, p.weight_decay, steps))) > 1e-4
+
+
+def test_the_harness_hands_the_local_setting_the_clients_other_examples(tmp_path):
+    from bench.cli import main
+    from bench.results import read_rows
+
+    args = ["run", "--defense", "hyperfl", "--defense-arg", "attack_setting=local", "--attack", "dlg", "--attack-arg",
+            "iterations=1", "--attack-arg", "max_iter=1", "--dataset", "digits", "--model", "lenet", "--clients", "2",
+            "--train-per-client", "6", "--test-per-client", "2", "--local-epochs", "1", "--quiet",
+            "--output-dir", str(tmp_path)]
+    assert main(args) == 0
+    row = read_rows(tmp_path / "results.jsonl")[0][0]
+    assert row["defense_metrics"]["round_examples"] == 2 and row["num_reconstructed"] == 2
+    assert "embedding_estimate_cosine" in row["defense_metrics"]
