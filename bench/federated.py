@@ -7,6 +7,7 @@ paper. Per round it records accuracy, wall time and bytes uploaded per client.
 """
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,25 @@ class Federation:
     def local_test(self, client: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.splits[client].test.to(self.test_x.device)
         return self.test_x[idx], self.test_y[idx]
+
+    def validation_split(self, fraction: float, seed: int) -> Federation:
+        """The same clients with a validation split carved from each one's *training* examples: a share
+        ``fraction`` of them (drawn per client with the seed) becomes its local "test" set, the rest its
+        training set. The test split is not touched, so choices made on it (a learning rate) never see
+        the data the reported accuracy is measured on."""
+        if not 0 < fraction < 1:
+            raise BenchError(f"the validation fraction must be in (0, 1), got {fraction}")
+        split = copy.copy(self)
+        split.test_x, split.test_y = self.train_x, self.train_y
+        split.splits = []
+        for c, own in enumerate(self.splits):
+            held = int(round(fraction * len(own.train)))
+            if held < 1 or held >= len(own.train):
+                raise BenchError(f"client {c} has {len(own.train)} training examples: too few to hold out a "
+                                 f"validation share of {fraction:g} and still train (use more --train-per-client)")
+            order = own.train[torch.randperm(len(own.train), generator=generator(seed, "validation", c))]
+            split.splits.append(ClientSplit(train=order[held:], test=order[:held]))
+        return split
 
 
 @dataclass
@@ -136,6 +156,12 @@ def train(defense: Defense, federation: Federation, seed: int, rounds: int, stat
         record: dict[str, Any] = {"round": r, "seconds": seconds, **_mean_metrics([u.metrics for u in uploads]),
                                   **defense.server_metrics()}
         if r % settings.eval_every == 0 or i == rounds - 1:
+            began = time.perf_counter()
+            for c, client in enumerate(state.clients):  # outside the protocol: before each client is scored
+                defense.personalise(state.server, client, federation.local_train(c),
+                                    generator(seed, "round", r, "personalise", c))
+            if type(defense).personalise is not Defense.personalise:
+                record["personalise_seconds"] = time.perf_counter() - began
             accuracies = evaluate(defense, federation, state)
             record["accuracy"] = float(np.mean(accuracies))
         state.history.append(record)

@@ -226,7 +226,7 @@ def has_batch_norm(model: nn.Module) -> bool:
 
 
 class DP(SGDDefense):
-    """Differential privacy: DP-SGD per-example or DP-FedAvg per-client clipping + Gaussian noise, RDP accounting."""
+    """Differential privacy: DP-SGD per example or per-client clipping + Gaussian noise (local DP), RDP accounting."""
 
     name = "dp"
     description = __doc__

@@ -396,6 +396,10 @@ class HyperFL(Defense):
                       metrics={"bytes_uploaded": payload_bytes(payload),
                                "client_seconds": time.perf_counter() - start})
 
+    def evaluated_model(self) -> str:
+        """Each client's own model: the hypernetwork's output for its private embedding, and its private head."""
+        return "personalised"
+
     def aggregate(self, server: ServerState, uploads: Sequence[Upload]) -> ServerState:
         """The size-weighted mean of the clients' new hypernetworks (old + update)."""
         return apply_uploads(server, uploads, self.protocol.lr)

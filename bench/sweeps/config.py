@@ -15,6 +15,8 @@ num_targets = 2
 batch_size = 1
 attack_round = 0
 knowledge = "default"        # attacker knowledge levels: names, "default" (each defense's own) or "all"
+optimiser = "hyperfl-official"  # the clients' SGD for every defense, in attacks and training (not an axis):
+                             # the official HyperFL settings (default) or "defaults" (each defense's own)
 
 [federation]                 # the FL setting of the attacked clients (bench run's federation flags)
 clients = 4
@@ -46,6 +48,7 @@ from typing import Any
 from bench.data.partition import PARTITIONS
 from bench.errors import BenchError, choices_text
 from bench.federated import FLSettings
+from bench.presets import COMPARISON_OPTIMISER, OPTIMISERS
 from bench.setup import DEFAULT_DATASET, Choice
 from bench.utility import DEFAULT_TRAIN_ROUNDS  # bench train's default
 
@@ -56,7 +59,7 @@ else:  # pragma: no cover - Python 3.10
 
 SECTIONS = ("sweep", "grid", "federation", "train", "defenses", "attacks")
 SWEEP_KEYS = ("output_dir", "device", "data_root", "lpips_weights")
-GRID_KEYS = ("datasets", "models", "seeds", "num_targets", "batch_size", "attack_round", "knowledge")
+GRID_KEYS = ("datasets", "models", "seeds", "num_targets", "batch_size", "attack_round", "knowledge", "optimiser")
 FEDERATION_KEYS = ("clients", "partition", "train_per_client", "test_per_client", "batch_size", "local_epochs")
 TRAIN_KEYS = ("enabled", "rounds", "eval_every", "seeds") + FEDERATION_KEYS
 COMPONENT_KEYS = ("name", "args")
@@ -95,6 +98,9 @@ class SweepConfig:
     federation: FLSettings
     train: TrainGrid | None
     raw: Mapping[str, Any]
+    #: The optimiser rule every defense's clients use, in attack and training cells alike, so a defense's
+    #: attack and training rows describe the same protocol (``bench.presets.OPTIMISERS``).
+    optimiser: str = COMPARISON_OPTIMISER
 
 
 class _Reader:
@@ -275,6 +281,9 @@ def load_config(path: Path) -> SweepConfig:
                                    train.integers("seeds", seeds, 0))
     models = _choices(path, "model", "models", grid.table.get("models"), required=False)
     defenses = _choices(path, "defense", "defenses", data.get("defenses"), required=True)
+    optimiser = grid.text("optimiser", COMPARISON_OPTIMISER)
+    if optimiser not in OPTIMISERS:
+        grid.fail(f"optimiser must be {choices_text(OPTIMISERS)}, got {optimiser!r}")
     return SweepConfig(
         source=path,
         output_dir=Path(sweep.text("output_dir", str(Path("results") / "sweeps" / path.stem))),
@@ -293,4 +302,5 @@ def load_config(path: Path) -> SweepConfig:
         federation=_federation(attack_fl),
         train=train_grid,
         raw=data,
+        optimiser=optimiser,
     )
