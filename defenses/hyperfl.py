@@ -10,6 +10,16 @@ weight decay 5e-4, each group's gradient norm clipped to 50); optimiser state st
 phase. Only the hypernetwork is uploaded (as its update); the server averages the clients'
 hypernetworks weighted by local data size. Embedding and head never leave the client.
 
+What the server observes (``attack_setting``): ``local`` is the protocol's own exchange and the
+threat model to judge HyperFL by — the hypernetwork update after the attacked client's round over its
+own local data: the attacked batch first, then ``attack_local_batches`` − 1 further mini-batches of
+the client's other examples (``LocalData.others``, from the harness), in a fixed order the server
+knows. Unaware and adaptive attackers do not know those other examples: they reconstruct every
+example of the round (``public.num_images``) and the target's are scored by best match; the oracle is
+handed them too. A round on the attacked batch alone would let the head epoch fit it and starve the
+later gradients, which flatters the defense. ``fedsgd`` (the CLI default, because it is fast) is a
+stronger-attacker variant the protocol never sends: the hypernetwork gradient of one batch.
+
 The attacker's knowledge level (``--knowledge``) says what the honest-but-curious server knows:
 
 * ``unaware`` knows the protocol, the hypernetwork and the architecture and uses fixed random guesses
@@ -19,10 +29,12 @@ The attacker's knowledge level (``--knowledge``) says what the honest-but-curiou
   is that times hᵀ (h = the hypernetwork's hidden features), so h, and with it the generated
   feature extractor, follow exactly: the attack then faces plain FedSGD on the target network with
   only the classifier head unknown (optimised with the images). After a local round the same
-  ratio, taken on the update, estimates the embedding, which starts a joint optimisation of
+  ratio, taken on the data part of the update (its weight-decay drift removed exactly: see
+  :func:`weight_decay_factor`), estimates the embedding, which starts a joint optimisation of
   embedding and head through the unrolled round;
-* ``oracle`` is handed the true embedding and head: an upper bound on what the attacker *knows*
-  (not on what leaks: its optimisation through the full hypernetwork can do worse than ``adaptive``).
+* ``oracle`` is handed the true embedding and head (and, in the local setting, the client's other
+  examples of the round): an upper bound on what the attacker *knows* (not on what leaks: its
+  optimisation through the full hypernetwork can do worse than ``adaptive``).
 """
 from __future__ import annotations
 
@@ -311,9 +323,10 @@ class HyperFL(Defense):
     #: handed the true embedding and head.
     knowledge_levels = ("adaptive", "unaware", "oracle")
     options = (
-        Option("attack_setting", str, "fedsgd", "what the attacked client sends: fedsgd = the hypernetwork "
-               "gradient on the target batch; local = the hypernetwork update after a full local round on the "
-               "target data (training always runs the full round)", choices=("fedsgd", "local")),
+        Option("attack_setting", str, "fedsgd", "what the attacked client sends: local = the protocol's "
+               "hypernetwork update after its round over its local data (the attacked batch first); fedsgd = a "
+               "stronger-attacker variant, the hypernetwork gradient of the target batch (training always runs "
+               "the full round)", choices=("fedsgd", "local")),
         Option("attack_local_batches", int, 2, "local setting: mini-batches of the attacked client's round (of the "
                "attack's batch size, the attacked batch first, then the client's other local examples); 0 = its "
                "whole local set", min=0),
