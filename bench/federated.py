@@ -78,7 +78,7 @@ class Federation:
         split.test_x, split.test_y = self.train_x, self.train_y
         split.splits = []
         for c, own in enumerate(self.splits):
-            held = int(round(fraction * len(own.train)))
+            held = round(fraction * len(own.train))
             if held < 1 or held >= len(own.train):
                 raise BenchError(f"client {c} has {len(own.train)} training examples: too few to hold out a "
                                  f"validation share of {fraction:g} and still train (use more --train-per-client)")

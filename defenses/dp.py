@@ -365,12 +365,12 @@ class DP(SGDDefense):
     def observation_notes(self, target: LocalData, observed: Tensors) -> list[str]:
         q = self.sample_rate(target)
         sigma = self.noise_multiplier(q)
-        notes = [f"dp level={self.opt.level}: the server sees the clipped, noised upload (sigma={sigma:.4g}, "
-                 f"C={self.opt.clip:g}); the adaptive simulator is the noise-free computation with the public "
-                 f"clipping step",
-                 f"epsilon accounts the target client's earlier rounds and this exchange (q={q:.4g}, Opacus RDP); "
-                 f"epsilon_exchange is this exchange alone at q=1 (no amplification by subsampling: the attacked "
-                 f"batch is the target's by construction)",
+        notes = [(f"dp level={self.opt.level}: the server sees the clipped, noised upload (sigma={sigma:.4g}, "
+                  f"C={self.opt.clip:g}); the adaptive simulator is the noise-free computation with the public "
+                  f"clipping step"),
+                 (f"epsilon accounts the target client's earlier rounds and this exchange (q={q:.4g}, Opacus RDP); "
+                  f"epsilon_exchange is this exchange alone at q=1 (no amplification by subsampling: the attacked "
+                  f"batch is the target's by construction)"),
                  f"dp model: {self.dp_model()}"]
         if sigma == 0:
             notes.append("noise_multiplier=0: no privacy guarantee (epsilon is infinite, recorded as null)")

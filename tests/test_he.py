@@ -194,7 +194,7 @@ def test_the_server_holds_a_public_context_and_cannot_decrypt():
     sum the server forms cannot be decrypted with its own context (TenSEAL raises)."""
     import tenseal as ts
 
-    d, server = make(backend="tenseal", clients=2)
+    d, _ = make(backend="tenseal", clients=2)
     assert d.key_holder.is_private()
     assert not d.aggregator.context.is_private() and d.aggregator.context.is_public()
     assert not d.encryptor.context.is_private()
@@ -209,7 +209,7 @@ def test_the_server_holds_a_public_context_and_cannot_decrypt():
 def test_simulated_backend_mirrors_the_roles():
     """The simulation keeps the separation: the public context has no key, the aggregator cannot decrypt,
     and the key-dependent part of the CKKS error is applied by the key holder only."""
-    d, server = make(clients=2)
+    d, _ = make(clients=2)
     assert d.key_holder.is_private() and not d.aggregator.context.is_private()
     assert not hasattr(d.aggregator, "decrypt") and not hasattr(d.encryptor, "decrypt")
     assert not any(isinstance(v, torch.Tensor) for v in vars(d.aggregator.context).values())
