@@ -116,12 +116,27 @@ class Defense(Component):
         """Server-side costs of the last ``aggregate`` call (e.g. seconds to decrypt), for training rows.
 
         Client-side costs travel in ``Upload.metrics``; this is the server's counterpart. Default: none.
+        ``modelled_seconds``, when given, is the round's time that was modelled rather than run (e.g. a
+        simulated cryptosystem's encryption and decryption, from measured rates): training rows add it
+        to the measured wall time in ``modelled_seconds_per_round``.
         """
         return {}
 
     @abstractmethod
     def predict(self, server: ServerState, client: ClientState, x: torch.Tensor) -> torch.Tensor:
         """Logits of the model this client would use for inference (for test accuracy)."""
+
+    def personalise(self, server: ServerState, client: ClientState, data: LocalData,
+                    generator: torch.Generator | None) -> None:
+        """What a client does with the current server state on its own training data before it is
+        evaluated, outside the protocol (nothing is sent): e.g. fine-tuning a head (FedAvg + FT). It
+        stores the result in ``client`` for :meth:`predict`. Default: nothing."""
+
+    def evaluated_model(self) -> str:
+        """What :meth:`predict` evaluates, recorded as ``evaluated`` in training rows: ``"global"`` (the
+        server's model as is), ``"personalised"`` (a model built from private client state, e.g. HyperFL's
+        embedding and head) or ``"global+finetuned-head"``. Override when it is not the global model."""
+        return "global"
 
     @abstractmethod
     def observe(self, server: ServerState, client: ClientState, target: LocalData,

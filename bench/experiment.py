@@ -145,7 +145,7 @@ def _target_batch(p: Prepared, target: int) -> tuple[int, torch.Tensor, LocalDat
     local = p.federation.local_train(client, p.spec.batch_size)
     position = {int(i): n for n, i in enumerate(own.tolist())}
     rows = torch.tensor([position[int(i)] for i in pick], device=local.x.device)
-    return client, pick, LocalData(local.x[rows], local.y[rows], p.spec.batch_size, population=len(local))
+    return client, pick, local.attacked_batch(rows)  # population and the client's other examples (LocalData.others)
 
 
 def _cohort(p: Prepared, state: TrainingState, target: int, client: int) -> list[tuple[dict, LocalData]]:

@@ -7,6 +7,7 @@ paper. Per round it records accuracy, wall time and bytes uploaded per client.
 """
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,6 +67,25 @@ class Federation:
         idx = self.splits[client].test.to(self.test_x.device)
         return self.test_x[idx], self.test_y[idx]
 
+    def validation_split(self, fraction: float, seed: int) -> Federation:
+        """The same clients with a validation split carved from each one's *training* examples: a share
+        ``fraction`` of them (drawn per client with the seed) becomes its local "test" set, the rest its
+        training set. The test split is not touched, so choices made on it (a learning rate) never see
+        the data the reported accuracy is measured on."""
+        if not 0 < fraction < 1:
+            raise BenchError(f"the validation fraction must be in (0, 1), got {fraction}")
+        split = copy.copy(self)
+        split.test_x, split.test_y = self.train_x, self.train_y
+        split.splits = []
+        for c, own in enumerate(self.splits):
+            held = round(fraction * len(own.train))
+            if held < 1 or held >= len(own.train):
+                raise BenchError(f"client {c} has {len(own.train)} training examples: too few to hold out a "
+                                 f"validation share of {fraction:g} and still train (use more --train-per-client)")
+            order = own.train[torch.randperm(len(own.train), generator=generator(seed, "validation", c))]
+            split.splits.append(ClientSplit(train=order[held:], test=order[:held]))
+        return split
+
 
 @dataclass
 class TrainingState:
@@ -96,9 +116,26 @@ def evaluate(defense: Defense, federation: Federation, state: TrainingState, chu
     return accuracies
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _mean_metrics(metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = {k for m in metrics for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return {k: float(np.mean([m[k] for m in metrics if k in m])) for k in sorted(keys)}
+    """The round's client metrics in one record: numbers averaged over the clients that report them,
+    flags true when any client's is, and other values (a DP model's description, a backend's name,
+    ``None`` for "not measured") kept when every client reports the same, else listed once each."""
+    out: dict[str, Any] = {}
+    for k in sorted({k for m in metrics for k in m}):
+        values = [m[k] for m in metrics if k in m]
+        numbers = [v for v in values if _is_number(v)]
+        if numbers and len(numbers) == len([v for v in values if v is not None]):
+            out[k] = float(np.mean(numbers))
+        elif all(isinstance(v, bool) for v in values):
+            out[k] = any(values)
+        elif all(isinstance(v, (str, bool)) or v is None for v in values):
+            distinct = list(dict.fromkeys(values))
+            out[k] = distinct[0] if len(distinct) == 1 else distinct
+    return out
 
 
 def train(defense: Defense, federation: Federation, seed: int, rounds: int, state: TrainingState | None = None,
@@ -119,6 +156,12 @@ def train(defense: Defense, federation: Federation, seed: int, rounds: int, stat
         record: dict[str, Any] = {"round": r, "seconds": seconds, **_mean_metrics([u.metrics for u in uploads]),
                                   **defense.server_metrics()}
         if r % settings.eval_every == 0 or i == rounds - 1:
+            began = time.perf_counter()
+            for c, client in enumerate(state.clients):  # outside the protocol: before each client is scored
+                defense.personalise(state.server, client, federation.local_train(c),
+                                    generator(seed, "round", r, "personalise", c))
+            if type(defense).personalise is not Defense.personalise:
+                record["personalise_seconds"] = time.perf_counter() - began
             accuracies = evaluate(defense, federation, state)
             record["accuracy"] = float(np.mean(accuracies))
         state.history.append(record)

@@ -1,10 +1,16 @@
-"""Named training protocols for utility runs (``bench train --preset NAME``).
+"""Named training protocols for utility runs (``bench train --preset NAME``), and the equal optimiser.
 
 A preset fixes the federation (clients, split, examples per client, batch, local epochs, rounds),
 the model every defense trains (the paper's CNN, so the defense is the only difference between rows)
 and, where a defense declares an option preset of the same name, that defense's own protocol
-settings (e.g. fedavg's SGD lr 0.02, momentum 0.5, weight decay 5e-4 in the official HyperFL code).
-Anything the user sets explicitly wins over the preset.
+settings. Anything the user sets explicitly wins over the preset.
+
+A comparison trains every defense with the same optimiser (:func:`equal_optimiser`): the official
+HyperFL code's client SGD (lr 0.02 — ``cnn/options.py``; momentum 0.5 and weight decay 5e-4 —
+``torch.optim.SGD`` in ``cnn/methods/fedavg.py``, ``dp_fedavg.py``, ``hyperfl.py``), with which the paper
+trains every method. It is applied to each of ``lr``, ``momentum`` and ``weight_decay`` a defense
+declares, unless the user or the defense's own option preset (its paper's prescription) sets it;
+training rows record the effective values and every deviation from the rule.
 """
 from __future__ import annotations
 
@@ -46,6 +52,29 @@ TRAIN_PRESETS: dict[str, TrainPreset] = {
 }
 
 
+#: Optimiser rules for comparisons: name → the SGD settings every defense trains with ("defaults": none, each
+#: defense keeps its own option defaults).
+OPTIMISERS: dict[str, Mapping[str, float]] = {
+    "hyperfl-official": {"lr": 0.02, "momentum": 0.5, "weight_decay": 5e-4},
+    "defaults": {},
+}
+#: The rule of ``bench train --preset`` and of sweeps' training cells unless they name another.
+COMPARISON_OPTIMISER = "hyperfl-official"
+
+
+def equal_optimiser(defense: Choice, rule: str = COMPARISON_OPTIMISER) -> tuple[Choice, dict[str, Any]]:
+    """``defense`` with the rule's settings for the options it declares and neither the user nor its
+    own option preset sets (where its default differs); and what was applied (recorded in the run's config)."""
+    if rule not in OPTIMISERS:
+        raise BenchError(f"unknown optimiser rule {rule!r}; valid: {choices_text(OPTIMISERS)}")
+    cls = registry.load("defense", defense.name)
+    defaults = {o.name: o.default for o in getattr(cls, "options", ())}
+    own_preset = getattr(cls, "presets", {}).get(defense.args.get("preset"), {})
+    applied = {k: v for k, v in OPTIMISERS[rule].items()
+               if k in defaults and defaults[k] != v and k not in defense.args and k not in own_preset}
+    return Choice(defense.name, {**applied, **defense.args}), {"optimiser": rule, "optimiser_applied": applied}
+
+
 @dataclass(frozen=True)
 class Resolved:
     """What a preset resolves to, with the user's explicit choices applied on top."""
@@ -75,5 +104,6 @@ def resolve(preset: str | None, defense: Choice, dataset: Choice, model: Choice 
     if "preset" not in defense.args and preset in defense_presets:
         defense = Choice(defense.name, {"preset": preset, **defense.args})
         applied = preset
-    extra = {"preset": preset, "defense_preset_applied": applied}
+    defense, optimiser = equal_optimiser(defense)
+    extra = {"preset": preset, "defense_preset_applied": applied, **optimiser}
     return Resolved(defense, model or Choice(p.model), FLSettings(**settings), extra)

@@ -31,12 +31,17 @@ class LocalData:
     simulator, which knows the protocol, replays the same mini-batches. ``population`` is the size of
     the client's whole local training set when ``x`` is only a sample of it (an attacked batch), for
     privacy accounting (DP's sampling rate batch/population); ``None`` means ``x`` is the whole set.
+    ``others`` are the client's other local training examples (inputs, labels) in that case, for a
+    defense whose protocol runs the attacked client's round over its whole local set (HyperFL's
+    ``local`` setting); ``None`` when the harness does not give them. They are private data: a defense
+    decides what its attacker learns of them.
     """
 
     x: torch.Tensor
     y: torch.Tensor
     batch_size: int
     population: int | None = None
+    others: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -51,6 +56,16 @@ class LocalData:
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
             yield self.x[idx], self.y[idx]
+
+    def attacked_batch(self, rows: torch.Tensor) -> LocalData:
+        """The examples ``rows`` of this (whole) local set as an attacked batch: ``population`` is this
+        set's size and ``others`` the remaining examples, in their order here."""
+        keep = torch.ones(len(self), dtype=torch.bool, device=rows.device)
+        keep[rows] = False
+        rest = keep.nonzero().flatten().to(self.x.device)
+        rows = rows.to(self.x.device)
+        return LocalData(self.x[rows], self.y[rows], self.batch_size, population=len(self),
+                         others=(self.x[rest], self.y[rest]))
 
     def population_size(self) -> int:
         """Examples in the client's whole local set (``population``, else ``len(self)``)."""

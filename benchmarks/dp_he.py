@@ -105,30 +105,31 @@ def ckks_costs(out: Path, sizes: tuple[int, ...] = (15_826, 100_000, 1_000_000),
     import torch
 
     from bench.results import append_rows
-    from defenses.he import CKKSParams, SimulatedCKKS, TenSEALCKKS
+    from defenses.he import CKKSParams, make_roles
 
     params = CKKSParams()
-    real, sim = TenSEALCKKS(params), SimulatedCKKS(params)
-    real.keygen(torch.Generator())
-    sim.keygen(torch.Generator().manual_seed(SEED))
+    real, sim = make_roles("tenseal", params, torch.Generator()), make_roles("simulated", params,
+                                                                              torch.Generator().manual_seed(SEED))
     rows = []
     for size in sizes:
         values = 0.01 * torch.randn(size, generator=torch.Generator().manual_seed(size), dtype=torch.float64)
         timing: dict[str, list[float]] = {"encrypt": [], "add": [], "decrypt": []}
         for _ in range(repeats):
             began = time.perf_counter()
-            messages = [real.encrypt(values, None) for _ in range(4)]
+            messages = [real.encryptor.encrypt(values, None) for _ in range(4)]
             timing["encrypt"].append((time.perf_counter() - began) / 4)
             began = time.perf_counter()
-            total = real.add(messages)
+            total = real.aggregator.add(messages)
             timing["add"].append(time.perf_counter() - began)
             began = time.perf_counter()
-            decrypted = real.decrypt(total, size)
+            decrypted = real.key_holder.decrypt(total, size)
             timing["decrypt"].append(time.perf_counter() - began)
-        one = real.decrypt(real.add(messages[:1]), size) - values
-        simulated = sim.decrypt(sim.add([sim.encrypt(values, torch.Generator().manual_seed(1))]), size) - values
+        one = real.key_holder.decrypt(real.aggregator.add(messages[:1]), size) - values
+        sim_message = sim.encryptor.encrypt(values, torch.Generator().manual_seed(1))
+        simulated = sim.key_holder.decrypt(sim.aggregator.add([sim_message]), size) - values
         rows.append({"kind": "ckks", "values": size, "ciphertexts": params.ciphertexts(size),
-                     "tenseal_bytes": real.wire_bytes(messages[0]), "simulated_bytes": sim.wire_bytes({"ckks_slots": values}),
+                     "tenseal_bytes": real.encryptor.wire_bytes(messages[0]),
+                     "simulated_bytes": sim.encryptor.wire_bytes(sim_message),
                      "plaintext_bytes": 4 * size, "encrypt_seconds": float(np.median(timing["encrypt"])),
                      "add4_seconds": float(np.median(timing["add"])), "decrypt_seconds": float(np.median(timing["decrypt"])),
                      "tenseal_error_std": float(one.std()), "tenseal_error_max": float(one.abs().max()),
@@ -171,18 +172,20 @@ def fmt(value: Any, spec: str) -> str:
 
 
 def checks_table(out: Path) -> str:
-    lines = ["| defense | PSNR dB (mean ± std) | SSIM | PSNR per target | ε (δ=1e-5) | σ | bytes/client | "
-             "expansion | encrypt s | aggregate s | decrypt s |", "|" + "---|" * 11]
+    lines = ["| defense | PSNR dB (mean ± std) | SSIM | PSNR per target | ε of the exchange, q = 1 (δ=1e-5) | "
+             "ε accounted, q = B/n | σ | bytes/client | expansion | encrypt s | aggregate s | decrypt s |",
+             "|" + "---|" * 12]
     for label in CHECKS:
         rows = rows_of(out / slug(label), "attack")
         if not rows:
             continue
         m = rows[0]["defense_metrics"]
-        eps = [r["defense_metrics"].get("epsilon") for r in rows]
+        infinite = "epsilon" in m and m["epsilon"] is None
         lines.append(
             f"| {label} | {mean_std([r['psnr'] for r in rows], 2)} | {mean_std([r['ssim'] for r in rows], 3)} | "
             f"{', '.join(format(r['psnr'], '.1f') for r in rows)} | "
-            f"{'∞' if 'epsilon' in m and m['epsilon'] is None else fmt(eps[0], '.3g')} | "
+            f"{'∞' if infinite else fmt(m.get('epsilon_exchange'), '.3g')} | "
+            f"{'∞' if infinite else fmt(m.get('epsilon'), '.3g')} | "
             f"{fmt(m.get('noise_multiplier'), '.3g')} | {fmt(m.get('bytes_uploaded'), ',')} | "
             f"{fmt(m.get('expansion_factor'), '.1f')} | "
             + " | ".join(fmt(mean_or_none([r['defense_metrics'].get(k) for r in rows]), '.4f')
@@ -207,19 +210,21 @@ def tradeoff_points(out: Path) -> list[dict[str, Any]]:
                        "epsilon": last.get("epsilon") if defense == "dp" else None,
                        "accuracy": train[-1]["final_accuracy"],
                        "psnr": [r["psnr"] for r in attack], "ssim": [r["ssim"] for r in attack],
-                       "attack_epsilon": attack[0]["defense_metrics"].get("epsilon"),
+                       "attack_epsilon": attack[0]["defense_metrics"].get("epsilon_exchange"),
+                       "attack_epsilon_amplified": attack[0]["defense_metrics"].get("epsilon"),
                        "steps": last.get("dp_steps"), "q": last.get("sample_rate")})
     return points
 
 
 def tradeoff_table(points: list[dict[str, Any]]) -> str:
     lines = ["| defense | σ | ε of the training run | test accuracy | attack PSNR dB | attack SSIM | "
-             "ε of the attacked exchange |", "|" + "---|" * 7]
+             "ε of the attacked exchange (q = 1) | its ε with amplification (q = 1/n) |", "|" + "---|" * 8]
     for p in points:
         eps = "∞" if p["sigma"] == 0 else fmt(p["epsilon"], ".3g") if p["sigma"] is not None else "— (no DP)"
-        att = "∞" if p["sigma"] == 0 else fmt(p["attack_epsilon"], ".3g") if p["sigma"] is not None else "—"
+        att, amp = ("∞" if p["sigma"] == 0 else fmt(p[key], ".3g") if p["sigma"] is not None else "—"
+                    for key in ("attack_epsilon", "attack_epsilon_amplified"))
         lines.append(f"| {p['label']} | {fmt(p['sigma'], 'g')} | {eps} | {p['accuracy']:.3f} | "
-                     f"{mean_std(p['psnr'], 2)} | {mean_std(p['ssim'], 3)} | {att} |")
+                     f"{mean_std(p['psnr'], 2)} | {mean_std(p['ssim'], 3)} | {att} | {amp} |")
     return "\n".join(lines)
 
 

@@ -1,22 +1,49 @@
-"""DP — differential privacy: DP-SGD (per example) or DP-FedAvg (per client), with Opacus' RDP accountant.
+"""DP — differential privacy: DP-SGD (per example) or DP-FedAvg-style clipping (per client), with Opacus' RDP accountant.
 
 ``level=sample`` (DP-SGD, Abadi et al. 2016, the way Opacus computes it): at every local step each
 example's gradient is clipped to L2 norm ≤ ``clip`` (C), the clipped gradients are summed, Gaussian
 noise N(0, σ²C²) is added to the sum, and the result is divided by the batch size. Per-example
 gradients come from ``torch.func`` (vmap over grad), not a Python loop. The client runs its usual
-local SGD on these gradients and sends the gradient (one step) or the update, as FedAvg does.
+local SGD on these gradients and sends the gradient (one step) or the update, as FedAvg does. This is
+the HyperFL paper's "DP-FedAvg" baseline as its official code runs it (per-example clip 0.04, σ from
+Opacus' ``get_noise_multiplier``: preset ``hyperfl-paper``).
 
-``level=client`` (DP-FedAvg, McMahan et al. 2018): the client runs plain local SGD, clips its whole
-upload to L2 norm ≤ C and adds N(0, σ²C²) to every coordinate. The *client* adds the noise because
-the honest-but-curious server is the adversary and must never see the clean update.
+``level=client``: the client runs plain local SGD, clips its whole upload to L2 norm ≤ C and adds
+N(0, σ²C²) to every coordinate. The *client* adds the noise because the honest-but-curious server is
+the adversary and must never see the clean update; the server then sees each noised upload *alone*.
+That is local DP, not the central DP-FedAvg of McMahan et al. 2018, where a trusted aggregator adds
+noise to the *sum* of the clipped updates and one client's presence changes that sum by at most C
+(add/remove neighbours, amplified by client sampling). Here a neighbouring input replaces the client's
+data by any other (the upload is always sent), so two clipped uploads differ by up to 2C: the
+replace-one sensitivity is 2C, and the accountant runs at σ/2 (``accounting_noise_multiplier``)
+with q = 1 (the server knows the client took part). ``target_epsilon`` is calibrated under the
+same model (σ = 2 × Opacus' σ for q = 1). Every row names its model in ``dp_model``.
 
 σ (``noise_multiplier``) is given, or calibrated from ``target_epsilon`` and ``delta`` with Opacus'
 ``get_noise_multiplier`` for the run's sampling rate and ``epochs`` (then ``noise_multiplier`` is
-ignored; the σ used is in every row's metrics). The (ε, δ) actually spent is
-computed by Opacus' ``RDPAccountant`` from each client's own history of (σ, q, steps), kept in its
-private state: q = batch/n and one accountant step per local SGD step (``sample``), q = 1 and one
-step per round (``client``: every client takes part in every round). Attack rows account the target
-client's earlier rounds plus the observed exchange; training rows the rounds done so far.
+ignored; the σ used is in every row's metrics).
+
+Two budgets are reported, both from Opacus' RDP analysis (``opacus.accountants.analysis.rdp``, the
+functions its ``RDPAccountant`` calls) on the order grid :data:`RDP_ORDERS`:
+
+* ``epsilon``: the client's whole history of (σ, q, steps), kept in its private state — q = batch/n
+  and one step per local SGD step (``sample``), q = 1 and one step per round (``client``). At sample
+  level it includes amplification by subsampling (and assumes Poisson sampling, as Opacus does).
+  Attack rows account the target client's earlier rounds plus the observed exchange; training rows
+  the rounds done so far.
+* ``epsilon_exchange``: the observed exchange alone at q = 1 — no amplification by subsampling. An
+  attacked batch is the target's by construction and every reconstruction is conditioned on its
+  examples being in it, so the subsampling that ``epsilon`` credits does not hide them from this
+  attacker. Sample level: the steps of the exchange that contain a given example (its local epochs, or
+  ⌈local_steps / batches per epoch⌉); client level: one step.
+
+Opacus' default orders stop at 63, where small-q, large-σ budgets (e.g. σ = 4, q = 1/299) find their
+optimum at the grid's edge and report that floor. :data:`RDP_ORDERS` spans 1 + 1e-8 … 1024: dense
+fractional orders below 12 and integer orders above (Opacus' series for fractional orders loses
+precision at large orders — it returned a negative RDP at order 518.5 for σ = 10.6, q = 1/12 — and
+its integer series overflows above order ~1030). The optimal order is recorded
+(``epsilon_order``, ``epsilon_exchange_order``); when it lies on the grid's edge Opacus' warning is
+let through and ``epsilon_order_at_edge`` is true (the ε is then a valid but loose bound).
 
 The attacker knows the protocol (level, C, σ) but not the noise draw: its simulator is the
 noise-free computation. Clipping is a deterministic, public step of the protocol, so the simulator
@@ -30,8 +57,10 @@ import functools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,7 +72,8 @@ from bench.sgd_client import SGD_OPTIONS, SGDDefense
 from bench.threat import LocalData, Tensors
 
 LEVELS = ("sample", "client")
-#: ClientState key of the client's accountant history: rows (σ, q, steps), as Opacus' RDPAccountant keeps it.
+#: ClientState key of the client's accountant history: rows (σ, q, steps) as Opacus' RDPAccountant keeps them, σ being
+#: the accounting noise multiplier (σ / 2 at client level: sensitivity 2C).
 HISTORY = "dp_history"
 DEFAULT_NOISE_MULTIPLIER = 1.0
 #: Opacus' guard against division by zero in the clipping factor C / (‖g‖ + 1e-6).
@@ -92,38 +122,91 @@ def dp_sgd_gradient(clip: float, noise_multiplier: float = 0.0, generator: torch
     return gradient
 
 
-def epsilon_spent(history: Sequence[tuple[float, float, int]], delta: float) -> float:
-    """ε after the given (σ, q, steps) segments, from Opacus' RDP accountant (∞ when σ = 0).
+def _order_grid() -> tuple[float, ...]:
+    """Orders 1 + 1e-8 … 1.8 (10 per decade of α − 1), 2.0 … 11.9 (step 0.1), then ~100 integers 12 … 1024."""
+    near_one = 1 + np.geomspace(1e-8, 1, 81)[:-1]
+    low = np.round(np.arange(2.0, 12.0, 0.1), 1)
+    high = np.unique(np.round(np.geomspace(12, 1024, 100)))
+    return tuple(float(a) for a in np.concatenate([near_one, low, high]))
 
-    Memoised: the clients of a round (and the attacked targets of a run) mostly share one history,
-    and the accountant's RDP sum costs tens of milliseconds per call.
+
+#: The RDP orders every ε is optimised over (module docstring: why this range and these spacings).
+RDP_ORDERS: tuple[float, ...] = _order_grid()
+
+
+@dataclass(frozen=True)
+class Spent:
+    """An (ε, δ) budget from the RDP accountant and the order α that gave it (``None`` when ε is 0 or ∞)."""
+
+    epsilon: float
+    order: float | None
+
+    @property
+    def at_edge(self) -> bool:
+        """True when the optimal order is the grid's first or last: ε is then a loose bound."""
+        return self.order is not None and self.order in (RDP_ORDERS[0], RDP_ORDERS[-1])
+
+
+def privacy_spent(history: Sequence[tuple[float, float, int]], delta: float) -> Spent:
+    """(ε, optimal order) after the given (σ, q, steps) segments (∞ when some σ = 0).
+
+    Opacus' RDP analysis — ``compute_rdp`` per segment, summed, then ``get_privacy_spent`` (Balle et al.
+    2020's conversion), exactly what ``RDPAccountant.get_privacy_spent(delta, alphas=RDP_ORDERS)``
+    does — with the per-step RDP memoised per (σ, q): it is linear in the steps, and the clients of a
+    round (and the targets of a run) share a few (σ, q). Opacus' warning for an optimum on the grid's
+    edge is let through.
     """
-    return _epsilon(tuple((float(s), float(q), int(n)) for s, q, n in history), float(delta))
+    return _spent(tuple((float(s), float(q), int(n)) for s, q, n in history), float(delta))
 
 
-@functools.lru_cache(maxsize=1024)
-def _epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
-    from opacus.accountants import RDPAccountant
+def epsilon_spent(history: Sequence[tuple[float, float, int]], delta: float) -> float:
+    """ε of :func:`privacy_spent`."""
+    return privacy_spent(history, delta).epsilon
 
-    accountant = RDPAccountant()
-    accountant.history = list(history)
-    with warnings.catch_warnings():  # "optimal order is the largest/smallest alpha": still a valid bound
-        warnings.simplefilter("ignore", UserWarning)
-        return float(accountant.get_epsilon(delta))
+
+@functools.lru_cache(maxsize=256)
+def _rdp_per_step(sigma: float, q: float) -> np.ndarray:
+    from opacus.accountants.analysis import rdp as analysis
+
+    rdp = np.asarray(analysis.compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=list(RDP_ORDERS)), dtype=float)
+    rdp.setflags(write=False)
+    return rdp
+
+
+@functools.lru_cache(maxsize=4096)
+def _spent(history: tuple[tuple[float, float, int], ...], delta: float) -> Spent:
+    from opacus.accountants.analysis import rdp as analysis
+
+    segments = [(s, q, n) for s, q, n in history if n > 0 and q > 0]
+    if not segments:
+        return Spent(0.0, None)
+    if any(s == 0 for s, _, _ in segments):
+        return Spent(math.inf, None)
+    rdp = sum(n * _rdp_per_step(s, q) for s, q, n in segments)
+    epsilon, order = analysis.get_privacy_spent(orders=list(RDP_ORDERS), rdp=rdp, delta=delta)
+    return Spent(float(epsilon), float(order))
 
 
 def calibrated_noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, epochs: int) -> float:
-    """σ that spends ``target_epsilon`` in ``epochs`` passes at sampling rate q (Opacus, RDP accountant)."""
+    """σ that spends ``target_epsilon`` in ``epochs`` passes at sampling rate q (Opacus, RDP, :data:`RDP_ORDERS`).
+
+    Opacus' bisection evaluates ε at trial σ's that are never used (up to σ = 10⁶); their "optimal order
+    is the largest alpha" warnings are collected, not shown. The σ it returns is then accounted with
+    :func:`privacy_spent`, whose warning for an edge optimum is let through.
+    """
     from opacus.accountants.utils import get_noise_multiplier
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                              sample_rate=sample_rate, epochs=epochs, accountant="rdp"))
+        with warnings.catch_warnings(record=True):  # trial σ's of the search only (docstring)
+            warnings.simplefilter("always")
+            sigma = float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                               sample_rate=sample_rate, epochs=epochs, accountant="rdp",
+                                               alphas=list(RDP_ORDERS)))
     except ValueError as exc:
         raise BenchError(f"defense 'dp' cannot reach target_epsilon={target_epsilon} with delta={delta}, "
                          f"q={sample_rate:.4g}, epochs={epochs}: {exc}") from None
+    privacy_spent([(sigma, sample_rate, int(epochs / sample_rate))], delta)
+    return sigma
 
 
 def history_of(client: ClientState) -> list[tuple[float, float, int]]:
@@ -143,14 +226,15 @@ def has_batch_norm(model: nn.Module) -> bool:
 
 
 class DP(SGDDefense):
-    """Differential privacy: DP-SGD per-example or DP-FedAvg per-client clipping + Gaussian noise, RDP accounting."""
+    """Differential privacy: DP-SGD per example or per-client clipping + Gaussian noise (local DP), RDP accounting."""
 
     name = "dp"
     description = __doc__
     options = (
         *SGD_OPTIONS,
         Option("level", str, "sample", "sample: DP-SGD, clip each example's gradient at every local step; "
-               "client: DP-FedAvg, clip the client's whole upload", choices=LEVELS),
+               "client: clip and noise the client's whole upload (local DP, replace-one sensitivity 2C)",
+               choices=LEVELS),
         Option("clip", float, 1.0, "clipping norm C (per example, or of the whole upload)", min=0.0,
                min_exclusive=True),
         Option("noise_multiplier", float, DEFAULT_NOISE_MULTIPLIER, "σ: the noise std is σ·C (ignored, and not to "
@@ -195,17 +279,49 @@ class DP(SGDDefense):
         """Accountant steps of one exchange: local SGD steps (sample level) or 1 (client level)."""
         return 1 if self.opt.level == "client" else self.protocol.num_steps(data)
 
+    def exchange_steps(self, data: LocalData) -> int:
+        """Steps of one exchange that contain a given example of ``data`` (for ``epsilon_exchange``):
+        its local epochs, or ⌈local_steps / batches per epoch⌉ (sample level); 1 (client level)."""
+        if self.opt.level == "client":
+            return 1
+        if self.protocol.local_steps == 0:
+            return self.protocol.local_epochs
+        return -(-self.protocol.local_steps // data.steps_per_epoch())
+
+    @property
+    def sensitivity_factor(self) -> float:
+        """The L2 sensitivity in units of C: 1 (sample level, add/remove one example), 2 (client level,
+        replace-one: the server sees the client's clipped upload alone)."""
+        return 2.0 if self.opt.level == "client" else 1.0
+
+    def dp_model(self) -> str:
+        """The neighbouring relation and sensitivity the accountant assumes, in words (recorded in every row)."""
+        if self.opt.level == "client":
+            return "local (client noises, server sees each upload), replace-one client data, sensitivity 2C"
+        return "example-level DP-SGD (client noises each step), add/remove one example, sensitivity C"
+
     def noise_multiplier(self, q: float) -> float:
-        """σ for an exchange at sampling rate q: the given one, or Opacus' calibration for target_epsilon."""
+        """σ for an exchange at sampling rate q (the noise std is σC): the given one, or Opacus' calibration
+        for target_epsilon under :meth:`dp_model` (client level: twice Opacus' σ, for sensitivity 2C)."""
         if not self.calibrates:
             return float(self.opt.noise_multiplier)
         if q not in self._calibrated:
-            self._calibrated[q] = calibrated_noise_multiplier(self.opt.target_epsilon, self.opt.delta, q,
-                                                              self.opt.epochs)
+            self._calibrated[q] = self.sensitivity_factor * calibrated_noise_multiplier(
+                self.opt.target_epsilon, self.opt.delta, q, self.opt.epochs)
         return self._calibrated[q]
 
-    def privacy_metrics(self, history: list[tuple[float, float, int]], sigma: float, q: float) -> dict[str, Any]:
-        return {"epsilon": epsilon_spent(history, self.opt.delta), "delta": self.opt.delta, "noise_multiplier": sigma,
+    def privacy_metrics(self, history: list[tuple[float, float, int]], sigma: float, q: float,
+                        exchange_steps: int) -> dict[str, Any]:
+        """The row's privacy columns: the accounted ε of ``history`` (σ's there are already the accounting
+        ones) and the ε of one exchange at q = 1 (module docstring)."""
+        accounted = privacy_spent(history, self.opt.delta)
+        sigma_acc = sigma / self.sensitivity_factor
+        exchange = privacy_spent([(sigma_acc, 1.0, exchange_steps)], self.opt.delta)
+        return {"epsilon": accounted.epsilon, "epsilon_order": accounted.order,
+                "epsilon_exchange": exchange.epsilon, "epsilon_exchange_order": exchange.order,
+                "epsilon_order_at_edge": accounted.at_edge or exchange.at_edge, "exchange_steps": exchange_steps,
+                "delta": self.opt.delta, "noise_multiplier": sigma, "accounting_noise_multiplier": sigma_acc,
+                "sensitivity": self.sensitivity_factor * self.opt.clip, "dp_model": self.dp_model(),
                 "clip": self.opt.clip, "level": self.opt.level, "sample_rate": q,
                 "dp_steps": sum(n for _, _, n in history), "accountant": "opacus-rdp"}
 
@@ -238,9 +354,9 @@ class DP(SGDDefense):
         """One exchange more in the client's accountant history; the (ε, δ) spent so far."""
         q = self.sample_rate(data)
         sigma = self.noise_multiplier(q)
-        history = with_segment(history_of(client), sigma, q, self.steps(data))
+        history = with_segment(history_of(client), sigma / self.sensitivity_factor, q, self.steps(data))
         client[HISTORY] = torch.tensor(history, dtype=torch.float64)
-        return self.privacy_metrics(history, sigma, q)
+        return self.privacy_metrics(history, sigma, q, self.exchange_steps(data))
 
     def public_parameters(self) -> dict[str, Any]:
         sigma = None if self.calibrates else self.opt.noise_multiplier  # calibrated σ depends on q: in the metrics
@@ -249,10 +365,13 @@ class DP(SGDDefense):
     def observation_notes(self, target: LocalData, observed: Tensors) -> list[str]:
         q = self.sample_rate(target)
         sigma = self.noise_multiplier(q)
-        notes = [f"dp level={self.opt.level}: the server sees the clipped, noised upload (sigma={sigma:.4g}, "
-                 f"C={self.opt.clip:g}); the adaptive simulator is the noise-free computation with the public "
-                 f"clipping step",
-                 f"epsilon accounts the target client's earlier rounds and this exchange (q={q:.4g}, Opacus RDP)"]
+        notes = [(f"dp level={self.opt.level}: the server sees the clipped, noised upload (sigma={sigma:.4g}, "
+                  f"C={self.opt.clip:g}); the adaptive simulator is the noise-free computation with the public "
+                  f"clipping step"),
+                 (f"epsilon accounts the target client's earlier rounds and this exchange (q={q:.4g}, Opacus RDP); "
+                  f"epsilon_exchange is this exchange alone at q=1 (no amplification by subsampling: the attacked "
+                  f"batch is the target's by construction)"),
+                 f"dp model: {self.dp_model()}"]
         if sigma == 0:
             notes.append("noise_multiplier=0: no privacy guarantee (epsilon is infinite, recorded as null)")
         return notes

@@ -9,20 +9,39 @@ of a round, plus CKKS' approximation error. In the attack setting the aggregate 
 reconstruct all K×B images from the mean of K uploads, and the target's images are scored by their
 best match among the reconstructions. In training the aggregate covers every participating client.
 
+Roles (the threat model, enforced by which object holds which key):
+
+* the **key holder** generates the CKKS key pair and is the only role with the secret key. It hands
+  out a *public* context (parameters and public key, no secret key) and decrypts the aggregate it is
+  given. In a deployment this is the clients jointly (threshold or multi-key CKKS, so no single party
+  can decrypt one upload) or a third party that does not collude with the server; bench models either
+  as one object that the server never receives, and uses the same key for every round.
+* each **client** encrypts its upload under the public context;
+* the **server** (aggregator) holds the public context only: it can add ciphertexts but not decrypt
+  them (with TenSEAL, decrypting under its context raises). It hands the encrypted sum to the key
+  holder and receives the decrypted aggregate — the protocol's output, which the server sees in the
+  clear and attacks.
+
 With K = 1 the decrypted aggregate *is* the target's own upload: HE then gives no protection
-against a server that can decrypt (it protects only against outsiders). Whoever holds the secret
-key, the protocol's output — the aggregate — reaches the server in the clear.
+against the server (it protects only against outsiders). Whoever holds the secret key, the
+protocol's output — the aggregate — reaches the server in the clear.
 
 Backends (``backend``):
 * ``tenseal``: real CKKS with TenSEAL (optional dependency, ``pip install 'bench-fl[he]'``). Each
   client's vector is packed N/2 values per ciphertext, encrypted and serialised; the server
-  deserialises, adds and decrypts. Bytes are the serialised sizes, seconds are measured. TenSEAL's
-  key generation and encryption randomness cannot be seeded: runs agree to CKKS precision, not bits.
-* ``simulated`` (default, no TenSEAL): the same aggregate plus the approximation error CKKS makes,
-  drawn from its noise model (below); ciphertext sizes are computed from the parameters as SEAL's
-  uncompressed size, 2 polynomials × N coefficients × L data primes × 8 bytes per ciphertext (an
-  upper bound: TenSEAL's zstd-compressed serialisation is about 16 % smaller). Nothing is encrypted,
-  so its encrypt/aggregate/decrypt seconds are null.
+  deserialises and adds under its public context; the key holder decrypts. Bytes are the serialised
+  sizes; encrypt/aggregate/decrypt seconds are measured. TenSEAL's key generation and encryption
+  randomness cannot be seeded: runs agree to CKKS precision, not bits.
+* ``simulated`` (default, no TenSEAL): the same roles and the same aggregate plus the approximation
+  error CKKS makes, drawn from its noise model (below); ciphertext sizes are computed from the
+  parameters as SEAL's uncompressed size, 2 polynomials × N coefficients × L data primes × 8 bytes
+  per ciphertext (an upper bound: TenSEAL's zstd-compressed serialisation is about 16 % smaller).
+  Nothing is encrypted, so its seconds are *modelled* from TenSEAL's measured cost per ciphertext
+  (:data:`TENSEAL_RATES`, measured by ``benchmarks/he_rates.py``), and rows say so
+  (``he_seconds_source``). The modelled seconds are not in the measured wall time of a training
+  round (``seconds``); ``server_metrics()["modelled_seconds"]`` gives the round's total (every
+  client's encryption, the aggregation and the decryption) and training rows add it in
+  ``modelled_seconds_per_round``.
 
 Noise model (SEAL's CKKS, fresh public-key ciphertexts, additions only): encoding rounds Δ·m to
 integers; encryption ends with a modulus switch that drops the special prime and leaves rounding
@@ -31,6 +50,8 @@ at the slot's root ζⱼ — a ring homomorphism — so slot j's error is Re(a +
 the encoding and r₀ terms: Gaussian given the key, with a variance that depends on |s(ζⱼ)|, hence
 heavy-tailed over slots (excess kurtosis ≈ 3). Its std is √(N/12 + N²/36) / Δ per ciphertext and √K
 times that for a sum of K: 1.24e-9 for N = 8192, Δ = 2^40 (TenSEAL measured 1.24e-9, kurtosis 2.8-3.1).
+The simulation keeps the roles: a client draws the key-independent rounding terms (a, r₁(ζⱼ)) with
+the public context, they add up under aggregation, and only the key holder applies s(ζⱼ).
 """
 from __future__ import annotations
 
@@ -54,6 +75,8 @@ BACKENDS = ("simulated", "tenseal")
 #: SEAL's largest total coefficient-modulus size (bits) for 128-bit security, by polynomial degree.
 SEAL_MAX_COEFF_BITS = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
 BUFFER_PREFIX = "buffer:"
+MEASURED = "measured (TenSEAL)"
+MODELLED = "modelled from TenSEAL rates (benchmarks/he_rates.py)"
 
 
 @dataclass(frozen=True)
@@ -84,12 +107,16 @@ class CKKSParams:
     def slots(self) -> int:
         return self.poly_modulus // 2
 
+    @property
+    def data_primes(self) -> int:
+        return len(self.coeff_bits) - 1
+
     def ciphertexts(self, values: int) -> int:
         return -(-values // self.slots)
 
     def ciphertext_bytes(self) -> int:
         """SEAL's uncompressed size of one fresh ciphertext: 2 polynomials × N × L data primes × 8 bytes."""
-        return 2 * self.poly_modulus * (len(self.coeff_bits) - 1) * 8
+        return 2 * self.poly_modulus * self.data_primes * 8
 
     def error_std(self, ciphertexts_added: int = 1) -> float:
         """Std of the error in each decrypted value of a sum of fresh ciphertexts (module docstring)."""
@@ -100,76 +127,132 @@ class CKKSParams:
         return {"poly_modulus": self.poly_modulus, "coeff_bits": list(self.coeff_bits), "scale_bits": self.scale_bits}
 
 
-class SimulatedCKKS:
-    """CKKS without cryptography: the plaintext travels as a stand-in for the ciphertext, with the
-    error CKKS encryption would add drawn from its noise model; sizes come from the parameters.
+# --- the time model of the simulated backend -------------------------------------------------------------
+@dataclass(frozen=True)
+class CKKSRates:
+    """TenSEAL's seconds per full ciphertext at one parameter set: a client's encrypt + serialise, the
+    aggregator's deserialise + add (per input ciphertext, with the hand-over's serialise), the key
+    holder's deserialise + decrypt; and one key generation."""
 
-    The error of slot j is Re(a + b·s(ζⱼ)) / Δ, where a and b are the per-encryption rounding terms
-    evaluated at the slot's root (complex Gaussian, variance N/6 and N/12) and s(ζⱼ) is the secret
-    key evaluated there (complex Gaussian, variance 2N/3), fixed for the key. So slots differ in
-    error size and the errors are heavy-tailed (a Gaussian scale mixture), as measured with TenSEAL.
-    """
+    poly_modulus: int
+    data_primes: int
+    encrypt: float
+    add: float
+    decrypt: float
+    keygen: float
 
-    measured = False
+    def work(self) -> float:
+        """N·log₂N·L: what the NTT-dominated cost of a ciphertext grows with."""
+        return self.poly_modulus * math.log2(self.poly_modulus) * self.data_primes
+
+
+#: Measured with ``OMP_NUM_THREADS=1 python benchmarks/he_rates.py --all`` (TenSEAL 0.3.18, x86_64, one
+#: thread on a 2-core machine shared with other jobs: medians of 40 ciphertexts, 4 clients). Between the
+#: three sets the cost per ciphertext follows N·log₂N·L within 15 % (encrypt) to 2× (decrypt).
+TENSEAL_RATES: tuple[CKKSRates, ...] = (
+    CKKSRates(poly_modulus=4096, data_primes=2, encrypt=1.82e-3, add=2.91e-4, decrypt=4.28e-4, keygen=0.0302),
+    CKKSRates(poly_modulus=8192, data_primes=3, encrypt=6.90e-3, add=5.98e-4, decrypt=1.18e-3, keygen=0.0608),
+    CKKSRates(poly_modulus=16384, data_primes=5, encrypt=2.16e-2, add=3.45e-3, decrypt=8.15e-3, keygen=0.141),
+)
+
+
+def modelled_rates(params: CKKSParams) -> CKKSRates:
+    """The measured rates of the closest measured parameter set (same N, else the nearest), scaled by
+    N·log₂N·L to ``params``: a model, and rows that use it say so."""
+    nearest = min(TENSEAL_RATES, key=lambda r: (abs(math.log2(r.poly_modulus / params.poly_modulus)),
+                                                abs(r.data_primes - params.data_primes)))
+    factor = params.poly_modulus * math.log2(params.poly_modulus) * params.data_primes / nearest.work()
+    return CKKSRates(params.poly_modulus, params.data_primes, nearest.encrypt * factor, nearest.add * factor,
+                     nearest.decrypt * factor, nearest.keygen * factor)
+
+
+# --- the simulated backend: the roles without cryptography ------------------------------------------------
+class SimulatedPublicContext:
+    """What the public key gives a client or the server in the simulation: the parameters. Encrypting
+    needs no key here either: a fresh ciphertext's key-dependent error term is applied at decryption."""
 
     def __init__(self, params: CKKSParams) -> None:
         self.params = params
-        self.key: torch.Tensor | None = None  # s(ζⱼ) for each slot j: [slots, 2] (real, imaginary)
 
-    def keygen(self, generator: torch.Generator) -> None:
-        n = self.params.poly_modulus
-        self.key = math.sqrt(n / 3) * torch.randn(self.params.slots, 2, generator=generator, dtype=torch.float64)
+    def is_private(self) -> bool:
+        return False
+
+
+class SimulatedEncryptor:
+    """A client's encryption: the plaintext travels as a stand-in for the ciphertext, with the rounding
+    terms of a fresh encryption at each slot's root — a (real, variance N/12) and r₁(ζⱼ) (complex,
+    variance N/12) — drawn per encryption; the error is Re(a + r₁(ζⱼ)·s(ζⱼ)) / Δ once decrypted."""
+
+    measured = False
+
+    def __init__(self, context: SimulatedPublicContext) -> None:
+        self.context = context
+        self.params = context.params
 
     def encrypt(self, vector: torch.Tensor, generator: torch.Generator | None) -> Tensors:
-        if self.key is None:
-            raise RuntimeError("SimulatedCKKS.keygen must run before encrypt")
         n = self.params.poly_modulus
+        scale = 2.0 ** self.params.scale_bits
         values = vector.detach().double().cpu()
-        key = self.key[torch.arange(values.numel()) % self.params.slots]
         draw = torch.randn(values.numel(), 3, generator=generator, dtype=torch.float64)
         a_re = math.sqrt(n / 12) * draw[:, 0]
-        b_re, b_im = math.sqrt(n / 24) * draw[:, 1], math.sqrt(n / 24) * draw[:, 2]
-        error = a_re + b_re * key[:, 0] - b_im * key[:, 1]
-        return {"ckks_slots": values + error / 2.0 ** self.params.scale_bits}
+        r1 = math.sqrt(n / 24) * draw[:, 1:]
+        return {"ckks_slots": values + a_re / scale, "ckks_r1": r1 / scale}
 
     def wire_bytes(self, message: Tensors) -> int:
         return self.params.ciphertexts(message["ckks_slots"].numel()) * self.params.ciphertext_bytes()
 
-    def add(self, messages: Sequence[Tensors]) -> torch.Tensor:
-        return torch.stack([m["ckks_slots"] for m in messages]).sum(0)
 
-    def decrypt(self, aggregate: torch.Tensor, length: int) -> torch.Tensor:
-        return aggregate[:length]
+class SimulatedAggregator:
+    """The server's step: adds the messages slot by slot (the rounding terms add up, as in CKKS)."""
+
+    def __init__(self, context: SimulatedPublicContext) -> None:
+        self.context = context
+
+    def add(self, messages: Sequence[Tensors]) -> Tensors:
+        return {key: torch.stack([m[key] for m in messages]).sum(0) for key in messages[0]}
 
 
-class TenSEALCKKS:
-    """Real CKKS with TenSEAL: one context (and secret key) shared by the clients; vectors are packed
-    N/2 values per ciphertext and serialised, which is what travels and what is counted."""
+class SimulatedKeyHolder:
+    """Holds s(ζⱼ) for each slot j (the secret key at the slots' roots: complex Gaussian, variance 2N/3,
+    fixed for the key) and applies it when decrypting an aggregate. So slots differ in error size and
+    the errors are heavy-tailed (a Gaussian scale mixture), as measured with TenSEAL."""
+
+    measured = False
+
+    def __init__(self, params: CKKSParams, generator: torch.Generator) -> None:
+        self.params = params
+        n = params.poly_modulus
+        self._key = math.sqrt(n / 3) * torch.randn(params.slots, 2, generator=generator, dtype=torch.float64)
+        self.keygen_seconds = modelled_rates(params).keygen
+
+    def is_private(self) -> bool:
+        return True
+
+    def public_context(self) -> SimulatedPublicContext:
+        return SimulatedPublicContext(self.params)
+
+    def decrypt(self, aggregate: Tensors, length: int) -> torch.Tensor:
+        key = self._key[torch.arange(aggregate["ckks_slots"].numel()) % self.params.slots]
+        r1 = aggregate["ckks_r1"]
+        values = aggregate["ckks_slots"] + r1[:, 0] * key[:, 0] - r1[:, 1] * key[:, 1]
+        return values[:length]
+
+
+# --- the TenSEAL backend --------------------------------------------------------------------------------
+class TenSEALEncryptor:
+    """A client's encryption under the public context: N/2 values per ciphertext, serialised (what
+    travels and is counted)."""
 
     measured = True
 
-    def __init__(self, params: CKKSParams) -> None:
+    def __init__(self, context: Any, params: CKKSParams) -> None:
         import tenseal as ts
 
         self.ts = ts
+        self.context = context
         self.params = params
-        self.context: Any = None
-        self.keygen_seconds: float | None = None
-
-    def keygen(self, generator: torch.Generator) -> None:
-        """A fresh context and key pair (TenSEAL's randomness cannot be seeded: ``generator`` is unused)."""
-        began = time.perf_counter()
-        try:
-            self.context = self.ts.context(self.ts.SCHEME_TYPE.CKKS, poly_modulus_degree=self.params.poly_modulus,
-                                           coeff_mod_bit_sizes=list(self.params.coeff_bits))
-        except ValueError as exc:
-            raise BenchError(f"defense 'he': TenSEAL rejects the CKKS parameters {self.params.as_dict()}: {exc}") from None
-        self.context.global_scale = 2.0 ** self.params.scale_bits
-        self.keygen_seconds = time.perf_counter() - began
 
     def encrypt(self, vector: torch.Tensor, generator: torch.Generator | None) -> Tensors:
-        if self.context is None:
-            raise RuntimeError("TenSEALCKKS.keygen must run before encrypt")
         values = vector.detach().double().cpu()
         message = {}
         for i, start in enumerate(range(0, values.numel(), self.params.slots)):
@@ -181,30 +264,91 @@ class TenSEALCKKS:
     def wire_bytes(self, message: Tensors) -> int:
         return int(sum(t.numel() for t in message.values()))
 
-    def add(self, messages: Sequence[Tensors]) -> list[Any]:
+
+class TenSEALAggregator:
+    """The server's step under the public context: deserialise, add, serialise the sums for the key holder."""
+
+    def __init__(self, context: Any) -> None:
+        import tenseal as ts
+
+        self.ts = ts
+        self.context = context
+
+    def add(self, messages: Sequence[Tensors]) -> list[bytes]:
         total = []
         for key in messages[0]:
-            vectors = [self.ts.ckks_vector_from(self.context, m[key].numpy().tobytes()) for m in messages]
-            acc = vectors[0]
-            for v in vectors[1:]:
-                acc = acc + v
-            total.append(acc)
+            acc = self.ts.ckks_vector_from(self.context, messages[0][key].numpy().tobytes())
+            for m in messages[1:]:
+                acc = acc + self.ts.ckks_vector_from(self.context, m[key].numpy().tobytes())
+            total.append(acc.serialize())
         return total
 
-    def decrypt(self, aggregate: list[Any], length: int) -> torch.Tensor:
-        values = [x for ciphertext in aggregate for x in ciphertext.decrypt()]
+
+class TenSEALKeyHolder:
+    """The only holder of the secret-key context; hands out public copies (serialised without the secret
+    key) and decrypts the serialised aggregates it receives."""
+
+    measured = True
+
+    def __init__(self, params: CKKSParams, generator: torch.Generator) -> None:
+        """A fresh context and key pair (TenSEAL's randomness cannot be seeded: ``generator`` is unused)."""
+        import tenseal as ts
+
+        self.ts = ts
+        self.params = params
+        began = time.perf_counter()
+        try:
+            self._context = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=params.poly_modulus,
+                                       coeff_mod_bit_sizes=list(params.coeff_bits))
+        except ValueError as exc:
+            raise BenchError(f"defense 'he': TenSEAL rejects the CKKS parameters {params.as_dict()}: {exc}") from None
+        self._context.global_scale = 2.0 ** params.scale_bits
+        self.keygen_seconds = time.perf_counter() - began
+
+    def is_private(self) -> bool:
+        return bool(self._context.is_private())
+
+    def public_context(self) -> Any:
+        """A new context object holding the parameters and public key only."""
+        return self.ts.context_from(self._context.serialize(save_secret_key=False))
+
+    def decrypt(self, aggregate: Sequence[bytes], length: int) -> torch.Tensor:
+        values = [x for data in aggregate for x in self.ts.ckks_vector_from(self._context, data).decrypt()]
         return torch.tensor(values[:length], dtype=torch.float64)
 
 
-def make_backend(name: str, params: CKKSParams) -> SimulatedCKKS | TenSEALCKKS:
+@dataclass(frozen=True)
+class CKKSRoles:
+    """One federation's CKKS parties: the key holder, and the clients' and the server's public-context sides."""
+
+    key_holder: SimulatedKeyHolder | TenSEALKeyHolder
+    encryptor: SimulatedEncryptor | TenSEALEncryptor
+    aggregator: SimulatedAggregator | TenSEALAggregator
+
+    @property
+    def measured(self) -> bool:
+        return self.encryptor.measured
+
+
+def check_backend(name: str) -> None:
+    """A one-line error when ``backend=tenseal`` is chosen without TenSEAL installed."""
     if name == "tenseal":
         try:
             import tenseal  # noqa: F401
         except ImportError:
             raise BenchError("defense 'he' backend=tenseal needs TenSEAL: pip install 'bench-fl[he]' "
                              "(or use backend=simulated)") from None
-        return TenSEALCKKS(params)
-    return SimulatedCKKS(params)
+
+
+def make_roles(name: str, params: CKKSParams, generator: torch.Generator) -> CKKSRoles:
+    """Key generation by the key holder, then the public context handed to the clients and the server."""
+    check_backend(name)
+    if name == "tenseal":
+        holder = TenSEALKeyHolder(params, generator)
+        return CKKSRoles(holder, TenSEALEncryptor(holder.public_context(), params),
+                         TenSEALAggregator(holder.public_context()))
+    holder_ = SimulatedKeyHolder(params, generator)
+    return CKKSRoles(holder_, SimulatedEncryptor(holder_.public_context()), SimulatedAggregator(holder_.public_context()))
 
 
 def fresh_generator() -> torch.Generator:
@@ -256,14 +400,38 @@ class HE(SGDDefense):
         super().__init__(**values)
         self.ckks = CKKSParams(self.opt.poly_modulus, parse_coeff_bits(self.opt.coeff_bits), self.opt.scale_bits)
         self.ckks.validate()
-        self.backend = make_backend(self.opt.backend, self.ckks)
+        check_backend(self.opt.backend)
+        self.rates = modelled_rates(self.ckks)
+        self.roles: CKKSRoles | None = None
         self._server_metrics: dict[str, Any] = {}
 
     def init_server(self) -> ServerState:
-        """The global model, and a fresh CKKS key pair for this federation (drawn after the model)."""
+        """The global model, and the federation's CKKS roles: a fresh key pair made by the key holder,
+        whose public context the clients and the server receive (drawn after the model)."""
         server = super().init_server()
-        self.backend.keygen(fresh_generator())
+        self.roles = make_roles(self.opt.backend, self.ckks, fresh_generator())
         return server
+
+    @property
+    def key_holder(self) -> SimulatedKeyHolder | TenSEALKeyHolder:
+        return self._roles().key_holder
+
+    @property
+    def encryptor(self) -> SimulatedEncryptor | TenSEALEncryptor:
+        return self._roles().encryptor
+
+    @property
+    def aggregator(self) -> SimulatedAggregator | TenSEALAggregator:
+        """The server's side: the public context only (it cannot decrypt)."""
+        return self._roles().aggregator
+
+    def _roles(self) -> CKKSRoles:
+        if self.roles is None:
+            raise RuntimeError("he: init_server must run first (it generates the federation's keys)")
+        return self.roles
+
+    def seconds_source(self) -> str:
+        return MEASURED if self._roles().measured else MODELLED
 
     # --- what travels ------------------------------------------------------------------------------
     def encrypt_upload(self, payload: Tensors, float_buffers: Tensors, num_examples: int,
@@ -271,39 +439,50 @@ class HE(SGDDefense):
         """n_k × (payload, floating buffers), flattened and encrypted; with its cost metrics."""
         vector = num_examples * flatten({**payload, **{BUFFER_PREFIX + k: v for k, v in float_buffers.items()}})
         began = time.perf_counter()
-        message = self.backend.encrypt(vector, generator)
+        message = self.encryptor.encrypt(vector, generator)
         seconds = time.perf_counter() - began
         plain = 4 * vector.numel()  # float32 plaintext
-        wire = self.backend.wire_bytes(message)
+        wire = self.encryptor.wire_bytes(message)
+        ciphertexts = self.ckks.ciphertexts(vector.numel())
         return message, {"bytes_uploaded": wire, "plaintext_bytes": plain, "expansion_factor": wire / plain,
-                         "ciphertexts_per_client": self.ckks.ciphertexts(vector.numel()),
-                         "encrypt_seconds": seconds if self.backend.measured else None}
+                         "ciphertexts_per_client": ciphertexts, "he_seconds_source": self.seconds_source(),
+                         "encrypt_seconds": seconds if self.encryptor.measured else ciphertexts * self.rates.encrypt}
 
     def decrypt_mean(self, messages: Sequence[Tensors], length: int, total_examples: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        """The server's step: add the ciphertexts, decrypt the sum, divide by the public Σ n_k."""
+        """The round's server side: the aggregator adds the ciphertexts under its public context, the key
+        holder decrypts the sum, and the server divides the decrypted sum by the public Σ n_k."""
         began = time.perf_counter()
-        aggregate = self.backend.add(messages)
+        aggregate = self.aggregator.add(messages)
         added = time.perf_counter()
-        vector = self.backend.decrypt(aggregate, length)
+        vector = self.key_holder.decrypt(aggregate, length)
         done = time.perf_counter()
-        measured = self.backend.measured
-        return vector / total_examples, {"aggregate_seconds": added - began if measured else None,
-                                         "decrypt_seconds": done - added if measured else None}
+        if self.key_holder.measured:
+            costs = {"aggregate_seconds": added - began, "decrypt_seconds": done - added}
+        else:
+            ciphertexts = self.ckks.ciphertexts(length)
+            costs = {"aggregate_seconds": len(messages) * ciphertexts * self.rates.add,
+                     "decrypt_seconds": ciphertexts * self.rates.decrypt}
+        return vector / total_examples, {**costs, "he_seconds_source": self.seconds_source()}
 
     # --- training ----------------------------------------------------------------------------------
     def client_update(self, server: ServerState, client: ClientState, data: LocalData,
                       generator: torch.Generator | None) -> Upload:
+        began = time.perf_counter()
         upload = client_round(self.model, server, data, self.protocol, generator)
         floats = {k: v for k, v in upload.buffers.items() if v.is_floating_point()}
         message, costs = self.encrypt_upload(upload.payload, floats, upload.num_examples, generator)
         integers = {k: v for k, v in upload.buffers.items() if not v.is_floating_point()}
         return Upload(payload=message, num_examples=upload.num_examples, kind=upload.kind, buffers=integers,
-                      metrics={**upload.metrics, **costs, "backend": self.opt.backend})
+                      metrics={**upload.metrics, **costs, "backend": self.opt.backend,
+                               "client_seconds": time.perf_counter() - began})
 
     def aggregate(self, server: ServerState, uploads: Sequence[Upload]) -> ServerState:
         like = self.plaintext_layout(server)
-        mean, self._server_metrics = self.decrypt_mean([u.payload for u in uploads], sum(t.numel() for t in like.values()),
-                                                       sum(u.num_examples for u in uploads))
+        mean, costs = self.decrypt_mean([u.payload for u in uploads], sum(t.numel() for t in like.values()),
+                                        sum(u.num_examples for u in uploads))
+        modelled = 0.0 if self.key_holder.measured else (
+            sum(u.metrics["encrypt_seconds"] for u in uploads) + costs["aggregate_seconds"] + costs["decrypt_seconds"])
+        self._server_metrics = {**costs, "modelled_seconds": modelled}
         values = unflatten(mean, like)
         payload = {k: v for k, v in values.items() if not k.startswith(BUFFER_PREFIX)}
         buffers = {k[len(BUFFER_PREFIX):]: v for k, v in values.items() if k.startswith(BUFFER_PREFIX)}
@@ -312,6 +491,9 @@ class HE(SGDDefense):
         return apply_uploads(server, [Upload(payload, 1, uploads[0].kind, buffers)], self.protocol.lr)
 
     def server_metrics(self) -> dict[str, Any]:
+        """The last round's aggregation and decryption seconds, and ``modelled_seconds``: the HE time the
+        round's measured wall time does not contain (simulated backend: every client's encryption, the
+        aggregation and the decryption, modelled; TenSEAL: 0, all of it was measured inside the round)."""
         return dict(self._server_metrics)
 
     def plaintext_layout(self, server: ServerState) -> Tensors:
@@ -359,13 +541,12 @@ class HE(SGDDefense):
         observed = unflatten(mean, like)
         exact = sum(len(m) * flatten(p) for (p, _), m in zip(uploads, members)) / total
         metrics = {
-            **costs[0], "encrypt_seconds": None if costs[0]["encrypt_seconds"] is None
-            else sum(c["encrypt_seconds"] for c in costs) / len(costs),
+            **costs[0], "encrypt_seconds": sum(c["encrypt_seconds"] for c in costs) / len(costs),
             **server_costs, "backend": self.opt.backend, "aggregated_clients": k_clients,
             "ckks_max_abs_error": float((mean - exact).abs().max()),
             "ckks_error_std_model": self.ckks.error_std(k_clients) / total,  # CKKS error is absolute: the sum / Σn
             "observed_rms": float(exact.pow(2).mean().sqrt()),
-            "keygen_seconds": getattr(self.backend, "keygen_seconds", None),
+            "keygen_seconds": self.key_holder.keygen_seconds,
         }
         if k_clients == 1:
             notes = ["he with clients=1: the decrypted aggregate is the target's own upload, so HE gives no "
@@ -374,9 +555,9 @@ class HE(SGDDefense):
             notes = [f"he: the server decrypts only the example-weighted mean of {k_clients} clients' uploads "
                      f"(target + {k_clients - 1} of its round); the attack reconstructs all {k_clients * len(target)} "
                      f"images and the target's are scored by best match"]
-        if not self.backend.measured:
+        if not self.key_holder.measured:
             notes.append("he backend=simulated: no encryption was run; bytes are computed from the CKKS parameters "
-                         "and encrypt/aggregate/decrypt seconds are null")
+                         "and encrypt/aggregate/decrypt/keygen seconds are modelled from TenSEAL's measured rates")
         public = sgd_public_knowledge(self.model, server, self.task, target, self.protocol, kind, he_clients=k_clients,
                                       ckks=self.ckks.as_dict())
         if self.knowledge == "unaware":

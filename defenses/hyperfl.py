@@ -10,6 +10,16 @@ weight decay 5e-4, each group's gradient norm clipped to 50); optimiser state st
 phase. Only the hypernetwork is uploaded (as its update); the server averages the clients'
 hypernetworks weighted by local data size. Embedding and head never leave the client.
 
+What the server observes (``attack_setting``): ``local`` is the protocol's own exchange and the
+threat model to judge HyperFL by — the hypernetwork update after the attacked client's round over its
+own local data: the attacked batch first, then ``attack_local_batches`` − 1 further mini-batches of
+the client's other examples (``LocalData.others``, from the harness), in a fixed order the server
+knows. Unaware and adaptive attackers do not know those other examples: they reconstruct every
+example of the round (``public.num_images``) and the target's are scored by best match; the oracle is
+handed them too. A round on the attacked batch alone would let the head epoch fit it and starve the
+later gradients, which flatters the defense. ``fedsgd`` (the CLI default, because it is fast) is a
+stronger-attacker variant the protocol never sends: the hypernetwork gradient of one batch.
+
 The attacker's knowledge level (``--knowledge``) says what the honest-but-curious server knows:
 
 * ``unaware`` knows the protocol, the hypernetwork and the architecture and uses fixed random guesses
@@ -19,10 +29,12 @@ The attacker's knowledge level (``--knowledge``) says what the honest-but-curiou
   is that times hᵀ (h = the hypernetwork's hidden features), so h, and with it the generated
   feature extractor, follow exactly: the attack then faces plain FedSGD on the target network with
   only the classifier head unknown (optimised with the images). After a local round the same
-  ratio, taken on the update, estimates the embedding, which starts a joint optimisation of
+  ratio, taken on the data part of the update (its weight-decay drift removed exactly: see
+  :func:`weight_decay_factor`), estimates the embedding, which starts a joint optimisation of
   embedding and head through the unrolled round;
-* ``oracle`` is handed the true embedding and head: an upper bound on what the attacker *knows*
-  (not on what leaks: its optimisation through the full hypernetwork can do worse than ``adaptive``).
+* ``oracle`` is handed the true embedding and head (and, in the local setting, the client's other
+  examples of the round): an upper bound on what the attacker *knows* (not on what leaks: its
+  optimisation through the full hypernetwork can do worse than ``adaptive``).
 """
 from __future__ import annotations
 
@@ -311,9 +323,13 @@ class HyperFL(Defense):
     #: handed the true embedding and head.
     knowledge_levels = ("adaptive", "unaware", "oracle")
     options = (
-        Option("attack_setting", str, "fedsgd", "what the attacked client sends: fedsgd = the hypernetwork "
-               "gradient on the target batch; local = the hypernetwork update after a full local round on the "
-               "target data (training always runs the full round)", choices=("fedsgd", "local")),
+        Option("attack_setting", str, "fedsgd", "what the attacked client sends: local = the protocol's "
+               "hypernetwork update after its round over its local data (the attacked batch first); fedsgd = a "
+               "stronger-attacker variant, the hypernetwork gradient of the target batch (training always runs "
+               "the full round)", choices=("fedsgd", "local")),
+        Option("attack_local_batches", int, 2, "local setting: mini-batches of the attacked client's round (of the "
+               "attack's batch size, the attacked batch first, then the client's other local examples); 0 = its "
+               "whole local set", min=0),
         Option("embedding_dim", int, 64, "client embedding size", min=1),
         Option("hidden_dim", int, 128, "hypernetwork hidden width", min=1),
         Option("head_epochs", int, 1, "epochs on the classifier head alone at the start of a round", min=0),
@@ -393,6 +409,10 @@ class HyperFL(Defense):
                       metrics={"bytes_uploaded": payload_bytes(payload),
                                "client_seconds": time.perf_counter() - start})
 
+    def evaluated_model(self) -> str:
+        """Each client's own model: the hypernetwork's output for its private embedding, and its private head."""
+        return "personalised"
+
     def aggregate(self, server: ServerState, uploads: Sequence[Upload]) -> ServerState:
         """The size-weighted mean of the clients' new hypernetworks (old + update)."""
         return apply_uploads(server, uploads, self.protocol.lr)
@@ -408,29 +428,54 @@ class HyperFL(Defense):
 
     # -- the threat model ------------------------------------------------------------------------
 
+    def round_data(self, target: LocalData) -> LocalData:
+        """The attacked client's local data for its round in the ``local`` setting: the attacked batch first,
+        then ``attack_local_batches`` − 1 further mini-batches of its other local examples (``target.others``,
+        all of them with 0), in a fixed order the server knows; the target alone when the harness gave no
+        other examples (or the client has none)."""
+        if self.opt.attack_setting != "local" or target.others is None or len(target.others[0]) == 0:
+            return target
+        limit = None if self.opt.attack_local_batches == 0 else (self.opt.attack_local_batches - 1) * target.batch_size
+        ox, oy = (t[:limit] for t in target.others)
+        return LocalData(torch.cat([target.x, ox]), torch.cat([target.y, oy]), target.batch_size,
+                         population=target.population)
+
     def _send(self, server: ServerState, private: Tensors, target: LocalData) -> Tensors:
-        """What the client sends for ``target`` in the attack setting (fixed batch order, eval mode)."""
+        """What the client sends for ``target`` in the attack setting (fixed batch order, eval mode): the
+        FedSGD gradient of the batch, or the update after its round on :meth:`round_data`."""
         self.model.eval()
         hyper = _prefixed(server)
         if self.opt.attack_setting == "fedsgd":
             return _unprefixed(hyper_gradient(self.model, hyper, private, target.x, target.y, create_graph=False))
-        batches = list(target.batches())
+        batches = list(self.round_data(target).batches())
         p = self.protocol
         new_hyper, _ = local_round(self.model, hyper, private, batches * p.head_epochs, batches * p.local_epochs,
                                    p, create_graph=False)
         return {k: new_hyper[HYPER + k] - server[k] for k in server}
 
-    def simulator(self, server: ServerState, batch_size: int) -> Simulator:
-        """The attacker's differentiable replay of :meth:`_send` for candidate data and unknowns."""
+    def simulator(self, server: ServerState, batch_size: int,
+                  known: tuple[torch.Tensor, torch.Tensor] | None = None) -> Simulator:
+        """The attacker's differentiable replay of :meth:`_send` for candidate data and unknowns.
+
+        ``x`` holds the round's examples in round order (the attacked batch first); with ``known`` (the
+        oracle's view of the client's other examples) ``x`` is the attacked batch and the known examples
+        follow it as constants.
+        """
         server = {k: v.detach() for k, v in server.items()}
         hyper, p, model = _prefixed(server), self.protocol, self.model
         heads = StackedHeads.of(server, model.hypernetwork.shapes) if self.opt.attack_setting == "local" else None
+        classes = self.task.num_classes
 
         def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
             model.eval()
             private = {k: unknowns[k] for k in PRIVATE}
             if heads is None:
                 return _unprefixed(hyper_gradient(model, hyper, private, x, y, create_graph=True))
+            if known is not None:
+                kx, ky = known
+                if y.dim() == 2:  # soft labels: the known labels as probabilities
+                    ky = torch.nn.functional.one_hot(ky, classes).to(y.dtype)
+                x, y = torch.cat([x, kx]), torch.cat([y, ky])
             batches = list(LocalData(x, y, batch_size).batches())
             return factored_round_update(model, server, heads, private, batches * p.head_epochs,
                                          batches * p.local_epochs, p)
@@ -449,9 +494,14 @@ class HyperFL(Defense):
         attacker = self.knowledge
         if attacker == "adaptive" and kind == "gradient":
             return self._adaptive_fedsgd(server, observed, truth, target, generator, protocol, metrics)
+        round_data = self.round_data(target)
+        others = len(round_data) - len(target)
+        if kind == "update":
+            metrics.update({"round_examples": len(round_data), "round_batches_per_epoch": round_data.steps_per_epoch(),
+                            "other_examples_known": attacker == "oracle" and others > 0})
         guess = self._guess(generator)
         if attacker == "adaptive":
-            estimate = estimate_embedding(server, observed, self.protocol, target.steps_per_epoch())
+            estimate = estimate_embedding(server, observed, self.protocol, round_data.steps_per_epoch())
             metrics["embedding_estimate_cosine"] = float(torch.nn.functional.cosine_similarity(
                 estimate, truth[EMBEDDING], dim=0))
             guess[EMBEDDING] = estimate
@@ -460,20 +510,37 @@ class HyperFL(Defense):
                         HEAD_BIAS: "the private classifier head's bias"}
         unknowns = {k: Unknown(tuple(values[k].shape), descriptions[k], values[k], optimisable=attacker == "adaptive",
                                revealed=attacker == "oracle") for k in PRIVATE}
-        notes = {
+        notes = [{
             "unaware": "hyperfl/unaware: embedding and head are fixed random guesses; the true ones never leave the client",
             "adaptive": "hyperfl/adaptive: embedding (started from its estimate out of the update's rank-one "
                         "structure) and head are optimised with the images through the unrolled local round",
             "oracle": "hyperfl/oracle: the attacker is handed the true embedding and head (an upper bound on what it "
                       "knows, not on what leaks)",
-        }
+        }[attacker]]
+        known = None
+        num_images = len(target)
+        if others and attacker == "oracle":
+            known = (round_data.x[len(target):], round_data.y[len(target):])
+            notes.append(f"hyperfl/local: the client's round ran over {len(round_data)} examples (the attacked batch "
+                         f"first, then {others} other local examples); the oracle is also handed those {others}, "
+                         f"so it reconstructs the attacked batch only")
+        elif others:
+            num_images = len(round_data)
+            notes.append(f"hyperfl/local: the client's round ran over {len(round_data)} examples (the attacked batch "
+                         f"first, then {others} other local examples, batch order known); the attacker knows none of "
+                         f"them, reconstructs all {num_images} and the target's are scored by best match")
+        elif kind == "update":
+            notes.append(f"hyperfl/local: the round ran over the attacked batch alone ({len(target)} examples: the "
+                         f"harness gave no other local examples, or the client has none)")
         public = PublicKnowledge(
-            model=self._public_model(server, values), num_images=len(target), image_shape=self.task.image_shape,
+            model=self._public_model(server, values), num_images=num_images, image_shape=self.task.image_shape,
             num_classes=self.task.num_classes, mean=self.task.mean, std=self.task.std, observed_kind=kind,
-            classifier_key=None, protocol=protocol)
-        return Observation(observed=observed, public=public, simulate=self.simulator(server, target.batch_size),
-                           unknowns=unknowns, knowledge=attacker, notes=(notes[attacker],),
-                           metrics=metrics)
+            classifier_key=None, protocol={**protocol, "round_examples": len(round_data)})
+        # with unknown other examples, simulate needs all of the round's images, not the target's alone
+        return Observation(observed=observed, public=public,
+                           simulate=self.simulator(server, target.batch_size, known),
+                           unknowns=unknowns, knowledge=attacker, notes=tuple(notes),
+                           metrics=metrics, exact=num_images == len(target))
 
     def _guess(self, generator: torch.Generator | None) -> Tensors:
         """The server's own stand-ins for embedding and head, drawn as a client draws them but from the
@@ -566,16 +633,39 @@ def recover_from_gradient(server: Mapping[str, torch.Tensor], gradient: Mapping[
     return Recovered(hidden, generated, grads, embedding)
 
 
+def weight_decay_factor(lr: float, momentum: float, weight_decay: float, steps: int) -> float:
+    """a_T with p_T = a_T·p_0 after ``steps`` steps of ``torch.optim.SGD`` whose data gradients are all zero.
+
+    SGD is linear in (p_0, g_0, …, g_{T−1}): with d_t = g_t + wd·p_t, v_t = momentum·v_{t−1} + d_t (v_{−1} = 0,
+    which is PyTorch's first-step buffer v_0 = d_0) and p_{t+1} = p_t − lr·v_t, the update splits exactly into
+    (a_T − 1)·p_0, the weight-decay drift that depends on p_0 alone, plus Σ_s b_s·g_s, the data part.
+    a_T is that recurrence run on the scalar p_0 = 1 (clipping scales only g_t, so it does not enter).
+    """
+    p, v = 1.0, 0.0
+    for _ in range(steps):
+        v = momentum * v + weight_decay * p
+        p -= lr * v
+    return p
+
+
+def first_layer_data_part(server: Mapping[str, torch.Tensor], update: Mapping[str, torch.Tensor],
+                          p: HyperFLProtocol, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first layer's update minus its exact weight-decay drift (float64): Σ_s b_s·coef_s·δ_s e_sᵀ and
+    Σ_s b_s·coef_s·δ_s, what the data did to (A, c) over the ``steps`` hypernetwork steps of the round
+    (the head phase does not touch the hypernetwork)."""
+    drift = weight_decay_factor(p.lr, p.momentum, p.weight_decay, steps) - 1
+    a = update["mlp.0.weight"].double() - drift * server["mlp.0.weight"].double()
+    c = update["mlp.0.bias"].double() - drift * server["mlp.0.bias"].double()
+    return a, c
+
+
 def estimate_embedding(server: Mapping[str, torch.Tensor], update: Mapping[str, torch.Tensor],
                        p: HyperFLProtocol, steps_per_epoch: int) -> torch.Tensor:
-    """The embedding as the first layer's update suggests after a local round (an estimate).
+    """The embedding as the first layer's update shows it after a local round (an estimate).
 
-    Over the round ΔA ≈ −lr Σ_t v_t δ_t eᵀ and Δc ≈ −lr Σ_t v_t δ_t, plus the weight-decay drift
-    −lr·wd·S·(A, c) with S = Σ_t Σ_{s≤t} momentum^(t−s) (taken at the initial values). Removing the
-    drift and taking the same ratio as for a gradient gives e (exact if e did not move in the round).
+    The data part of the update (:func:`first_layer_data_part`, the weight-decay drift removed exactly)
+    is (Σ_s β_s δ_s e_sᵀ, Σ_s β_s δ_s): the same ratio as for one gradient, Aᵀc / ‖c‖², gives e exactly
+    when the embedding e_s did not move during the round, and a weighted mean of the e_s otherwise.
     """
-    steps = p.local_epochs * steps_per_epoch
-    drift = sum(sum(p.momentum ** (t - s) for s in range(t + 1)) for t in range(steps))
-    a = update["mlp.0.weight"].double() + p.lr * p.weight_decay * drift * server["mlp.0.weight"].double()
-    c = update["mlp.0.bias"].double() + p.lr * p.weight_decay * drift * server["mlp.0.bias"].double()
+    a, c = first_layer_data_part(server, update, p, p.local_epochs * steps_per_epoch)
     return (a.T @ c / c.dot(c).clamp_min(1e-300)).to(update["mlp.0.bias"].dtype)

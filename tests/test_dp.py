@@ -1,6 +1,8 @@
 """The dp defense: clipping and noise as specified, Opacus' accounting, the simulator, one-line errors."""
 import math
+import warnings
 
+import numpy as np
 import pytest
 import torch
 from opacus.accountants import RDPAccountant
@@ -12,7 +14,7 @@ from bench.functional import loss_gradient, per_example_gradients
 from bench.models.convnet import ConvNet
 from bench.results import read_rows, to_jsonable
 from bench.threat import LocalData
-from defenses.dp import DP, dp_sgd_gradient, epsilon_spent, global_norm
+from defenses.dp import DP, RDP_ORDERS, _spent, dp_sgd_gradient, epsilon_spent, global_norm, privacy_spent
 from defenses.fedavg import FedAvg
 from tests.helpers import lenet_task
 
@@ -129,7 +131,9 @@ def test_epsilon_is_opacus_rdp_accountant_for_the_steps_taken():
     accountant = RDPAccountant()
     for _ in range(steps):
         accountant.step(noise_multiplier=sigma, sample_rate=q)
-    assert epsilon_spent([(sigma, q, steps)], 1e-5) == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-12)
+    alphas = list(RDP_ORDERS)
+    assert epsilon_spent([(sigma, q, steps)], 1e-5) == pytest.approx(accountant.get_epsilon(1e-5, alphas=alphas),
+                                                                      rel=1e-12)
     # a client that trained two rounds of 5 steps at q = 2/10, then is observed for one step at q = 1/10
     d, server = make(noise_multiplier=sigma, delta=1e-5)
     client = {}
@@ -138,12 +142,113 @@ def test_epsilon_is_opacus_rdp_accountant_for_the_steps_taken():
     reference = RDPAccountant()
     for _ in range(10):
         reference.step(noise_multiplier=sigma, sample_rate=0.2)
-    assert up.metrics["epsilon"] == pytest.approx(reference.get_epsilon(1e-5), rel=1e-9)
+    assert up.metrics["epsilon"] == pytest.approx(reference.get_epsilon(1e-5, alphas=alphas), rel=1e-9)
     assert up.metrics["dp_steps"] == 10 and up.metrics["delta"] == 1e-5
     obs = d.observe(server, client, batch(1, population=10), [], torch.Generator().manual_seed(9))
     reference.step(noise_multiplier=sigma, sample_rate=0.1)
-    assert obs.metrics["epsilon"] == pytest.approx(reference.get_epsilon(1e-5), rel=1e-9)
+    assert obs.metrics["epsilon"] == pytest.approx(reference.get_epsilon(1e-5, alphas=alphas), rel=1e-9)
     assert obs.metrics["sample_rate"] == 0.1 and obs.metrics["dp_steps"] == 11
+
+
+@pytest.mark.parametrize("sigma, expected", [(0.5, 10.73), (1.0, 4.73), (2.0, 2.17), (4.0, 1.01)])
+def test_exchange_epsilon_is_one_step_without_amplification(sigma, expected):
+    """Opacus' RDP analysis of one Gaussian step at q = 1, δ = 1e-5 (REFERENCES.md), reported next to
+    the accounted ε, which credits the sampling rate q = 1/299 of an attacked image."""
+    d, server = make(noise_multiplier=sigma, clip=0.5)
+    obs = d.observe(server, {}, batch(1, population=299), [], torch.Generator().manual_seed(0))
+    assert obs.metrics["epsilon_exchange"] == pytest.approx(expected, abs=0.01)
+    assert obs.metrics["exchange_steps"] == 1 and obs.metrics["sample_rate"] == pytest.approx(1 / 299)
+    assert obs.metrics["epsilon"] == pytest.approx(epsilon_spent([(sigma, 1 / 299, 1)], 1e-5), rel=1e-12)
+    assert obs.metrics["epsilon"] < obs.metrics["epsilon_exchange"]
+    assert not obs.metrics["epsilon_order_at_edge"] and "sensitivity C" in obs.metrics["dp_model"]
+
+
+def test_exchange_epsilon_composes_the_steps_that_contain_an_example():
+    d, server = make(noise_multiplier=1.0, local_steps=3)  # the attacked batch is in all 3 steps
+    obs = d.observe(server, {}, batch(2, population=100), [], torch.Generator().manual_seed(0))
+    assert obs.metrics["exchange_steps"] == 3
+    assert obs.metrics["epsilon_exchange"] == pytest.approx(epsilon_spent([(1.0, 1.0, 3)], 1e-5), rel=1e-12)
+    d, _ = make(noise_multiplier=1.0)  # a training round of one epoch over 5 batches: each example in 1 step
+    up = d.client_update(server, {}, batch(10, batch_size=2), torch.Generator().manual_seed(0))
+    assert up.metrics["exchange_steps"] == 1 and up.metrics["dp_steps"] == 5
+    assert up.metrics["epsilon_exchange"] == pytest.approx(4.73, abs=0.01)
+
+
+SETTINGS = [(sigma, q, steps) for sigma in (0.1, 0.5, 1.0, 4.0) for q in (1.0, 1 / 299, 50 / 600)
+            for steps in (1, 10, 100, 1000)]
+
+
+def test_the_optimal_rdp_order_is_interior_for_every_reported_setting():
+    """Opacus' own get_privacy_spent on bench's order grid returns the best order: never the first or the
+    last, and Opacus does not warn (its default grid, which stops at 63, puts σ = 4, q = 1/299 there)."""
+    from opacus.accountants.analysis import rdp as analysis
+
+    for sigma, q, steps in SETTINGS:
+        rdp = analysis.compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=list(RDP_ORDERS))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            eps, order = analysis.get_privacy_spent(orders=list(RDP_ORDERS), rdp=rdp, delta=1e-5)
+        assert RDP_ORDERS[0] < order < RDP_ORDERS[-1] and not caught, (sigma, q, steps, order)
+        assert eps == pytest.approx(epsilon_spent([(sigma, q, steps)], 1e-5), rel=1e-12)
+        assert not privacy_spent([(sigma, q, steps)], 1e-5).at_edge
+    default = analysis.compute_rdp(q=1 / 299, noise_multiplier=4.0, steps=1, orders=RDPAccountant.DEFAULT_ALPHAS)
+    with pytest.warns(UserWarning, match="largest alpha"):
+        floor, _ = analysis.get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=default, delta=1e-5)
+    assert floor == pytest.approx(0.103, abs=1e-3) and epsilon_spent([(4.0, 1 / 299, 1)], 1e-5) < 0.035
+
+
+def _log_a_by_integration(q, sigma, alpha):
+    """log E_{z~N(0,σ²)} [((1 − q) + q·exp((2z − 1)/(2σ²)))^α] by the trapezoid rule: the sampled Gaussian
+    mechanism's RDP times (α − 1) (Mironov et al. 2019), independent of Opacus' series."""
+    z = np.linspace(-40 * sigma, 40 * sigma + alpha, 400_001)
+    log_ratio = np.logaddexp(np.log1p(-q), np.log(q) + (2 * z - 1) / (2 * sigma ** 2))
+    log_f = alpha * log_ratio - z ** 2 / (2 * sigma ** 2) - 0.5 * np.log(2 * np.pi * sigma ** 2)
+    top = log_f.max()
+    return top + np.log(np.trapezoid(np.exp(log_f - top), z))
+
+
+@pytest.mark.parametrize("sigma, q, reference", [(1.0, 1 / 299, 0.742), (4.0, 1 / 299, None), (2.76, 1 / 189, None),
+                                                 (10.6, 50 / 600, None)])
+def test_epsilon_at_its_optimal_order_agrees_with_direct_integration(sigma, q, reference):
+    """Where bench reads the RDP curve (the optimal order), Opacus' series equals a direct numerical
+    integral; with q = 1/299, σ = 1 the wide grid gives REFERENCES.md's 0.742."""
+    from opacus.accountants.analysis import rdp as analysis
+
+    spent = privacy_spent([(sigma, q, 1)], 1e-5)
+    order = spent.order
+    series = analysis.compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=[order])[0]
+    assert series == pytest.approx(_log_a_by_integration(q, sigma, order) / (order - 1), rel=1e-6)
+    if reference is not None:
+        assert spent.epsilon == pytest.approx(reference, abs=0.002)
+
+
+def test_an_optimum_on_the_grid_edge_is_not_hidden():
+    """σ = 30 at q = 1/299 has its optimal order beyond the grid: Opacus' warning reaches the user and
+    the row says so."""
+    _spent.cache_clear()
+    d, server = make(noise_multiplier=30.0)
+    with pytest.warns(UserWarning, match="largest alpha"):
+        obs = d.observe(server, {}, batch(1, population=299), [], torch.Generator().manual_seed(0))
+    assert obs.metrics["epsilon_order_at_edge"] and obs.metrics["epsilon_order"] == RDP_ORDERS[-1]
+
+
+def test_client_level_accounts_local_dp_with_replace_one_sensitivity():
+    """The server sees one client's clipped, noised upload alone: replace-one neighbours differ by up
+    to 2C, so σ = 2 spends what σ = 1 spends on sensitivity C (one step, q = 1)."""
+    d, server = make(level="client", noise_multiplier=2.0, clip=0.1)
+    client = {}
+    up = d.client_update(server, client, batch(4, batch_size=2), torch.Generator().manual_seed(0))
+    assert up.metrics["epsilon"] == pytest.approx(4.73, abs=0.01) == up.metrics["epsilon_exchange"]
+    assert up.metrics["accounting_noise_multiplier"] == 1.0 and up.metrics["noise_multiplier"] == 2.0
+    assert up.metrics["sensitivity"] == pytest.approx(0.2) and "replace-one" in up.metrics["dp_model"]
+    assert up.metrics["sample_rate"] == 1.0 and up.metrics["dp_steps"] == 1
+    up = d.client_update(server, client, batch(4, batch_size=2), torch.Generator().manual_seed(1))
+    assert up.metrics["epsilon"] == pytest.approx(epsilon_spent([(1.0, 1.0, 2)], 1e-5), rel=1e-12)
+    assert up.metrics["epsilon_exchange"] == pytest.approx(4.73, abs=0.01)
+    calibrated, _ = make(level="client", target_epsilon=8.0, epochs=50)
+    sigma = calibrated.noise_multiplier(1.0)
+    assert 7.9 < epsilon_spent([(sigma / 2, 1.0, 50)], 1e-5) <= 8.0  # the budget holds at sensitivity 2C
+    assert epsilon_spent([(sigma, 1.0, 50)], 1e-5) < 4.5  # what sensitivity C would (wrongly) have claimed
 
 
 def test_target_epsilon_is_calibrated_with_opacus():
@@ -199,6 +304,8 @@ def test_cli_rows_carry_epsilon_and_delta(tmp_path):
     history = train["history"]
     assert history[0]["epsilon"] < history[1]["epsilon"] and history[1]["dp_steps"] == 4
     assert history[1]["delta"] == 1e-5
+    assert history[0]["epsilon_exchange"] == history[1]["epsilon_exchange"] == pytest.approx(4.73, abs=0.01)
+    assert "add/remove one example" in history[1]["dp_model"] and history[1]["level"] == "sample"
 
 
 def test_cli_bad_dp_option_is_one_line_exit_2(tmp_path, capsys):

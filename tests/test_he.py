@@ -3,6 +3,7 @@ observation and its simulator, training equal to FedAvg's, costs in every row, o
 import importlib.util
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ from bench.models.convnet import ConvNet
 from bench.results import read_rows
 from bench.threat import LocalData
 from defenses.fedavg import FedAvg
-from defenses.he import HE, CKKSParams, SimulatedCKKS, TenSEALCKKS
+from defenses.he import HE, MEASURED, MODELLED, TENSEAL_RATES, CKKSParams, make_roles, modelled_rates
 from tests.helpers import lenet_task
 
 HAS_TENSEAL = importlib.util.find_spec("tenseal") is not None
@@ -39,6 +40,12 @@ def cohort(k, n=1):
     return [({}, batch(n, seed=10 + i)) for i in range(k)]
 
 
+def roundtrip(roles, vectors, generator=None):
+    """Clients encrypt, the aggregator adds under its public context, the key holder decrypts."""
+    messages = [roles.encryptor.encrypt(v, generator) for v in vectors]
+    return roles.key_holder.decrypt(roles.aggregator.add(messages), vectors[0].numel())
+
+
 def kurtosis(x):
     x = x - x.mean()
     return float((x ** 4).mean() / x.var() ** 2)
@@ -47,10 +54,9 @@ def kurtosis(x):
 @needs_tenseal
 def test_tenseal_round_trip_error_is_below_the_bound_and_matches_the_model():
     params = CKKSParams()
-    backend = TenSEALCKKS(params)
-    backend.keygen(torch.Generator())
+    roles = make_roles("tenseal", params, torch.Generator())
     values = 0.01 * torch.randn(4 * params.slots, dtype=torch.float64)
-    error = backend.decrypt(backend.add([backend.encrypt(values, None)]), values.numel()) - values
+    error = roundtrip(roles, [values]) - values
     assert float(error.abs().max()) < 3e-8  # ~1e-8 at N=8192, scale 2^40: far below any update
     assert abs(float(error.std()) / params.error_std() - 1) < 0.1
     assert kurtosis(error) > 4  # heavy tails (key-dependent slot variance), which the simulation reproduces
@@ -58,12 +64,11 @@ def test_tenseal_round_trip_error_is_below_the_bound_and_matches_the_model():
 
 def test_simulated_errors_have_the_tenseal_distribution():
     params = CKKSParams()
-    backend = SimulatedCKKS(params)
-    backend.keygen(torch.Generator().manual_seed(0))
+    roles = make_roles("simulated", params, torch.Generator().manual_seed(0))
     values = torch.randn(4 * params.slots, dtype=torch.float64)
     g = torch.Generator().manual_seed(1)
-    one = backend.decrypt(backend.add([backend.encrypt(values, g)]), values.numel()) - values
-    four = backend.decrypt(backend.add([backend.encrypt(values, g) for _ in range(4)]), values.numel()) - 4 * values
+    one = roundtrip(roles, [values], g) - values
+    four = roundtrip(roles, [values] * 4, g) - 4 * values
     assert abs(float(one.std()) / params.error_std() - 1) < 0.05
     assert abs(float(four.std()) / params.error_std(4) - 1) < 0.05
     assert 5 < kurtosis(one) < 7.5 and float(one.abs().max()) < 3e-8
@@ -73,13 +78,11 @@ def test_simulated_errors_have_the_tenseal_distribution():
 def test_ciphertext_sizes():
     params = CKKSParams()
     assert params.ciphertext_bytes() == 2 * 8192 * 3 * 8 and params.ciphertexts(100_000) == 25
-    sim = SimulatedCKKS(params)
-    sim.keygen(torch.Generator())
+    sim = make_roles("simulated", params, torch.Generator()).encryptor
     values = torch.zeros(5000)
     assert sim.wire_bytes(sim.encrypt(values, None)) == 2 * params.ciphertext_bytes()
     if HAS_TENSEAL:
-        real = TenSEALCKKS(params)
-        real.keygen(torch.Generator())
+        real = make_roles("tenseal", params, torch.Generator()).encryptor
         measured = real.wire_bytes(real.encrypt(values, None))
         assert 0.7 * 2 * params.ciphertext_bytes() < measured <= 2 * params.ciphertext_bytes()  # zstd-compressed
 
@@ -107,10 +110,8 @@ def test_observation_is_the_mean_of_k_uploads_and_simulate_reproduces_it(backend
         assert key in obs.metrics
     assert obs.metrics["aggregated_clients"] == k and obs.metrics["ckks_max_abs_error"] < 1e-7
     assert 15 < obs.metrics["expansion_factor"] < 26 and obs.metrics["bytes_uploaded"] > 15 * obs.metrics["plaintext_bytes"]
-    if backend == "tenseal":
-        assert all(obs.metrics[key] > 0 for key in COST_KEYS[3:])
-    else:
-        assert all(obs.metrics[key] is None for key in COST_KEYS[3:])
+    assert all(obs.metrics[key] > 0 for key in COST_KEYS[3:])  # measured (TenSEAL) or modelled from its rates
+    assert obs.metrics["he_seconds_source"] == (MEASURED if backend == "tenseal" else MODELLED)
     assert any("no protection" in n for n in obs.notes) == (k == 1)
 
 
@@ -185,3 +186,65 @@ def test_he_conforms(args):
     report = check_defense("he", args)
     assert all(r.status in ("pass", "skip") for r in report.results), report.render()
     assert ("simulate-consistent" in {r.name for r in report.results if r.status == "pass"}) == (args == {"clients": "1"})
+
+
+@needs_tenseal
+def test_the_server_holds_a_public_context_and_cannot_decrypt():
+    """Roles: the key holder alone has the secret key; clients and the server get public contexts, and the
+    sum the server forms cannot be decrypted with its own context (TenSEAL raises)."""
+    import tenseal as ts
+
+    d, _ = make(backend="tenseal", clients=2)
+    assert d.key_holder.is_private()
+    assert not d.aggregator.context.is_private() and d.aggregator.context.is_public()
+    assert not d.encryptor.context.is_private()
+    assert not any(isinstance(v, ts.Context) and v.is_private() for v in vars(d.aggregator).values())
+    values = [0.01 * torch.randn(100, dtype=torch.float64) for _ in range(2)]
+    aggregate = d.aggregator.add([d.encryptor.encrypt(v, None) for v in values])
+    with pytest.raises(ValueError, match="secret"):
+        ts.ckks_vector_from(d.aggregator.context, aggregate[0]).decrypt()
+    assert torch.allclose(d.key_holder.decrypt(aggregate, 100), values[0] + values[1], atol=1e-7)
+
+
+def test_simulated_backend_mirrors_the_roles():
+    """The simulation keeps the separation: the public context has no key, the aggregator cannot decrypt,
+    and the key-dependent part of the CKKS error is applied by the key holder only."""
+    d, _ = make(clients=2)
+    assert d.key_holder.is_private() and not d.aggregator.context.is_private()
+    assert not hasattr(d.aggregator, "decrypt") and not hasattr(d.encryptor, "decrypt")
+    assert not any(isinstance(v, torch.Tensor) for v in vars(d.aggregator.context).values())
+    values = torch.randn(5000, dtype=torch.float64)
+    aggregate = d.aggregator.add([d.encryptor.encrypt(values, torch.Generator().manual_seed(0))])
+    without_key = aggregate["ckks_slots"] - values  # the key-independent rounding only
+    with_key = d.key_holder.decrypt(aggregate, 5000) - values
+    assert float(with_key.std()) > 5 * float(without_key.std())  # the |s(ζ)|-scaled term dominates
+
+
+def test_modelled_rates_come_from_the_measured_tenseal_rates():
+    default = modelled_rates(CKKSParams())
+    measured = next(r for r in TENSEAL_RATES if r.poly_modulus == 8192)
+    assert (default.encrypt, default.add, default.decrypt) == (measured.encrypt, measured.add, measured.decrypt)
+    two_primes = modelled_rates(CKKSParams(8192, (60, 40, 60), 40))
+    assert two_primes.encrypt == pytest.approx(measured.encrypt * 2 / 3)  # scaled by N log N L
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_training_rows_carry_encrypt_and_decrypt_seconds_per_round(tmp_path, backend):
+    """The cost of HE reaches training rows per round: encryption per client and the key holder's
+    decryption, measured inside the round's wall time (TenSEAL) or modelled and added on top (simulated)."""
+    args = ["train", "--defense", "he", "--defense-arg", f"backend={backend}", "--rounds", "2", "--clients", "3",
+            "--train-per-client", "8", "--test-per-client", "4", "--batch-size", "4", "--dataset", "digits",
+            "--output-dir", str(tmp_path)]
+    assert main(args) == 0
+    row = read_rows(tmp_path / "results.jsonl")[0][0]
+    for h in row["history"]:
+        assert h["encrypt_seconds"] > 0 and h["aggregate_seconds"] > 0 and h["decrypt_seconds"] > 0
+        on_top = 3 * h["encrypt_seconds"] + h["aggregate_seconds"] + h["decrypt_seconds"]
+        if backend == "tenseal":
+            assert h["he_seconds_source"] == MEASURED and h["modelled_seconds"] == 0
+            assert h["seconds"] > on_top  # encryption and decryption ran inside the round
+        else:
+            assert h["he_seconds_source"] == MODELLED
+            assert h["modelled_seconds"] == pytest.approx(on_top)
+    extra = float(np.mean([h["modelled_seconds"] for h in row["history"]]))
+    assert row["modelled_seconds_per_round"] == pytest.approx(row["seconds_per_round"] + extra)

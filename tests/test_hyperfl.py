@@ -13,8 +13,9 @@ from bench.inversion import GradientMatching
 from bench.models.cnn import CNN
 from bench.models.convnet import ConvNet
 from bench.threat import LocalData, Upload
-from defenses.hyperfl import (EMBEDDING, HEAD_BIAS, HEAD_WEIGHT, PRIVATE, HyperFL, HyperFLModel, estimate_embedding,
-                              hyper_gradient)
+from defenses.hyperfl import (EMBEDDING, HEAD_BIAS, HEAD_WEIGHT, PRIVATE, HyperFL, HyperFLModel, HyperFLProtocol,
+                              estimate_embedding, first_layer_data_part, hyper_gradient, local_round,
+                              weight_decay_factor)
 
 
 class Tiny(nn.Module):
@@ -366,3 +367,96 @@ def test_hyperfl_conforms_under_every_attacker(attacker):
     assert all(r.status in ("pass", "skip") or (r.name, r.status) == ("matches-client", "warn")
                for r in report.results), report.render()
     assert "private-state" in {r.name for r in report.results if r.status == "pass"}
+
+
+def with_others(target, others):
+    return LocalData(target.x, target.y, target.batch_size, population=len(target) + len(others), others=(others.x, others.y))
+
+
+def test_an_attacked_batch_carries_the_clients_other_examples():
+    whole = data(6, 2, seed=3)
+    batch = whole.attacked_batch(torch.tensor([4, 1]))
+    assert torch.equal(batch.x, whole.x[[4, 1]]) and batch.population == 6 and batch.batch_size == 2
+    assert torch.equal(batch.others[0], whole.x[[0, 2, 3, 5]]) and torch.equal(batch.others[1], whole.y[[0, 2, 3, 5]])
+
+
+@pytest.mark.parametrize("attacker", ["unaware", "adaptive", "oracle"])
+def test_local_setting_runs_the_round_over_the_clients_local_data(attacker):
+    """The attacked client's round is the protocol's: the attacked batch and further mini-batches of its
+    own data (here 2 batches of 1), so the head epoch does not just fit the one attacked image. Unaware
+    and adaptive attackers know the batch order, not the other examples: they must reconstruct all of
+    the round's images (scored by best match). The oracle is handed the other examples as well."""
+    d, server, client = tiny(knowledge=attacker, attack_setting="local", local_epochs=2)
+    target = with_others(data(1, 1, seed=1), data(3, 1, seed=2))
+    obs = d.observe(server, client, target, [], torch.Generator().manual_seed(5))
+    round_x, round_y = torch.cat([target.x, target.others[0][:1]]), torch.cat([target.y, target.others[1][:1]])
+    batches = list(LocalData(round_x, round_y, 1).batches())
+    d.model.eval()
+    new, _ = local_round(d.model, {f"hypernetwork.{k}": v for k, v in server.items()}, dict(client), batches,
+                         batches * 2, d.protocol, create_graph=False)
+    for k in server:
+        assert torch.allclose(obs.observed[k], new[f"hypernetwork.{k}"] - server[k], atol=1e-7), k
+    assert obs.metrics["round_examples"] == 2 and obs.metrics["round_batches_per_epoch"] == 2
+    truth = {k: client[k] for k in obs.unknowns}
+    if attacker == "oracle":
+        assert obs.public.num_images == 1 and obs.exact and obs.metrics["other_examples_known"]
+        sim = obs.simulate(target.x, target.y, truth)
+    else:
+        assert obs.public.num_images == 2 and not obs.exact and not obs.metrics["other_examples_known"]
+        sim = obs.simulate(round_x, round_y, truth)
+    assert all(torch.allclose(sim[k], obs.observed[k], atol=1e-5, rtol=1e-4) for k in obs.observed)
+    alone = d.observe(server, client, data(1, 1, seed=1), [], torch.Generator().manual_seed(5))
+    assert alone.metrics["round_examples"] == 1 and any("attacked batch alone" in n for n in alone.notes)
+    assert not torch.allclose(alone.observed["mlp.0.weight"], obs.observed["mlp.0.weight"])
+
+
+def test_local_setting_with_zero_batches_uses_the_whole_local_set():
+    d, server, client = tiny(knowledge="adaptive", attack_setting="local", attack_local_batches=0)
+    obs = d.observe(server, client, with_others(data(2, 2, seed=1), data(5, 2, seed=2)), [], None)
+    assert obs.metrics["round_examples"] == 7 and obs.metrics["round_batches_per_epoch"] == 4
+    assert obs.public.num_images == 7
+
+
+@pytest.mark.parametrize("momentum, steps", [(0.0, 1), (0.5, 7), (0.9, 25)])
+def test_weight_decay_drift_of_the_first_layer_is_removed_exactly(momentum, steps):
+    """torch.optim.SGD with weight decay and momentum: with zero data gradient the drift-free update is
+    zero; with a data gradient of a fixed embedding e (δ_t eᵀ, δ_t) the estimate is e, to float64
+    precision — where the first-order drift of the earlier estimate left an error."""
+    p = HyperFLProtocol(head_epochs=1, head_lr=0.1, local_epochs=1, lr=0.5, momentum=momentum, weight_decay=0.05,
+                        max_grad_norm=50.0)
+    g = torch.Generator().manual_seed(0)
+    a0, c0 = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+    e = torch.randn(3, generator=g, dtype=torch.float64)
+    for with_data in (False, True):
+        a, c = a0.clone().requires_grad_(), c0.clone().requires_grad_()
+        opt = torch.optim.SGD([a, c], lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+        for _ in range(steps):
+            delta = torch.randn(6, generator=g, dtype=torch.float64) * with_data
+            a.grad, c.grad = torch.outer(delta, e), delta.clone()
+            opt.step()
+        server = {"mlp.0.weight": a0, "mlp.0.bias": c0}
+        update = {"mlp.0.weight": (a - a0).detach(), "mlp.0.bias": (c - c0).detach()}
+        data_a, data_c = first_layer_data_part(server, update, p, steps)
+        if not with_data:
+            assert float(data_a.abs().max()) < 1e-14 and float(data_c.abs().max()) < 1e-14
+            assert weight_decay_factor(p.lr, p.momentum, p.weight_decay, steps) == pytest.approx(
+                float((a[0, 0] / a0[0, 0]).detach()), rel=1e-12)
+        else:
+            assert torch.allclose(estimate_embedding(server, update, p, steps), e, atol=1e-10)
+    if steps > 1:  # the earlier first-order drift, lr·wd·Σ_t Σ_s≤t momentum^(t−s), is not exact
+        first_order = p.lr * p.weight_decay * sum(sum(momentum ** (t - s) for s in range(t + 1)) for t in range(steps))
+        assert abs(first_order - (1 - weight_decay_factor(p.lr, p.momentum, p.weight_decay, steps))) > 1e-4
+
+
+def test_the_harness_hands_the_local_setting_the_clients_other_examples(tmp_path):
+    from bench.cli import main
+    from bench.results import read_rows
+
+    args = ["run", "--defense", "hyperfl", "--defense-arg", "attack_setting=local", "--attack", "dlg", "--attack-arg",
+            "iterations=1", "--attack-arg", "max_iter=1", "--dataset", "digits", "--model", "lenet", "--clients", "2",
+            "--train-per-client", "6", "--test-per-client", "2", "--local-epochs", "1", "--quiet",
+            "--output-dir", str(tmp_path)]
+    assert main(args) == 0
+    row = read_rows(tmp_path / "results.jsonl")[0][0]
+    assert row["defense_metrics"]["round_examples"] == 2 and row["num_reconstructed"] == 2
+    assert "embedding_estimate_cosine" in row["defense_metrics"]

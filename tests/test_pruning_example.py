@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.sgd_client import SGD_OPTIONS
 from defenses.fedavg import FedAvg
 from tests.test_observation import batch
 from tests.helpers import lenet_task
@@ -44,7 +45,7 @@ def setup(**options):
     torch.manual_seed(0)
     d = GradientPruning(**options)
     d.setup(lenet_task())
-    ref = FedAvg(**{o.name: d.config[o.name] for o in FedAvg.options})  # the same client, unpruned
+    ref = FedAvg(**{o.name: d.config[o.name] for o in SGD_OPTIONS})  # the same client, unpruned
     ref.setup(d.task)
     return d, ref, d.init_server()
 

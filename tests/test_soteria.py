@@ -3,6 +3,7 @@ import torch
 
 from bench.conformance import check_defense
 from bench.functional import forward
+from bench.sgd_client import SGD_OPTIONS
 from defenses.fedavg import FedAvg
 from defenses.soteria import Soteria, column_mask, feature_scores
 from bench.threat import LocalData
@@ -18,7 +19,7 @@ def setup(shape=(3, 16, 16), **options):
     torch.manual_seed(0)
     d = Soteria(**options)
     d.setup(lenet_task(image_shape=shape))
-    ref = FedAvg(**{o.name: d.config[o.name] for o in FedAvg.options})
+    ref = FedAvg(**{o.name: d.config[o.name] for o in SGD_OPTIONS})
     ref.setup(d.task)
     return d, ref, d.init_server()
 

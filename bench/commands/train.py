@@ -8,7 +8,8 @@ from bench.commands.common import (add_component_args, add_data_args, add_federa
                                    default_output_dir, explicit_federation)
 from bench.presets import TRAIN_PRESETS, resolve
 from bench.results import RESULTS_FILE
-from bench.utility import DEFAULT_TRAIN_ROUNDS, TrainSpec, run_training
+from bench.errors import BenchError
+from bench.utility import DEFAULT_LR_GRID, DEFAULT_TRAIN_ROUNDS, VALIDATION_FRACTION, TrainSpec, run_training
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=None,
                    help=f"federated rounds (default: {DEFAULT_TRAIN_ROUNDS}, or the preset's)")
     p.add_argument("--eval-every", type=int, default=None, help="evaluate every N rounds (and after the last)")
+    p.add_argument("--tune-lr", action="store_true",
+                   help=f"first choose the defense's lr from --lr-grid by validation accuracy on "
+                        f"{VALIDATION_FRACTION:.0%}% of each client's training examples (never the test split), "
+                        f"training each candidate as the run does; the row records grid, accuracies and choice")
+    p.add_argument("--lr-grid", default=None, metavar="LR,LR,...",
+                   help=f"learning rates --tune-lr tries (default: {','.join(f'{x:g}' for x in DEFAULT_LR_GRID)})")
     add_run_args(p)
     add_federation_args(p, "--batch-size", unset=True)
     p.set_defaults(handler=handle)
@@ -34,18 +41,40 @@ def _report(record: dict) -> None:
     print(f"round {record['round']:>4}: accuracy {acc}  {record['seconds']:.2f} s", flush=True)
 
 
+def _grid(args: argparse.Namespace) -> tuple[float, ...] | None:
+    if args.lr_grid is not None and not args.tune_lr:
+        raise BenchError("--lr-grid needs --tune-lr")
+    if not args.tune_lr:
+        return None
+    if args.lr_grid is None:
+        return DEFAULT_LR_GRID
+    try:
+        grid = tuple(float(x) for x in args.lr_grid.split(","))
+    except ValueError:
+        raise BenchError(f"--lr-grid expects comma-separated positive numbers such as 0.01,0.02,0.05, "
+                         f"got {args.lr_grid!r}") from None
+    if not grid or any(not x > 0 for x in grid):
+        raise BenchError(f"--lr-grid expects comma-separated positive numbers such as 0.01,0.02,0.05, "
+                         f"got {args.lr_grid!r}")
+    return grid
+
+
 def handle(args: argparse.Namespace) -> int:
+    grid = _grid(args)
     rounds = args.rounds if args.rounds is not None or args.preset else DEFAULT_TRAIN_ROUNDS
     resolved = resolve(args.preset, choice(args, "defense"), choice(args, "dataset"), choice(args, "model"),
                        explicit_federation(args, rounds=rounds, eval_every=args.eval_every))
     output_dir = Path(args.output_dir or default_output_dir("train", args.defense))
     spec = TrainSpec(defense=resolved.defense, output_dir=output_dir, federation=resolved.federation,
                      dataset=choice(args, "dataset"), model=resolved.model, seed=args.seed, device=args.device,
-                     data_root=args.data_root, extra=resolved.extra)
+                     data_root=args.data_root, extra=resolved.extra, tune_lr=grid)
     if args.preset:
         print(f"preset {args.preset}: {resolved.federation}; model {resolved.model.name}; "
               f"defense preset {resolved.extra['defense_preset_applied'] or '(none)'}", flush=True)
-    row = run_training(spec, on_round=_report)
+    row = run_training(spec, on_round=_report, log=lambda line: print(f"tuning {line}", flush=True))
+    if row["lr_tuning"]:
+        print(f"chosen lr {row['lr_tuning']['chosen_lr']:g} (validation accuracies "
+              f"{row['lr_tuning']['validation_accuracy']})")
     print(f"final mean local accuracy {row['final_accuracy']:.4f} over {row['clients']} clients; "
           f"{row['seconds_per_round']:.2f} s/round; {row['bytes_uploaded_per_client_per_round'] / 1e6:.3f} MB "
           f"uploaded per client per round\nresults: {output_dir / RESULTS_FILE}")

@@ -17,6 +17,8 @@ trained_num_targets = 1      # targets of the cells with attack_round > 0 (defau
 batch_size = 1
 attack_round = 0
 knowledge = "default"        # attacker knowledge levels: names, "default" (each defense's own) or "all"
+optimiser = "hyperfl-official"  # the clients' SGD for every defense, in attacks and training (not an axis):
+                             # the official HyperFL settings (default) or "defaults" (each defense's own)
 
 [federation]                 # the FL setting of the attacked clients (bench run's federation flags)
 clients = 4
@@ -55,6 +57,7 @@ from typing import Any
 from bench.data.partition import PARTITIONS
 from bench.errors import BenchError, choices_text
 from bench.federated import FLSettings
+from bench.presets import COMPARISON_OPTIMISER, OPTIMISERS
 from bench.setup import DEFAULT_DATASET, Choice
 from bench.utility import DEFAULT_TRAIN_ROUNDS  # bench train's default
 
@@ -67,7 +70,7 @@ SECTIONS = ("sweep", "grid", "federation", "train", "tune", "defenses", "attacks
 SWEEP_KEYS = ("output_dir", "device", "data_root", "lpips_weights", "tuning")
 TUNE_KEYS = ("seeds", "num_targets", "attack_round", "output_dir")
 GRID_KEYS = ("datasets", "models", "seeds", "num_targets", "trained_num_targets", "batch_size", "attack_round",
-             "knowledge")
+             "knowledge", "optimiser")
 FEDERATION_KEYS = ("clients", "partition", "train_per_client", "test_per_client", "batch_size", "local_epochs")
 TRAIN_KEYS = ("enabled", "rounds", "eval_every", "seeds") + FEDERATION_KEYS
 COMPONENT_KEYS = ("name", "args")
@@ -119,6 +122,9 @@ class SweepConfig:
     federation: FLSettings
     train: TrainGrid | None
     raw: Mapping[str, Any]
+    #: The optimiser rule every defense's clients use, in attack and training cells alike, so a defense's
+    #: attack and training rows describe the same protocol (``bench.presets.OPTIMISERS``).
+    optimiser: str = COMPARISON_OPTIMISER
     tuning: Path | None = None          # the tuning file whose settings the attack cells use
     tune: TuneGrid | None = None
 
@@ -333,6 +339,9 @@ def load_config(path: Path) -> SweepConfig:
         tune = TuneGrid(tune_seeds, table.integer("num_targets", 8, 1), table.integer("attack_round", 0, 0),
                         Path(table.text("output_dir", str(output_dir.parent / f"{output_dir.name}-tuning"))),
                         _tune_grids(path, data.get("attacks")))
+    optimiser = grid.text("optimiser", COMPARISON_OPTIMISER)
+    if optimiser not in OPTIMISERS:
+        grid.fail(f"optimiser must be {choices_text(OPTIMISERS)}, got {optimiser!r}")
     return SweepConfig(
         source=path,
         output_dir=output_dir,
@@ -354,4 +363,5 @@ def load_config(path: Path) -> SweepConfig:
         raw=data,
         tuning=_path(sweep.text("tuning", None)),
         tune=tune,
+        optimiser=optimiser,
     )

@@ -15,6 +15,7 @@ from typing import Literal
 from bench import registry
 from bench.errors import BenchError
 from bench.experiment import RunSpec, resolved_config, run_id
+from bench.presets import equal_optimiser
 from bench.setup import Choice
 from bench.sweeps.config import ALL_KNOWLEDGE, DEFAULT_KNOWLEDGE, SweepConfig
 from bench.sweeps.layout import STATES_DIR
@@ -125,15 +126,16 @@ def plan(cfg: SweepConfig, use_tuning: bool = True) -> tuple[list[Cell], list[st
 
     common = {"device": cfg.device, "data_root": cfg.data_root, "output_dir": Path(".")}
     states = {"state_cache": cfg.output_dir.resolve() / STATES_DIR}
-    for dataset, model, (defense, knowledge) in itertools.product(cfg.datasets, cfg.models,
-                                                                  zip(cfg.defenses, cfg.knowledge)):
+    for dataset, model, (named, knowledge) in itertools.product(cfg.datasets, cfg.models,
+                                                                zip(cfg.defenses, cfg.knowledge)):
+        defense, optimiser = equal_optimiser(named, cfg.optimiser)  # attack and training cells alike
         if cfg.train is not None:
             for seed in cfg.train.seeds:
-                label = " · ".join([f"train {choice_text(defense)}",
+                label = " · ".join([f"train {choice_text(named)}",
                                     *_axes_label(cfg, dataset, model, []), f"seed {seed}"])
                 add("train", TrainSpec(defense=defense, federation=cfg.train.federation, dataset=dataset, model=model,
-                                       seed=seed, **common), label)
-        levels = _levels(cfg, defense, knowledge, notes)
+                                       seed=seed, extra=optimiser, **common), label)
+        levels = _levels(cfg, named, knowledge, notes)
         rounds_targets = [(r, t) for r in cfg.attack_rounds
                           for t in (cfg.trained_num_targets if r > 0 else cfg.num_targets)]
         for level, attack, batch, (attack_round, targets), seed in itertools.product(
@@ -142,7 +144,7 @@ def plan(cfg: SweepConfig, use_tuning: bool = True) -> tuple[list[Cell], list[st
                 + [f"round {attack_round}"] * (len(cfg.attack_rounds) > 1) \
                 + [f"{targets} targets"] * (len(set(cfg.num_targets + cfg.trained_num_targets)) > 1) \
                 + [f"seed {seed}"]
-            label = " · ".join([f"{choice_text(defense)} × {choice_text(attack)}",
+            label = " · ".join([f"{choice_text(named)} × {choice_text(attack)}",
                                 *_axes_label(cfg, dataset, model, extra)])
             add("attack", RunSpec(defense=defense, attack=attack, dataset=dataset, model=model, batch_size=batch,
                                   num_targets=targets, seed=seed, lpips_weights=cfg.lpips_weights,
