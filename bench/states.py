@@ -24,10 +24,13 @@ from bench.federated import Federation, TrainingState, train
 
 
 def state_key(config: Mapping[str, Any], rounds: int) -> str:
-    """What determines a trained state: the defense, data set and model configs, the federation, seed, rounds."""
+    """What determines a trained state: the defense, data set and model configs, the federation (without how
+    many rounds a run trains or how often it evaluates: neither changes the state of round ``rounds``), the
+    seed and the rounds. An attack run's and a training run's configs give the same key for the same state."""
     run = config["run"]
+    federation = {k: v for k, v in run["federation"].items() if k not in ("rounds", "eval_every")}
     what = {"defense": config["defense"], "dataset": config["dataset"], "model": config["model"],
-            "federation": run["federation"], "seed": run["seed"], "rounds": rounds}
+            "federation": federation, "seed": run["seed"], "rounds": rounds}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -52,6 +55,14 @@ def _save(path: Path, state: TrainingState) -> None:
 def _load(path: Path, device: torch.device) -> TrainingState:
     data = torch.load(path, map_location=device, weights_only=True)
     return TrainingState(data["server"], data["clients"], int(data["rounds_done"]), json.loads(data["history"]))
+
+
+def keep(state: TrainingState, config: Mapping[str, Any], cache: Path) -> None:
+    """Keep a training run's final state for the attack runs of the same training (if none kept it yet)."""
+    path = Path(cache) / f"{state_key(config, state.rounds_done)}.pt"
+    with _locked(path):
+        if not path.is_file():
+            _save(path, state)
 
 
 def trained(defense: Defense, federation: Federation, seed: int, rounds: int, config: Mapping[str, Any],

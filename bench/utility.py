@@ -28,6 +28,7 @@ from bench.models.base import Model
 from bench.presets import OPTIMISERS
 from bench.results import RESULTS_FILE, append_rows, writable_dir
 from bench.seeding import resolve_device
+from bench.states import keep
 from bench.setup import Choice, build_task, create_defense, data_and_model_components, load_dataset, model_choice
 
 #: Federated rounds of a utility run when neither the command line, a preset nor a sweep file says.
@@ -56,6 +57,8 @@ class TrainSpec:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the preset used, recorded verbatim
     #: Learning rates to choose from on a validation split before training (``None``: no tuning).
     tune_lr: tuple[float, ...] | None = None
+    #: Where the final state is kept for attack runs of the same training (not part of the config).
+    state_cache: Path | None = None
 
 
 def _config(spec: TrainSpec, defense: Defense, dataset: Dataset, model: Choice, model_component: Model) -> dict[str, Any]:
@@ -156,6 +159,8 @@ def run_training(spec: TrainSpec, on_round: Callable[[dict[str, Any]], None] | N
     config = _config(spec, untuned, dataset, model, model_component)
     began = time.perf_counter()
     state = train(defense, federation, spec.seed, settings.rounds, on_round=on_round)
+    if spec.state_cache is not None and tuning is None:
+        keep(state, config, spec.state_cache)
     history = state.history
     evaluated = [h for h in history if "accuracy" in h]
     row = {

@@ -24,3 +24,17 @@ def test_a_cached_state_is_the_trained_one_and_is_trained_once(tmp_path):
         assert a["run_id"] == b["run_id"]  # where states are kept is not part of the configuration
     assert all(r["state_accuracy"] is not None and r["attack_round"] == 1 for r in first + other)
     assert plain[0]["state_accuracy"] == other[0]["state_accuracy"]
+
+
+def test_a_training_runs_final_state_is_the_one_attacked_at_that_round(tmp_path):
+    from bench.utility import TrainSpec, run_training
+
+    fed = FLSettings(clients=2, train_per_client=20, test_per_client=10, batch_size=10)
+    row = run_training(TrainSpec(defense=Choice("fedavg"), output_dir=tmp_path / "t", model=Choice("lenet"),
+                                 federation=replace(fed, rounds=2, eval_every=2), state_cache=tmp_path / "states"))
+    logs: list[str] = []
+    rows = run(RunSpec(defense=Choice("fedavg"), attack=Choice("ig", {"iterations": 2}), output_dir=tmp_path / "a",
+                       model=Choice("lenet"), attack_round=2, federation=fed, state_cache=tmp_path / "states"),
+               log=logs.append)
+    assert any("trained state of round 2 from" in m for m in logs)
+    assert rows[0]["state_accuracy"] == row["final_accuracy"]

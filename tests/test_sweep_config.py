@@ -112,7 +112,7 @@ def test_train_can_be_disabled(tmp_path):
     (lambda t: t.replace("num_targets = 2", "num_target = 2"), "[grid]: unknown key 'num_target'; valid keys:"),
     (lambda t: t.replace("clients = 4\n\n[train]", "clients = 4\nrounds = 3\n\n[train]"),
      "[federation]: unknown key 'rounds'"),
-    (lambda t: t.replace('args = { lr = 0.1 }', 'arg = { lr = 0.1 }'), "defenses[1]: unknown key 'arg'; valid keys: 'name', 'args' or 'knowledge'"),
+    (lambda t: t.replace('args = { lr = 0.1 }', 'arg = { lr = 0.1 }'), "defenses[1]: unknown key 'arg'; valid keys: 'name', 'args', 'knowledge' or 'attacks'"),
     (lambda t: t.replace('name = "dlg"', 'name = "nope"'), "attacks[0]: unknown attack 'nope'; valid: 'analytic', 'dlg'"),
     (lambda t: t.replace('name = "fedavg"', 'name = "fedsgd"', 1), "defenses[0]: unknown defense 'fedsgd'; valid: "),
     (lambda t: t.replace("lr = 0.1", "learning_rate = 0.1"), "defenses[1]: defense 'fedavg' has no option 'learning_rate'"),
@@ -174,11 +174,18 @@ DEFAULT = Path(__file__).resolve().parent.parent / "configs" / "default.toml"
 
 def test_default_config_covers_the_benchmark_grid():
     cfg = load_config(DEFAULT)
-    assert [d.name for d in cfg.defenses] == ["fedavg", "dp", "dp", "he", "hyperfl"]
+    assert [d.name for d in cfg.defenses] == ["fedavg", "dp", "dp", "he", "soteria", "hyperfl", "pfedhn", "fedavg-ft"]
     assert cfg.defenses[1].args != cfg.defenses[2].args  # two noise levels
-    assert [a.name for a in cfg.attacks] == ["dlg", "idlg", "ig"]
+    assert [a.name for a in cfg.attacks] == ["dlg", "idlg", "ig", "analytic"]
     assert [d.name for d in cfg.datasets] == ["photos"] and cfg.train is not None and cfg.device == "cpu"
-    assert cfg.output_dir == Path("results/sweeps/default")
+    assert cfg.output_dir == Path("results/sweeps/default") and cfg.tuning == Path("results/tuning.json")
+    # at power: >= 16 targets per round-0 cell, >= 8 per trained-round cell, 2 seeds, 3 training seeds
+    assert cfg.num_targets == (16,) and cfg.trained_num_targets == (8,) and cfg.seeds == (0, 1)
+    assert cfg.attack_rounds == (0, 10) and cfg.train.seeds == (0, 1, 2) and cfg.train.federation.rounds == 10
+    # the attacked federation is the trained one: round 10 is the state the accuracy column comes from
+    assert replace(cfg.train.federation, rounds=0, eval_every=1) == cfg.federation
+    assert cfg.tune is not None and all(s >= 1_000_000 for s in cfg.tune.seeds)
+    assert all(cfg.tune.grids), "every attack is tuned"
 
 
 def test_default_config_resolves_once_every_component_is_registered():
@@ -186,7 +193,8 @@ def test_default_config_resolves_once_every_component_is_registered():
                      | {c.name for c in load_config(DEFAULT).attacks if c.name not in registry.registered("attack")})
     if missing:
         pytest.skip(f"not registered on this branch yet: {', '.join(missing)}")
-    cells, notes = plan(load_config(DEFAULT))
-    assert not notes and len(cells) == 5 * 3 * 2 + 5
+    cells, notes = plan(replace(load_config(DEFAULT), tuning=None))
+    attack_cells = 6 * 4 * 2 * 2 + 2 * 1 * 2 * 2   # six defenses × four attacks, two with one; 2 rounds × 2 seeds
+    assert not notes and len(cells) == attack_cells + 8 * 3
     with pytest.raises(BenchError, match="unknown attack 'nope'"):  # and the check is real
         plan(replace(load_config(DEFAULT), attacks=(Choice("nope"),)))

@@ -32,6 +32,7 @@ clients = 20                 # ... and the other federation keys
 name = "dp"
 args = { noise_multiplier = 0.5 }
 knowledge = ["adaptive", "unaware"]   # overrides the grid's knowledge for this entry
+attacks = ["ig"]             # only these [[attacks]] against this entry (default: all)
 
 [[attacks]]
 name = "ig"
@@ -74,7 +75,7 @@ GRID_KEYS = ("datasets", "models", "seeds", "num_targets", "trained_num_targets"
 FEDERATION_KEYS = ("clients", "partition", "train_per_client", "test_per_client", "batch_size", "local_epochs")
 TRAIN_KEYS = ("enabled", "rounds", "eval_every", "seeds") + FEDERATION_KEYS
 COMPONENT_KEYS = ("name", "args")
-DEFENSE_KEYS = COMPONENT_KEYS + ("knowledge",)
+DEFENSE_KEYS = COMPONENT_KEYS + ("knowledge", "attacks")
 ATTACK_KEYS = COMPONENT_KEYS + ("tune",)
 #: Knowledge-axis words besides a level's name: each defense's own default level, or every level it declares.
 DEFAULT_KNOWLEDGE, ALL_KNOWLEDGE = "default", "all"
@@ -125,6 +126,8 @@ class SweepConfig:
     #: The optimiser rule every defense's clients use, in attack and training cells alike, so a defense's
     #: attack and training rows describe the same protocol (``bench.presets.OPTIMISERS``).
     optimiser: str = COMPARISON_OPTIMISER
+    #: per defense entry: the names of the [[attacks]] to run against it (None: all of them)
+    defense_attacks: tuple[tuple[str, ...] | None, ...] = ()
     tuning: Path | None = None          # the tuning file whose settings the attack cells use
     tune: TuneGrid | None = None
 
@@ -241,6 +244,25 @@ def _knowledge(source: Path, value: Any, grid: tuple[str, ...]) -> tuple[tuple[s
     return tuple(out)
 
 
+def _defense_attacks(source: Path, value: Any, attacks: tuple[Choice, ...]) -> tuple[tuple[str, ...] | None, ...]:
+    """Per [[defenses]] entry, its ``attacks`` list (names of [[attacks]] entries), else None (every attack)."""
+    entries = value if isinstance(value, list) else [value]
+    names = {a.name for a in attacks}
+    out: list[tuple[str, ...] | None] = []
+    for i, entry in enumerate(entries):
+        if not (isinstance(entry, Mapping) and "attacks" in entry):
+            out.append(None)
+            continue
+        reader = _Reader(source, f"defenses[{i}]", entry, DEFENSE_KEYS)
+        wanted = entry["attacks"]
+        wanted = wanted if isinstance(wanted, list) else [wanted]
+        bad = [w for w in wanted if not isinstance(w, str) or w not in names]
+        if bad:
+            reader.fail(f"attacks lists {bad[0]!r}, which is not an [[attacks]] entry; valid: {choices_text(sorted(names))}")
+        out.append(tuple(wanted))
+    return tuple(out)
+
+
 def _choices(source: Path, kind: str, key: str, value: Any, required: bool) -> tuple[Choice, ...]:
     """A list of components: names, or tables {name, args} (defenses also take ``knowledge``)."""
     if value is None:
@@ -326,6 +348,7 @@ def load_config(path: Path) -> SweepConfig:
                                    train.integers("seeds", seeds, 0))
     models = _choices(path, "model", "models", grid.table.get("models"), required=False)
     defenses = _choices(path, "defense", "defenses", data.get("defenses"), required=True)
+    attacks = _choices(path, "attack", "attacks", data.get("attacks"), required=True)
     output_dir = Path(sweep.text("output_dir", str(Path("results") / "sweeps" / path.stem)))
     tune = None
     if "tune" in data:
@@ -350,7 +373,8 @@ def load_config(path: Path) -> SweepConfig:
         lpips_weights=_path(sweep.text("lpips_weights", None)),
         defenses=defenses,
         knowledge=_knowledge(path, data.get("defenses"), grid.texts("knowledge", (DEFAULT_KNOWLEDGE,))),
-        attacks=_choices(path, "attack", "attacks", data.get("attacks"), required=True),
+        defense_attacks=_defense_attacks(path, data.get("defenses"), attacks),
+        attacks=attacks,
         datasets=_choices(path, "dataset", "datasets", grid.table.get("datasets", [DEFAULT_DATASET]), required=True),
         models=models or (None,),
         seeds=seeds,

@@ -126,20 +126,22 @@ def plan(cfg: SweepConfig, use_tuning: bool = True) -> tuple[list[Cell], list[st
 
     common = {"device": cfg.device, "data_root": cfg.data_root, "output_dir": Path(".")}
     states = {"state_cache": cfg.output_dir.resolve() / STATES_DIR}
-    for dataset, model, (named, knowledge) in itertools.product(cfg.datasets, cfg.models,
-                                                                zip(cfg.defenses, cfg.knowledge)):
+    chosen = cfg.defense_attacks or (None,) * len(cfg.defenses)
+    for dataset, model, (named, knowledge, only) in itertools.product(cfg.datasets, cfg.models,
+                                                                      zip(cfg.defenses, cfg.knowledge, chosen)):
+        attacks = [a for a in cfg.attacks if only is None or a.name in only]
         defense, optimiser = equal_optimiser(named, cfg.optimiser)  # attack and training cells alike
         if cfg.train is not None:
             for seed in cfg.train.seeds:
                 label = " · ".join([f"train {choice_text(named)}",
                                     *_axes_label(cfg, dataset, model, []), f"seed {seed}"])
                 add("train", TrainSpec(defense=defense, federation=cfg.train.federation, dataset=dataset, model=model,
-                                       seed=seed, extra=optimiser, **common), label)
+                                       seed=seed, extra=optimiser, **common, **states), label)
         levels = _levels(cfg, named, knowledge, notes)
         rounds_targets = [(r, t) for r in cfg.attack_rounds
                           for t in (cfg.trained_num_targets if r > 0 else cfg.num_targets)]
         for level, attack, batch, (attack_round, targets), seed in itertools.product(
-                levels, cfg.attacks, cfg.batch_sizes, rounds_targets, cfg.seeds):
+                levels, attacks, cfg.batch_sizes, rounds_targets, cfg.seeds):
             extra = [f"knowledge {level}"] * (len(levels) > 1) + [f"batch {batch}"] * (len(cfg.batch_sizes) > 1) \
                 + [f"round {attack_round}"] * (len(cfg.attack_rounds) > 1) \
                 + [f"{targets} targets"] * (len(set(cfg.num_targets + cfg.trained_num_targets)) > 1) \
