@@ -3,11 +3,11 @@
     OMP_NUM_THREADS=1 python benchmarks/he_rates.py            # default parameters, 40 ciphertexts
     OMP_NUM_THREADS=1 python benchmarks/he_rates.py --all      # also N = 4096 and N = 16384 (scaling check)
 
-Each role's step is timed per full ciphertext (N/2 values) exactly as ``defenses/he.py`` runs it with
+Each role's step is timed per full ciphertext (N/2 values) exactly as ``defenses/he/ckks.py`` runs it with
 ``backend=tenseal``: the client encrypts under the public context and serialises; the aggregator
 deserialises under its public context and adds (per input ciphertext); the key holder receives the
 serialised sum, deserialises it under the secret-key context and decrypts. The script prints the
-median seconds per ciphertext and the lines to paste into ``defenses/he.py`` (``TENSEAL_RATES``).
+median seconds per ciphertext and the lines to paste into ``defenses/he/ckks.py`` (``TENSEAL_RATES``).
 Needs TenSEAL (``pip install -e ".[he]"``).
 """
 from __future__ import annotations

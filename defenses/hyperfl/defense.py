@@ -38,10 +38,8 @@ The attacker's knowledge level (``--knowledge``) says what the honest-but-curiou
 """
 from __future__ import annotations
 
-import copy
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -49,267 +47,16 @@ from torch.func import functional_call
 
 from bench.defense import ClientState, Defense, FLTask, ServerState
 from bench.errors import BenchError
-from bench.functional import forward, loss_gradient, sgd_update
+from bench.functional import forward, loss_gradient
 from bench.options import Option
 from bench.sgd_client import apply_uploads, payload_bytes, public_model
 from bench.threat import LocalData, Observation, PublicKnowledge, Simulator, Tensors, Unknown, Upload
 
-EMBEDDING = "embedding"
-HEAD_WEIGHT, HEAD_BIAS = "head.weight", "head.bias"
-PRIVATE = (EMBEDDING, HEAD_WEIGHT, HEAD_BIAS)
-HYPER = "hypernetwork."  # prefix of the hypernetwork's parameters inside the client model
-LOCAL = "local."         # prefix of the feature extractor a client keeps after its round (evaluate=local)
-MAX_HYPERNETWORK_PARAMETERS = 500_000_000
-
-
-def _module_key(name: str) -> str:
-    """ModuleDict keys cannot contain dots: 'conv1.weight' → 'conv1__weight'."""
-    return name.replace(".", "__")
-
-
-class HyperNetwork(nn.Module):
-    """Linear(embedding→hidden) + ReLU, then one Linear(hidden→numel) generator head per tensor."""
-
-    def __init__(self, shapes: Mapping[str, torch.Size], embedding_dim: int, hidden_dim: int) -> None:
-        super().__init__()
-        self.shapes = {name: torch.Size(shape) for name, shape in shapes.items()}
-        self.mlp = nn.Sequential(nn.Linear(embedding_dim, hidden_dim), nn.ReLU())
-        self.heads = nn.ModuleDict({_module_key(n): nn.Linear(hidden_dim, s.numel()) for n, s in self.shapes.items()})
-
-    def forward(self, embedding: torch.Tensor) -> Tensors:
-        features = self.mlp(embedding)
-        return {name: self.heads[_module_key(name)](features).view(shape) for name, shape in self.shapes.items()}
-
-
-class HyperFLModel(nn.Module):
-    """A client's whole model: embedding → hypernetwork → feature extractor, then the private head.
-
-    Its parameters are ``hypernetwork.*`` (shared), ``embedding`` and ``head.*`` (private). The
-    target network is held but not registered as a submodule: its feature extractor is generated
-    and its head is ``self.head``, so it contributes no parameters of its own.
-    """
-
-    def __init__(self, target: nn.Module, classifier: str, embedding_dim: int, hidden_dim: int) -> None:
-        super().__init__()
-        if any(True for _ in target.buffers()):
-            raise BenchError("hyperfl needs a target network without buffers (BatchNorm statistics); "
-                             "valid models: 'cnn' (the paper's), 'lenet'")
-        prefix = classifier + "."
-        shapes = {n: p.shape for n, p in target.named_parameters() if not n.startswith(prefix)}
-        self.classifier = classifier
-        self.hypernetwork = HyperNetwork(shapes, embedding_dim, hidden_dim)
-        self.embedding = nn.Parameter(torch.randn(embedding_dim))  # nn.Embedding(1, d) draws N(0, 1)
-        self.head = copy.deepcopy(target.get_submodule(classifier))
-        self.__dict__["target"] = target
-
-    def head_params(self, weight: torch.Tensor, bias: torch.Tensor) -> Tensors:
-        return {f"{self.classifier}.weight": weight, f"{self.classifier}.bias": bias}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        generated = self.hypernetwork(self.embedding)
-        self.target.train(self.training)
-        return functional_call(self.target, {**generated, **self.head_params(self.head.weight, self.head.bias)}, (x,))
-
-
-@dataclass(frozen=True)
-class HyperFLProtocol:
-    """The local round the server fixes (public knowledge)."""
-
-    head_epochs: int
-    head_lr: float
-    local_epochs: int
-    lr: float
-    momentum: float
-    weight_decay: float
-    max_grad_norm: float
-
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
-
-
-Batches = list[tuple[torch.Tensor, torch.Tensor]]
-
-
-def _sgd_step(params: Tensors, grads: Tensors, velocity: Tensors | None, lr: float, momentum: float,
-              weight_decay: float, inplace: bool) -> tuple[Tensors, Tensors]:
-    """One step of torch.optim.SGD: :func:`bench.functional.sgd_update`, or with ``inplace`` (the victim,
-    which owns ``params`` and ``grads``) the same arithmetic without a new buffer per operation: with a
-    13.7 M-parameter hypernetwork the step is memory-bound (15 vs 90 ms on one core)."""
-    if inplace:
-        for k, p in params.items():
-            d = grads[k]
-            if weight_decay:
-                d.add_(p, alpha=weight_decay)
-            if momentum and velocity is not None:
-                d.add_(velocity[k], alpha=momentum)
-            p.add_(d, alpha=-lr)
-        return params, grads
-    new, velocity = sgd_update(params, grads, velocity, lr, momentum, weight_decay)
-    return new, velocity if velocity is not None else grads
-
-
-def _clip(grads: Tensors, keys: Iterable[str], max_norm: float, inplace: bool) -> Tensors:
-    """torch.nn.utils.clip_grad_norm_ on the group ``keys`` (total 2-norm, eps 1e-6), without branching,
-    so it stays differentiable and works under vmap."""
-    keys = list(keys)
-    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(grads[k]) for k in keys]))
-    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    if inplace:
-        for k in keys:
-            grads[k].mul_(coef)
-        return grads
-    return {**grads, **{k: grads[k] * coef for k in keys}}
-
-
-def local_round(model: HyperFLModel, hyper: Tensors, private: Tensors, head_batches: Batches,
-                hyper_batches: Batches, p: HyperFLProtocol, create_graph: bool) -> tuple[Tensors, Tensors]:
-    """One HyperFL round as pure functions: head phase, then hypernetwork + embedding phase.
-
-    ``hyper`` holds the hypernetwork's parameters (``hypernetwork.*`` names), ``private`` the
-    embedding and head. Returns the new (hyper, private). The victim runs it without ``create_graph``
-    (updating copies in place); with it the whole round stays differentiable in the data and in
-    ``private`` (the explicit unrolled reference that ``factored_round_update``, the attacker's
-    simulator, is tested and timed against).
-    """
-    inplace = not create_graph
-    if inplace:  # the victim updates its own copies
-        hyper = {k: v.detach().clone() for k, v in hyper.items()}
-        private = {k: v.detach().clone() for k, v in private.items()}
-    head = {HEAD_WEIGHT: private[HEAD_WEIGHT], HEAD_BIAS: private[HEAD_BIAS]}
-    fixed = {**hyper, EMBEDDING: private[EMBEDDING]}
-    velocity = None
-    for xb, yb in head_batches:
-        grads = loss_gradient(model, head, xb, yb, fixed, create_graph=create_graph)
-        head, velocity = _sgd_step(head, grads, velocity, p.head_lr, p.momentum, p.weight_decay, inplace)
-    trainable = {**hyper, EMBEDDING: private[EMBEDDING]}
-    velocity = None
-    for xb, yb in hyper_batches:
-        grads = loss_gradient(model, trainable, xb, yb, head, create_graph=create_graph)
-        grads = _clip(grads, hyper.keys(), p.max_grad_norm, inplace)
-        grads = _clip(grads, [EMBEDDING], p.max_grad_norm, inplace)
-        trainable, velocity = _sgd_step(trainable, grads, velocity, p.lr, p.momentum, p.weight_decay, inplace)
-    new_hyper = {k: trainable[k] for k in hyper}
-    return new_hyper, {EMBEDDING: trainable[EMBEDDING], **head}
-
-
-def hyper_gradient(model: HyperFLModel, hyper: Tensors, private: Tensors, x: torch.Tensor, y: torch.Tensor,
-                   create_graph: bool) -> Tensors:
-    """FedSGD: the gradient of the batch loss with respect to the hypernetwork only."""
-    return loss_gradient(model, hyper, x, y, private, create_graph=create_graph)
-
-
-@dataclass(frozen=True)
-class StackedHeads:
-    """All generator heads as one Linear(hidden → every generated value): row blocks are the tensors."""
-
-    weight: torch.Tensor  # [N, hidden]
-    bias: torch.Tensor    # [N]
-    shapes: Mapping[str, torch.Size]
-
-    @classmethod
-    def of(cls, server: Mapping[str, torch.Tensor], shapes: Mapping[str, torch.Size]) -> StackedHeads:
-        keys = [f"heads.{_module_key(n)}" for n in shapes]
-        return cls(torch.cat([server[f"{k}.weight"] for k in keys]).detach(),
-                   torch.cat([server[f"{k}.bias"] for k in keys]).detach(), dict(shapes))
-
-    def split(self, flat: torch.Tensor) -> Tensors:
-        """Row blocks of ``flat`` ([N] or [N, hidden]) by generated tensor."""
-        out, start = {}, 0
-        for name, shape in self.shapes.items():
-            n = shape.numel()
-            out[name] = flat[start:start + n]
-            start += n
-        return out
-
-
-def factored_round_update(model: HyperFLModel, server: Mapping[str, torch.Tensor], heads: StackedHeads,
-                          private: Tensors, head_batches: Batches, hyper_batches: Batches,
-                          p: HyperFLProtocol) -> Tensors:
-    """The hypernetwork update of :func:`local_round`, computed without materialising each step.
-
-    Every step changes the stacked generator heads (W, b) by a multiple of themselves (weight decay)
-    plus rank-one terms g_s h_sᵀ (g_s: the generated values' gradient at step s, h_s: the hidden
-    features), momentum and clipping only rescaling those terms. So W_t = a_t·W_0 + Σ_s β_ts g_s h_sᵀ
-    and b_t = a_t·b_0 + Σ_s β_ts g_s with scalar a_t and β_ts, and each step needs only products with
-    W_0 instead of updating all 13.7 M parameters: the same arithmetic as the victim's round up to
-    float rounding (checked by the tests), several times cheaper to differentiate through.
-    """
-    target = model.target
-    target.eval()
-    w0, b0 = heads.weight, heads.bias
-    a_mlp, c_mlp, emb = server["mlp.0.weight"], server["mlp.0.bias"], private[EMBEDDING]
-    head = {HEAD_WEIGHT: private[HEAD_WEIGHT], HEAD_BIAS: private[HEAD_BIAS]}
-    generated = heads.split(w0 @ torch.relu(a_mlp @ emb + c_mlp) + b0)
-    generated = {n: v.view(heads.shapes[n]) for n, v in generated.items()}
-    velocity = None
-    for xb, yb in head_batches:
-        grads = loss_gradient(target, model.head_params(head[HEAD_WEIGHT], head[HEAD_BIAS]), xb, yb, generated)
-        grads = {HEAD_WEIGHT: grads[f"{model.classifier}.weight"], HEAD_BIAS: grads[f"{model.classifier}.bias"]}
-        head, velocity = _sgd_step(head, grads, velocity, p.head_lr, p.momentum, p.weight_decay, False)
-    head_params = model.head_params(head[HEAD_WEIGHT], head[HEAD_BIAS])
-    small = {"A": a_mlp, "c": c_mlp, EMBEDDING: emb}
-    small_velocity = None
-    scale, scale_velocity = 1.0, 0.0          # a_t and its momentum buffer
-    beta: list[torch.Tensor] = []             # β_ts for s < t
-    gamma: list[torch.Tensor] = []            # their momentum buffers
-    gs: list[torch.Tensor] = []
-    hs: list[torch.Tensor] = []
-    for t, (xb, yb) in enumerate(hyper_batches):
-        pre = small["A"] @ small[EMBEDDING] + small["c"]
-        h = torch.relu(pre)
-        flat = scale * (w0 @ h + b0)
-        if gs:
-            g_mat, h_mat, b_vec = torch.stack(gs, 1), torch.stack(hs, 1), torch.stack(beta)
-            flat = flat + g_mat @ (b_vec * (h_mat.T @ h + 1))
-        phi = {n: v.view(heads.shapes[n]) for n, v in heads.split(flat).items()}
-        grads = loss_gradient(target, phi, xb, yb, head_params, create_graph=True)
-        g = torch.cat([grads[n].reshape(-1) for n in heads.shapes])
-        dh = scale * (w0.T @ g)
-        if gs:
-            dh = dh + h_mat @ (b_vec * (g_mat.T @ g))
-        delta = dh * (pre > 0).to(dh.dtype)
-        d_small = {"A": torch.outer(delta, small[EMBEDDING]), "c": delta, EMBEDDING: small["A"].T @ delta}
-        norm = torch.sqrt(g.dot(g) * (h.dot(h) + 1) + (d_small["A"] ** 2).sum() + delta.dot(delta))
-        coef = torch.clamp(p.max_grad_norm / (norm + 1e-6), max=1.0)
-        d_small["A"], d_small["c"] = d_small["A"] * coef, d_small["c"] * coef
-        d_small = _clip(d_small, [EMBEDDING], p.max_grad_norm, False)
-        small, small_velocity = _sgd_step(small, d_small, small_velocity, p.lr, p.momentum, p.weight_decay, False)
-        # the stacked heads, in coefficients: the step is wd·W_t + coef·g_t h_tᵀ
-        d_scale = p.weight_decay * scale
-        d_beta = [p.weight_decay * b for b in beta] + [coef]
-        if t and p.momentum:
-            scale_velocity = p.momentum * scale_velocity + d_scale
-            gamma = [p.momentum * v + d for v, d in zip(gamma + [torch.zeros_like(coef)], d_beta)]
-        else:
-            scale_velocity, gamma = d_scale, d_beta
-        scale = scale - p.lr * scale_velocity
-        beta = [b - p.lr * v for b, v in zip(beta + [torch.zeros_like(coef)], gamma)]
-        gs.append(g)
-        hs.append(h)
-    update = {"mlp.0.weight": small["A"] - a_mlp, "mlp.0.bias": small["c"] - c_mlp}
-    if gs:
-        g_mat, h_mat, b_vec = torch.stack(gs, 1), torch.stack(hs, 1), torch.stack(beta)
-        d_weight = (scale - 1) * w0 + (g_mat * b_vec) @ h_mat.T
-        d_bias = (scale - 1) * b0 + g_mat @ b_vec
-    else:
-        d_weight, d_bias = torch.zeros_like(w0), torch.zeros_like(b0)
-    for name, block in heads.split(d_weight).items():
-        update[f"heads.{_module_key(name)}.weight"] = block
-    for name, block in heads.split(d_bias).items():
-        update[f"heads.{_module_key(name)}.bias"] = block
-    return update
-
-
-def _prefixed(server: Mapping[str, torch.Tensor]) -> Tensors:
-    return {HYPER + k: v for k, v in server.items()}
-
-
-def _unprefixed(hyper: Mapping[str, torch.Tensor]) -> Tensors:
-    return {k[len(HYPER):]: v for k, v in hyper.items()}
-
-
-def _private(client: Mapping[str, torch.Tensor]) -> Tensors:
-    return {k: client[k] for k in PRIVATE}
+from defenses.hyperfl.model import (EMBEDDING, HEAD_BIAS, HEAD_WEIGHT, HYPER, LOCAL, MAX_HYPERNETWORK_PARAMETERS, PRIVATE,
+                                    HyperFLModel, HyperNetwork, prefixed, private_state, unprefixed)
+from defenses.hyperfl.recovery import estimate_embedding, recover_from_gradient
+from defenses.hyperfl.round import (HyperFLProtocol, StackedHeads, factored_round_update, hyper_gradient,
+                                    local_round)
 
 
 class HyperFL(Defense):
@@ -395,14 +142,14 @@ class HyperFL(Defense):
         p = self.protocol
         head_batches = [b for _ in range(p.head_epochs) for b in data.batches(generator)]
         hyper_batches = [b for _ in range(p.local_epochs) for b in data.batches(generator)]
-        hyper = _prefixed(server)
+        hyper = prefixed(server)
         self.model.train()
-        new_hyper, private = local_round(self.model, hyper, _private(client), head_batches, hyper_batches, p,
+        new_hyper, private = local_round(self.model, hyper, private_state(client), head_batches, hyper_batches, p,
                                          create_graph=False)
         client.update(private)
         if self.opt.evaluate == "local":
             with torch.no_grad():
-                generated = forward(self.model.hypernetwork, _unprefixed(new_hyper), private[EMBEDDING])
+                generated = forward(self.model.hypernetwork, unprefixed(new_hyper), private[EMBEDDING])
             client.update({LOCAL + k: v.detach() for k, v in generated.items()})
         payload = {k: (new_hyper[HYPER + k] - server[k]).detach() for k in server}
         return Upload(payload=payload, num_examples=len(data), kind="update",
@@ -424,7 +171,7 @@ class HyperFL(Defense):
             generated = {k[len(LOCAL):]: v for k, v in client.items() if k.startswith(LOCAL)}
             params = {**generated, **self.model.head_params(client[HEAD_WEIGHT], client[HEAD_BIAS])}
             return functional_call(self.model.target, params, (x,))
-        return forward(self.model, {**_prefixed(server), **_private(client)}, x)
+        return forward(self.model, {**prefixed(server), **private_state(client)}, x)
 
     # -- the threat model ------------------------------------------------------------------------
 
@@ -444,9 +191,9 @@ class HyperFL(Defense):
         """What the client sends for ``target`` in the attack setting (fixed batch order, eval mode): the
         FedSGD gradient of the batch, or the update after its round on :meth:`round_data`."""
         self.model.eval()
-        hyper = _prefixed(server)
+        hyper = prefixed(server)
         if self.opt.attack_setting == "fedsgd":
-            return _unprefixed(hyper_gradient(self.model, hyper, private, target.x, target.y, create_graph=False))
+            return unprefixed(hyper_gradient(self.model, hyper, private, target.x, target.y, create_graph=False))
         batches = list(self.round_data(target).batches())
         p = self.protocol
         new_hyper, _ = local_round(self.model, hyper, private, batches * p.head_epochs, batches * p.local_epochs,
@@ -462,7 +209,7 @@ class HyperFL(Defense):
         follow it as constants.
         """
         server = {k: v.detach() for k, v in server.items()}
-        hyper, p, model = _prefixed(server), self.protocol, self.model
+        hyper, p, model = prefixed(server), self.protocol, self.model
         heads = StackedHeads.of(server, model.hypernetwork.shapes) if self.opt.attack_setting == "local" else None
         classes = self.task.num_classes
 
@@ -470,7 +217,7 @@ class HyperFL(Defense):
             model.eval()
             private = {k: unknowns[k] for k in PRIVATE}
             if heads is None:
-                return _unprefixed(hyper_gradient(model, hyper, private, x, y, create_graph=True))
+                return unprefixed(hyper_gradient(model, hyper, private, x, y, create_graph=True))
             if known is not None:
                 kx, ky = known
                 if y.dim() == 2:  # soft labels: the known labels as probabilities
@@ -484,7 +231,7 @@ class HyperFL(Defense):
 
     def observe(self, server: ServerState, client: ClientState, target: LocalData,
                 cohort: Sequence[tuple[ClientState, LocalData]], generator: torch.Generator | None) -> Observation:
-        truth = {k: v.detach().clone() for k, v in _private(client).items()}
+        truth = {k: v.detach().clone() for k, v in private_state(client).items()}
         with torch.no_grad():
             observed = {k: v.detach() for k, v in self._send(server, truth, target).items()}
         kind = "gradient" if self.opt.attack_setting == "fedsgd" else "update"
@@ -551,7 +298,7 @@ class HyperFL(Defense):
             return self._fresh_private()
 
     def _public_model(self, server: ServerState, private: Tensors) -> nn.Module:
-        return public_model(self.model, {**_prefixed(server), **private})
+        return public_model(self.model, {**prefixed(server), **private})
 
     def _adaptive_fedsgd(self, server: ServerState, observed: Tensors, truth: Tensors, target: LocalData,
                          generator: torch.Generator | None, protocol: dict, metrics: dict) -> Observation:
@@ -590,82 +337,3 @@ class HyperFL(Defense):
                 "that times the hidden features); the classifier head is optimised with the images")
         return Observation(observed=recovered.gradients, public=public, simulate=simulate, unknowns=unknowns,
                            knowledge="adaptive", notes=(note,), metrics=metrics)
-
-
-@dataclass(frozen=True)
-class Recovered:
-    """What one FedSGD hypernetwork gradient gives away: hidden features, generated tensors, their gradients."""
-
-    hidden: torch.Tensor
-    generated: Tensors
-    gradients: Tensors
-    embedding: torch.Tensor | None
-
-
-def recover_from_gradient(server: Mapping[str, torch.Tensor], gradient: Mapping[str, torch.Tensor],
-                          shapes: Mapping[str, torch.Size]) -> Recovered:
-    """Invert the generator heads' structure (no optimisation).
-
-    For the head generating tensor k, ∂L/∂b_k = g_k (the generated tensor's gradient) and
-    ∂L/∂W_k = g_k hᵀ, so h = Σ_k (∂L/∂W_k)ᵀ g_k / Σ_k ‖g_k‖² and the generated tensor is W_k h + b_k.
-    The first layer gives the embedding the same way: ∂L/∂A = δ eᵀ and ∂L/∂c = δ.
-    """
-    num = den = 0
-    grads = {}
-    for name, shape in shapes.items():  # in float64: the ratio sums ~10^5 products
-        key = f"heads.{_module_key(name)}"
-        g = gradient[f"{key}.bias"].double()
-        num = num + gradient[f"{key}.weight"].double().T @ g
-        den = den + g.dot(g)
-        grads[name] = gradient[f"{key}.bias"].view(shape)
-    hidden = num / den.clamp_min(1e-300)  # a zero gradient carries nothing to recover
-    generated = {}
-    for name, shape in shapes.items():
-        key = f"heads.{_module_key(name)}"
-        value = server[f"{key}.weight"].double() @ hidden + server[f"{key}.bias"].double()
-        generated[name] = value.to(server[f"{key}.bias"].dtype).view(shape)
-    delta = gradient["mlp.0.bias"].double()
-    embedding = None
-    if float(delta.dot(delta)) > 0:
-        embedding = gradient["mlp.0.weight"].double().T @ delta / delta.dot(delta)
-        embedding = embedding.to(gradient["mlp.0.bias"].dtype)
-    hidden = hidden.to(gradient["mlp.0.bias"].dtype)
-    return Recovered(hidden, generated, grads, embedding)
-
-
-def weight_decay_factor(lr: float, momentum: float, weight_decay: float, steps: int) -> float:
-    """a_T with p_T = a_T·p_0 after ``steps`` steps of ``torch.optim.SGD`` whose data gradients are all zero.
-
-    SGD is linear in (p_0, g_0, …, g_{T−1}): with d_t = g_t + wd·p_t, v_t = momentum·v_{t−1} + d_t (v_{−1} = 0,
-    which is PyTorch's first-step buffer v_0 = d_0) and p_{t+1} = p_t − lr·v_t, the update splits exactly into
-    (a_T − 1)·p_0, the weight-decay drift that depends on p_0 alone, plus Σ_s b_s·g_s, the data part.
-    a_T is that recurrence run on the scalar p_0 = 1 (clipping scales only g_t, so it does not enter).
-    """
-    p, v = 1.0, 0.0
-    for _ in range(steps):
-        v = momentum * v + weight_decay * p
-        p -= lr * v
-    return p
-
-
-def first_layer_data_part(server: Mapping[str, torch.Tensor], update: Mapping[str, torch.Tensor],
-                          p: HyperFLProtocol, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first layer's update minus its exact weight-decay drift (float64): Σ_s b_s·coef_s·δ_s e_sᵀ and
-    Σ_s b_s·coef_s·δ_s, what the data did to (A, c) over the ``steps`` hypernetwork steps of the round
-    (the head phase does not touch the hypernetwork)."""
-    drift = weight_decay_factor(p.lr, p.momentum, p.weight_decay, steps) - 1
-    a = update["mlp.0.weight"].double() - drift * server["mlp.0.weight"].double()
-    c = update["mlp.0.bias"].double() - drift * server["mlp.0.bias"].double()
-    return a, c
-
-
-def estimate_embedding(server: Mapping[str, torch.Tensor], update: Mapping[str, torch.Tensor],
-                       p: HyperFLProtocol, steps_per_epoch: int) -> torch.Tensor:
-    """The embedding as the first layer's update shows it after a local round (an estimate).
-
-    The data part of the update (:func:`first_layer_data_part`, the weight-decay drift removed exactly)
-    is (Σ_s β_s δ_s e_sᵀ, Σ_s β_s δ_s): the same ratio as for one gradient, Aᵀc / ‖c‖², gives e exactly
-    when the embedding e_s did not move during the round, and a weighted mean of the e_s otherwise.
-    """
-    a, c = first_layer_data_part(server, update, p, p.local_epochs * steps_per_epoch)
-    return (a.T @ c / c.dot(c).clamp_min(1e-300)).to(update["mlp.0.bias"].dtype)
