@@ -30,6 +30,7 @@ entries (pruning, Soteria). When no observed linear layer with a bias exists, or
 several examples, the attack falls back to gradient matching through the observation's simulator
 (Inverting Gradients with this attack's iterations, TV and restarts) and records ``fallback``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -53,16 +54,22 @@ class Plan:
 
     obs: Observation
     reading: LayerReading
-    keys: list[str]                 # the observed layers below, replayed
-    state: Tensors                  # the public network's parameters and buffers
-    upstream: torch.Tensor          # u = Wᵀδ at the layer's input
-    below: list[torch.Tensor]       # the observed gradients of ``keys``
+    keys: list[str]  # the observed layers below, replayed
+    state: Tensors  # the public network's parameters and buffers
+    upstream: torch.Tensor  # u = Wᵀδ at the layer's input
+    below: list[torch.Tensor]  # the observed gradients of ``keys``
 
     def group(self) -> tuple:
         """Targets with equal groups can share one tensor."""
         shapes = tuple((k, tuple(v.shape)) for k, v in self.state.items())
-        return (type(self.obs.public.model), shapes, self.reading.layer.name, tuple(self.keys),
-                tuple(self.obs.public.image_shape), self.obs.public.pixel_bounds()[0].device.type)
+        return (
+            type(self.obs.public.model),
+            shapes,
+            self.reading.layer.name,
+            tuple(self.keys),
+            tuple(self.obs.public.image_shape),
+            self.obs.public.pixel_bounds()[0].device.type,
+        )
 
 
 class Analytic(Attack):
@@ -76,12 +83,18 @@ class Analytic(Attack):
         Option("lr", float, 0.1, "Adam learning rate", min=0.0, min_exclusive=True),
         Option("tv", float, 0.1, "weight of the anisotropic total-variation prior", min=0.0),
         Option("feature_weight", float, 1.0, "weight of the recovered-feature match", min=0.0),
-        Option("replay_weight", float, 1.0, "weight of the head-free replay of the layers below (0: features only)",
-               min=0.0),
+        Option(
+            "replay_weight",
+            float,
+            1.0,
+            "weight of the head-free replay of the layers below (0: features only)",
+            min=0.0,
+        ),
         Option("signed", bool, True, "step on the sign of the image gradient"),
         Option("decay", bool, True, "learning rate ×0.1 at 3/8, 5/8 and 7/8 of the iterations"),
-        Option("layer", str, "first", "which observed linear layer to read: 'first' (nearest the input) or a "
-               "module name"),
+        Option(
+            "layer", str, "first", "which observed linear layer to read: 'first' (nearest the input) or a module name"
+        ),
         Option("target_batch", int, 16, "targets optimised together in one tensor (1: one at a time)", min=1),
     )
 
@@ -92,8 +105,9 @@ class Analytic(Attack):
     def reconstruct(self, obs: Observation, generator: torch.Generator, progress: Progress) -> Reconstruction:
         return self.reconstruct_many([obs], [generator], progress)[0]
 
-    def reconstruct_many(self, observations: Sequence[Observation], generators: Sequence[torch.Generator],
-                         progress: Progress) -> list[Reconstruction]:
+    def reconstruct_many(
+        self, observations: Sequence[Observation], generators: Sequence[torch.Generator], progress: Progress
+    ) -> list[Reconstruction]:
         plans = [self._plan(obs) for obs in observations]
         out: list[Reconstruction | None] = [None] * len(plans)
         groups: dict[tuple, list[int]] = {}
@@ -120,8 +134,10 @@ class Analytic(Attack):
             if not layers:
                 return f"layer {self.opt.layer!r} is not an observed linear layer with a bias"
         if obs.public.num_images != 1:
-            return (f"the observation mixes {obs.public.num_images} examples: one linear layer's ratio does not "
-                    f"isolate them")
+            return (
+                f"the observation mixes {obs.public.num_images} examples: one linear layer's ratio does not "
+                f"isolate them"
+            )
         layer = layers[0]
         reading = read_layer(obs, layer)
         if not bool(reading.known.any()) or not bool(reading.delta.abs().sum() > 0):
@@ -133,8 +149,9 @@ class Analytic(Attack):
         return Plan(obs, reading, keys, state, weight.T @ reading.delta, [as_gradient(obs, k) for k in keys])
 
     # --- step 2: the layers below, several targets in one tensor ------------------------------------
-    def _recover(self, plans: list[Plan], generators: Sequence[torch.Generator],
-                 progress: Progress) -> list[Reconstruction]:
+    def _recover(
+        self, plans: list[Plan], generators: Sequence[torch.Generator], progress: Progress
+    ) -> list[Reconstruction]:
         first = plans[0]
         restarts, targets = self.opt.restarts, len(plans)
         replay = replay_function(first.obs, first.reading.layer, first.keys)
@@ -153,13 +170,22 @@ class Analytic(Attack):
         low, high = first.obs.public.pixel_bounds(device)
         fw, rw, tv = self.opt.feature_weight, self.opt.replay_weight, self.opt.tv
 
-        def matching(st: Tensors, image: torch.Tensor, phi: torch.Tensor, mask: torch.Tensor, u: torch.Tensor,
-                     observed: list[torch.Tensor]) -> torch.Tensor:
+        def matching(
+            st: Tensors,
+            image: torch.Tensor,
+            phi: torch.Tensor,
+            mask: torch.Tensor,
+            u: torch.Tensor,
+            observed: list[torch.Tensor],
+        ) -> torch.Tensor:
             got, grads = replay(st, image, u)
             loss = fw * (((got - phi) * mask) ** 2).sum() / ((phi * mask) ** 2).sum().clamp_min(1e-20)
             if grads:
-                dot = sum((g * o).sum() for g, o in zip(grads, observed))
-                norms = (sum((g * g).sum() for g in grads) * sum((o * o).sum() for o in observed)).sqrt()
+                dot = torch.stack([(g * o).sum() for g, o in zip(grads, observed)]).sum()
+                norms = (
+                    torch.stack([(g * g).sum() for g in grads]).sum()
+                    * torch.stack([(o * o).sum() for o in observed]).sum()
+                ).sqrt()
                 loss = loss + rw * (1 - dot / norms.clamp_min(1e-20))
             return loss
 
@@ -174,9 +200,17 @@ class Analytic(Attack):
         def box() -> None:
             x.copy_(torch.maximum(torch.minimum(x, high), low))
 
-        result = adam([x], objective, self.opt.iterations, progress, lr=self.opt.lr,
-                      signed=[x] if self.opt.signed else [], decay=self.opt.decay, project=box,
-                      description=f"analytic ×{targets}" if targets > 1 else "analytic")
+        result = adam(
+            [x],
+            objective,
+            self.opt.iterations,
+            progress,
+            lr=self.opt.lr,
+            signed=[x] if self.opt.signed else [],
+            decay=self.opt.decay,
+            project=box,
+            description=f"analytic ×{targets}" if targets > 1 else "analytic",
+        )
         best = result.values[0]
         with torch.no_grad():
             scores = batched(state, best, features, known, upstream, below).detach().cpu().double()
@@ -189,17 +223,30 @@ class Analytic(Attack):
             labels, label_source = self._labels(plan, g)
             info: dict[str, Any] = {
                 "method": "linear-layer leakage + head-free inversion of the layers below",
-                "layer": plan.reading.layer.name, "features": plan.reading.layer.in_features,
+                "layer": plan.reading.layer.name,
+                "features": plan.reading.layer.in_features,
                 "features_known": int(plan.reading.known.sum()),
                 "feature_source": "exact" if plan.reading.exact else "estimate",
-                "replayed": list(plan.keys), "label_source": label_source, "selected_restart": pick,
-                "restart_losses": [float(s) for s in scores[rows]], "best_objective": float(result.losses[index]),
-                "improved": result.improved(index), "targets_together": targets,
+                "replayed": list(plan.keys),
+                "label_source": label_source,
+                "selected_restart": pick,
+                "restart_losses": [float(s) for s in scores[rows]],
+                "best_objective": float(result.losses[index]),
+                "improved": result.improved(index),
+                "targets_together": targets,
             }
             if not plan.reading.exact:
                 info["not_exact_because"] = plan.reading.why_not_exact
-            out.append(Reconstruction(images=best[index][None].detach(), labels=labels, loss=float(scores[index]),
-                                      iterations=result.iterations, diverged=bool(result.diverged[index]), info=info))
+            out.append(
+                Reconstruction(
+                    images=best[index][None].detach(),
+                    labels=labels,
+                    loss=float(scores[index]),
+                    iterations=result.iterations,
+                    diverged=bool(result.diverged[index]),
+                    info=info,
+                )
+            )
         return out
 
     def _labels(self, plan: Plan, generator: torch.Generator) -> tuple[torch.Tensor | None, str]:
@@ -212,11 +259,19 @@ class Analytic(Attack):
         return None, "none: the classifier is not observed (labels not claimed)"
 
     # --- the fallback -----------------------------------------------------------------------------
-    def _fallback(self, obs: Observation, generator: torch.Generator, progress: Progress,
-                  why: str) -> Reconstruction:
-        ig = InvertingGradients(iterations=self.opt.iterations, restarts=self.opt.restarts, lr=self.opt.lr,
-                                tv=self.opt.tv, signed=self.opt.signed, decay=self.opt.decay)
+    def _fallback(self, obs: Observation, generator: torch.Generator, progress: Progress, why: str) -> Reconstruction:
+        ig = InvertingGradients(
+            iterations=self.opt.iterations,
+            restarts=self.opt.restarts,
+            lr=self.opt.lr,
+            tv=self.opt.tv,
+            signed=self.opt.signed,
+            decay=self.opt.decay,
+        )
         rec = ig.reconstruct(obs, generator, progress)
-        rec.info = {**rec.info, "method": "gradient matching through the simulator (Inverting Gradients)",
-                    "fallback": why}
+        rec.info = {
+            **rec.info,
+            "method": "gradient matching through the simulator (Inverting Gradients)",
+            "fallback": why,
+        }
         return rec

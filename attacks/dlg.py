@@ -6,13 +6,13 @@ summed over all layers, with a soft-label cross-entropy on softmax(label logits)
 (each up to 20 inner iterations, PyTorch's default, as in the reference code). No prior, no box.
 Unknowns the threat model marks optimisable join the L-BFGS variables. Returns the best iterate.
 """
+
 from __future__ import annotations
 
 import torch
 
 from bench.attack import Attack, Reconstruction
-from bench.inversion import (GradientMatching, image_init, label_logits_init, lbfgs, lbfgs_options,
-                             unknown_variables)
+from bench.inversion import GradientMatching, image_init, label_logits_init, lbfgs, lbfgs_options, unknown_variables
 from bench.progress import Progress
 from bench.threat import Observation
 
@@ -33,10 +33,26 @@ class DLG(Attack):
         def loss() -> torch.Tensor:
             return objective.loss(x, torch.softmax(label_logits, dim=-1), unknowns)
 
-        result = lbfgs([x, label_logits, *free], loss, self.opt.iterations, progress, lr=self.opt.lr,
-                       max_iter=self.opt.max_iter, tol=self.opt.tol, description="dlg")
+        result = lbfgs(
+            [x, label_logits, *free],
+            loss,
+            self.opt.iterations,
+            progress,
+            lr=self.opt.lr,
+            max_iter=self.opt.max_iter,
+            tol=self.opt.tol,
+            description="dlg",
+        )
         images, logits = result.values[0], result.values[1]
-        return Reconstruction(images=images, labels=logits.argmax(dim=-1), loss=result.loss,
-                              iterations=result.iterations, diverged=result.diverged,
-                              info={"label_source": "optimised (soft labels)", "initial_loss": result.initial_loss,
-                                    "improved": result.improved})
+        return Reconstruction(
+            images=images,
+            labels=logits.argmax(dim=-1),
+            loss=result.loss,
+            iterations=result.iterations,
+            diverged=result.diverged,
+            info={
+                "label_source": "optimised (soft labels)",
+                "initial_loss": result.initial_loss,
+                "improved": result.improved,
+            },
+        )

@@ -13,13 +13,21 @@ cannot be read off; iDLG then falls back to DLG's joint optimisation of soft lab
 L-BFGS restarts are not offered: unlike Adam they cannot be batched into one tensor without coupling
 them through the shared line search and curvature memory.
 """
+
 from __future__ import annotations
 
 import torch
 
 from bench.attack import Attack, Reconstruction
-from bench.inversion import (GradientMatching, image_init, infer_labels, label_logits_init, lbfgs, lbfgs_options,
-                             unknown_variables)
+from bench.inversion import (
+    GradientMatching,
+    image_init,
+    infer_labels,
+    label_logits_init,
+    lbfgs,
+    lbfgs_options,
+    unknown_variables,
+)
 from bench.progress import Progress
 from bench.threat import Observation
 
@@ -50,11 +58,23 @@ class IDLG(Attack):
             def loss() -> torch.Tensor:
                 return objective.loss(x, torch.softmax(logits, dim=-1), unknowns)
 
-        result = lbfgs(variables, loss, self.opt.iterations, progress, lr=self.opt.lr,
-                       max_iter=self.opt.max_iter, tol=self.opt.tol, description="idlg")
+        result = lbfgs(
+            variables,
+            loss,
+            self.opt.iterations,
+            progress,
+            lr=self.opt.lr,
+            max_iter=self.opt.max_iter,
+            tol=self.opt.tol,
+            description="idlg",
+        )
         if inferred is None:
             labels = result.values[1].argmax(dim=-1)
-        return Reconstruction(images=result.values[0], labels=labels, loss=result.loss,
-                              iterations=result.iterations, diverged=result.diverged,
-                              info={"label_source": source, "initial_loss": result.initial_loss,
-                                    "improved": result.improved})
+        return Reconstruction(
+            images=result.values[0],
+            labels=labels,
+            loss=result.loss,
+            iterations=result.iterations,
+            diverged=result.diverged,
+            info={"label_source": source, "initial_loss": result.initial_loss, "improved": result.improved},
+        )

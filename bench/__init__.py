@@ -4,6 +4,7 @@ The public API for plug-ins: :class:`Defense`, :class:`Attack`, :class:`Observat
 :class:`Option`, and the shared helpers in :mod:`bench.functional`, :mod:`bench.sgd_client` and
 :mod:`bench.inversion`.
 """
+
 from bench.attack import Attack, Reconstruction
 from bench.data.base import Dataset, ImageDataset
 from bench.defense import ClientState, Defense, FLTask, ServerState
@@ -14,6 +15,23 @@ from bench.threat import LocalData, Observation, PublicKnowledge, Tensors, Unkno
 
 __version__ = "0.1.0"
 
-__all__ = ["Attack", "BenchError", "ClientState", "Dataset", "Defense", "FLTask", "ImageDataset", "LocalData",
-           "Model", "Observation", "Option", "PublicKnowledge", "Reconstruction", "ServerState", "Tensors",
-           "Unknown", "Upload", "__version__"]
+__all__ = [
+    "Attack",
+    "BenchError",
+    "ClientState",
+    "Dataset",
+    "Defense",
+    "FLTask",
+    "ImageDataset",
+    "LocalData",
+    "Model",
+    "Observation",
+    "Option",
+    "PublicKnowledge",
+    "Reconstruction",
+    "ServerState",
+    "Tensors",
+    "Unknown",
+    "Upload",
+    "__version__",
+]

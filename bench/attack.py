@@ -2,6 +2,7 @@
 
 An attack never imports a defense; it sees the client only through ``Observation.simulate``.
 """
+
 from __future__ import annotations
 
 from abc import abstractmethod
@@ -48,8 +49,9 @@ class Attack(Component):
     def reconstruct(self, obs: Observation, generator: torch.Generator, progress: Progress) -> Reconstruction:
         """Reconstruct the client's inputs from ``obs``. All randomness comes from ``generator``."""
 
-    def reconstruct_many(self, observations: Sequence[Observation], generators: Sequence[torch.Generator],
-                         progress: Progress) -> list[Reconstruction]:
+    def reconstruct_many(
+        self, observations: Sequence[Observation], generators: Sequence[torch.Generator], progress: Progress
+    ) -> list[Reconstruction]:
         """Several targets at once (``targets_per_call`` > 1), target i drawing only from ``generators[i]``.
 
         The default runs :meth:`reconstruct` on each in turn. An attack that can optimise several

@@ -1,4 +1,5 @@
 """``python -m bench``: the command line. User errors print one line and exit with status 2."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,8 +10,19 @@ from collections.abc import Sequence
 from bench.errors import BenchError
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("run", "list", "train", "tune", "sweep", "leaderboard", "report", "publish", "reproduce", "check_defense",
-            "check_attack")
+COMMANDS = (
+    "run",
+    "list",
+    "train",
+    "tune",
+    "sweep",
+    "leaderboard",
+    "report",
+    "publish",
+    "reproduce",
+    "check_defense",
+    "check_attack",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,9 +33,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bench", description="Privacy attacks and defenses in federated learning: "
-                     "how much of a client's images can an honest-but-curious server reconstruct, and what "
-                     "does the defense cost in accuracy and compute?")
+    parser = _Parser(
+        prog="bench",
+        description="Privacy attacks and defenses in federated learning: "
+        "how much of a client's images can an honest-but-curious server reconstruct, and what "
+        "does the defense cost in accuracy and compute?",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
     for name in COMMANDS:
         importlib.import_module(f"bench.commands.{name}").register(sub)

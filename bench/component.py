@@ -1,4 +1,5 @@
 """Base of every pluggable piece: a name, a one-line description, declared options and presets."""
+
 from __future__ import annotations
 
 from abc import ABC
@@ -9,7 +10,7 @@ from typing import Any, ClassVar
 from bench.options import Option, resolve_options
 
 
-class Component(ABC):
+class Component(ABC):  # noqa: B024 (an ABC so that subclasses' abstract methods are enforced)
     """Something a user selects by name and configures with declared options.
 
     Subclasses set the class attributes; instances get ``self.config`` (every option resolved and

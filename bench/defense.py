@@ -7,6 +7,7 @@ and the attack experiment (privacy), so both measure the same protocol. Like Flo
 the surface is a handful of explicit methods; like Opacus' ``PrivacyEngine`` the privacy
 bookkeeping travels with what it protects (``Upload.metrics``).
 """
+
 from __future__ import annotations
 
 from abc import abstractmethod
@@ -48,11 +49,11 @@ class FLTask:
 #: with more knowledge can still reconstruct worse than an adaptive attack.
 KNOWLEDGE_LEVELS: dict[str, str] = {
     "unaware": "knows the FL protocol and the architecture but ignores the defense: it replays the undefended "
-               "client's computation",
+    "client's computation",
     "adaptive": "knows the defense's mechanism and its public parameters and exploits them (replays public steps, "
-                "recovers or optimises what it can)",
+    "recovers or optimises what it can)",
     "oracle": "is handed the client's private state (e.g. HyperFL's embedding and head): an upper bound on what "
-              "the attacker knows, not on what leaks",
+    "the attacker knows, not on what leaks",
 }
 
 #: Server-side state broadcast to clients (e.g. global parameters and buffers), by name.
@@ -82,8 +83,10 @@ class Defense(Component):
         """Build later Observations for the attacker ``level`` (``None``: the default). Unknown: a BenchError."""
         level = self.default_knowledge if level is None else level
         if level not in self.knowledge_levels:
-            raise BenchError(f"defense {self.name or type(self).__name__!r} has no knowledge level {level!r}; "
-                             f"valid: {choices_text(self.knowledge_levels)}")
+            raise BenchError(
+                f"defense {self.name or type(self).__name__!r} has no knowledge level {level!r}; "
+                f"valid: {choices_text(self.knowledge_levels)}"
+            )
         self.__dict__["_knowledge"] = level
         return level
 
@@ -100,8 +103,9 @@ class Defense(Component):
         return {}
 
     @abstractmethod
-    def client_update(self, server: ServerState, client: ClientState, data: LocalData,
-                      generator: torch.Generator | None) -> Upload:
+    def client_update(
+        self, server: ServerState, client: ClientState, data: LocalData, generator: torch.Generator | None
+    ) -> Upload:
         """Run one round of local computation on ``data``; return exactly what the client sends.
 
         May update ``client`` in place (its private state). ``generator`` drives shuffling and any
@@ -126,8 +130,9 @@ class Defense(Component):
     def predict(self, server: ServerState, client: ClientState, x: torch.Tensor) -> torch.Tensor:
         """Logits of the model this client would use for inference (for test accuracy)."""
 
-    def personalise(self, server: ServerState, client: ClientState, data: LocalData,
-                    generator: torch.Generator | None) -> None:
+    def personalise(
+        self, server: ServerState, client: ClientState, data: LocalData, generator: torch.Generator | None
+    ) -> None:
         """What a client does with the current server state on its own training data before it is
         evaluated, outside the protocol (nothing is sent): e.g. fine-tuning a head (FedAvg + FT). It
         stores the result in ``client`` for :meth:`predict`. Default: nothing."""
@@ -139,12 +144,18 @@ class Defense(Component):
         return "global"
 
     @abstractmethod
-    def observe(self, server: ServerState, client: ClientState, target: LocalData,
-                cohort: Sequence[tuple[ClientState, LocalData]],
-                generator: torch.Generator | None) -> Observation:
+    def observe(
+        self,
+        server: ServerState,
+        client: ClientState,
+        target: LocalData,
+        cohort: Sequence[tuple[ClientState, LocalData]],
+        generator: torch.Generator | None,
+    ) -> Observation:
         """What the honest-but-curious server sees when ``target`` is the client's local data.
 
-        Built for the attacker of :attr:`knowledge` (``Observation.knowledge`` must name it). ``cohort`` are other clients taking part in the same round (with their states and data),
+        Built for the attacker of :attr:`knowledge` (``Observation.knowledge`` must name it). ``cohort`` are
+        other clients taking part in the same round (with their states and data),
         for defenses that reveal only an aggregate. Must not mutate ``server`` or ``client``.
         """
 

@@ -3,6 +3,7 @@
 The CLI turns a :class:`BenchError` into a single ``error: ...`` line and exit status 2, so bad input
 never shows a traceback. Anything else that escapes is a bug in bench and keeps its traceback.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -6,6 +6,7 @@ Each arrow is one call below, in :func:`attack_target`. Rows are appended to ``r
 soon as each target finishes, so an interrupted run keeps every finished target, and ``resume``
 skips targets already recorded for the same run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,15 @@ from bench.progress import Progress, SilentProgress
 from bench.reports.grids import save_grid, save_pair_png
 from bench.results import RESULTS_FILE, append_rows, read_rows, writable_dir
 from bench.seeding import generator, resolve_device
-from bench.setup import (Choice, build_task, create_attack, create_defense, data_and_model_components, load_dataset,
-                         model_choice)
+from bench.setup import (
+    Choice,
+    build_task,
+    create_attack,
+    create_defense,
+    data_and_model_components,
+    load_dataset,
+    model_choice,
+)
 from bench.threat import LocalData, Observation
 
 
@@ -103,25 +111,34 @@ def prepare(spec: RunSpec) -> Prepared:
     federation = Federation(data, spec.federation, spec.seed, device)
     smallest = min(len(s.train) for s in federation.splits)
     if smallest < spec.batch_size:
-        raise BenchError(f"--batch-size {spec.batch_size} exceeds a client's {smallest} training examples; "
-                         f"use a smaller batch or fewer --clients")
+        raise BenchError(
+            f"--batch-size {spec.batch_size} exceeds a client's {smallest} training examples; "
+            f"use a smaller batch or fewer --clients"
+        )
     lpips = LpipsScorer(spec.lpips_weights, device, offline=True if spec.offline else None)
     config = _config(spec, defense, attack, dataset, model, model_component)
-    return Prepared(spec, defense, attack, data, federation, device, config, run_id(config), lpips,
-                    baseline_guesses(data.train_x))
+    return Prepared(
+        spec, defense, attack, data, federation, device, config, run_id(config), lpips, baseline_guesses(data.train_x)
+    )
 
 
-def _config(spec: RunSpec, defense: Defense, attack: Attack, dataset: Dataset, model: Choice,
-            model_component: Model) -> dict[str, Any]:
+def _config(
+    spec: RunSpec, defense: Defense, attack: Attack, dataset: Dataset, model: Choice, model_component: Model
+) -> dict[str, Any]:
     return {
         "defense": {"name": spec.defense.name, **defense.config},
         "attack": {"name": spec.attack.name, **attack.config},
         "dataset": {"name": spec.dataset.name, **dataset.config},
         "model": {"name": model.name, **model_component.config},
-        "run": {"batch_size": spec.batch_size, "num_targets": spec.num_targets, "seed": spec.seed,
-                "attack_round": spec.attack_round, "knowledge": defense.knowledge,
-                "federation": asdict(spec.federation),
-                **({"tuning": spec.tuning["id"]} if spec.tuning else {})},
+        "run": {
+            "batch_size": spec.batch_size,
+            "num_targets": spec.num_targets,
+            "seed": spec.seed,
+            "attack_round": spec.attack_round,
+            "knowledge": defense.knowledge,
+            "federation": asdict(spec.federation),
+            **({"tuning": spec.tuning["id"]} if spec.tuning else {}),
+        },
     }
 
 
@@ -141,7 +158,9 @@ def _target_batch(p: Prepared, target: int) -> tuple[int, torch.Tensor, LocalDat
     clients = p.federation.settings.clients
     client = target % clients
     own = p.federation.splits[client].train
-    pick = own[torch.randperm(len(own), generator=generator(p.spec.seed, "target", target, "batch"))[:p.spec.batch_size]]
+    pick = own[
+        torch.randperm(len(own), generator=generator(p.spec.seed, "target", target, "batch"))[: p.spec.batch_size]
+    ]
     local = p.federation.local_train(client, p.spec.batch_size)
     position = {int(i): n for n, i in enumerate(own.tolist())}
     rows = torch.tensor([position[int(i)] for i in pick], device=local.x.device)
@@ -156,24 +175,34 @@ def _cohort(p: Prepared, state: TrainingState, target: int, client: int) -> list
             continue
         local = p.federation.local_train(other, p.spec.batch_size)
         idx = torch.randperm(len(local), generator=generator(p.spec.seed, "target", target, "cohort", other))
-        idx = idx[:p.spec.batch_size].to(local.x.device)
-        out.append((state.clients[other], LocalData(local.x[idx], local.y[idx], p.spec.batch_size, population=len(local))))
+        idx = idx[: p.spec.batch_size].to(local.x.device)
+        out.append(
+            (state.clients[other], LocalData(local.x[idx], local.y[idx], p.spec.batch_size, population=len(local)))
+        )
     return out
 
 
 def _valid_observation(p: Prepared, obs: object, num_images: int, target: int) -> Observation:
     """Refuse a defense that breaks the Observation contract before it produces numbers (one line)."""
     try:
-        valid = validate_observation(obs, num_images, p.data.image_shape, p.data.num_classes,
-                                     generator(p.spec.seed, "target", target, "validate"))
+        valid = validate_observation(
+            obs,
+            num_images,
+            p.data.image_shape,
+            p.data.num_classes,
+            generator(p.spec.seed, "target", target, "validate"),
+        )
         if valid.knowledge != p.defense.knowledge:
-            raise PluginError(f"it was asked for knowledge level {p.defense.knowledge!r} but its Observation says "
-                              f"{valid.knowledge!r}")
+            raise PluginError(
+                f"it was asked for knowledge level {p.defense.knowledge!r} but its Observation says {valid.knowledge!r}"
+            )
         return valid
     except PluginError as exc:
         name = p.spec.defense.name
-        raise PluginError(f"defense {name!r} breaks the Observation contract: {exc} "
-                          f"(`bench check-defense {name}` reports every check)") from None
+        raise PluginError(
+            f"defense {name!r} breaks the Observation contract: {exc} "
+            f"(`bench check-defense {name}` reports every check)"
+        ) from None
 
 
 def _valid_reconstruction(p: Prepared, rec: object, obs: Observation) -> Reconstruction:
@@ -181,8 +210,10 @@ def _valid_reconstruction(p: Prepared, rec: object, obs: Observation) -> Reconst
         return validate_reconstruction(rec, obs)
     except PluginError as exc:
         name = p.spec.attack.name
-        raise PluginError(f"attack {name!r} breaks the Reconstruction contract: {exc} "
-                          f"(`bench check-attack {name}` reports every check)") from None
+        raise PluginError(
+            f"attack {name!r} breaks the Reconstruction contract: {exc} "
+            f"(`bench check-attack {name}` reports every check)"
+        ) from None
 
 
 @dataclass
@@ -201,8 +232,13 @@ def observe_target(p: Prepared, state: TrainingState, target: int) -> Case:
     """dataset → client batch → defense.observe → (validated) Observation."""
     client, image_ids, batch = _target_batch(p, target)
     began = time.perf_counter()
-    obs: Observation = p.defense.observe(state.server, state.clients[client], batch, _cohort(p, state, target, client),
-                                         generator(p.spec.seed, "target", target, "observe"))
+    obs: Observation = p.defense.observe(
+        state.server,
+        state.clients[client],
+        batch,
+        _cohort(p, state, target, client),
+        generator(p.spec.seed, "target", target, "observe"),
+    )
     observe_seconds = time.perf_counter() - began
     return Case(target, client, image_ids, batch, _valid_observation(p, obs, len(batch), target), observe_seconds)
 
@@ -216,14 +252,22 @@ def reconstruct(p: Prepared, cases: list[Case], progress: Progress) -> tuple[lis
     else:
         recs = list(p.attack.reconstruct_many([c.obs for c in cases], generators, progress))
         if len(recs) != len(cases):
-            raise PluginError(f"attack {p.spec.attack.name!r} returned {len(recs)} reconstructions for "
-                              f"{len(cases)} targets from reconstruct_many()")
+            raise PluginError(
+                f"attack {p.spec.attack.name!r} returned {len(recs)} reconstructions for "
+                f"{len(cases)} targets from reconstruct_many()"
+            )
     seconds = (time.perf_counter() - began) / len(cases)
     return [_valid_reconstruction(p, rec, c.obs) for rec, c in zip(recs, cases)], seconds
 
 
-def score_target(p: Prepared, case: Case, rec: Reconstruction, attack_seconds: float, together: int,
-                 state_accuracy: float | None = None) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+def score_target(
+    p: Prepared,
+    case: Case,
+    rec: Reconstruction,
+    attack_seconds: float,
+    together: int,
+    state_accuracy: float | None = None,
+) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
     """Reconstruction → metrics (and the no-information baseline) → the target's row. Returns the row,
     the true images and the matched reconstruction."""
     batch, obs = case.batch, case.obs
@@ -232,27 +276,49 @@ def score_target(p: Prepared, case: Case, rec: Reconstruction, attack_seconds: f
     scores = score(truth, recon, batch.y, rec.labels, p.lpips)
     matched = recon[torch.tensor(scores.assignment)]
     row = {
-        "kind": "attack", "run_id": p.run_id, "target": case.target, "status": "diverged" if rec.diverged else "ok",
-        "defense": p.spec.defense.name, "attack": p.spec.attack.name, "dataset": p.spec.dataset.name,
-        "model": p.config["model"]["name"], "seed": p.spec.seed, "batch_size": p.spec.batch_size,
-        "attack_round": p.spec.attack_round, "knowledge": obs.knowledge, "state_accuracy": state_accuracy,
-        **scores.means(), "lpips_note": scores.lpips_note, **p.baseline.score(truth, p.lpips),
-        "diverged": rec.diverged, "attack_loss": rec.loss, "attack_iterations": rec.iterations,
-        "attack_seconds": attack_seconds, "targets_per_call": together, "observe_seconds": case.observe_seconds,
-        "observed_kind": obs.public.observed_kind, "num_reconstructed": int(rec.images.shape[0]),
-        "target_client": case.client, "image_ids": case.image_ids.tolist(), "true_labels": batch.y.tolist(),
+        "kind": "attack",
+        "run_id": p.run_id,
+        "target": case.target,
+        "status": "diverged" if rec.diverged else "ok",
+        "defense": p.spec.defense.name,
+        "attack": p.spec.attack.name,
+        "dataset": p.spec.dataset.name,
+        "model": p.config["model"]["name"],
+        "seed": p.spec.seed,
+        "batch_size": p.spec.batch_size,
+        "attack_round": p.spec.attack_round,
+        "knowledge": obs.knowledge,
+        "state_accuracy": state_accuracy,
+        **scores.means(),
+        "lpips_note": scores.lpips_note,
+        **p.baseline.score(truth, p.lpips),
+        "diverged": rec.diverged,
+        "attack_loss": rec.loss,
+        "attack_iterations": rec.iterations,
+        "attack_seconds": attack_seconds,
+        "targets_per_call": together,
+        "observe_seconds": case.observe_seconds,
+        "observed_kind": obs.public.observed_kind,
+        "num_reconstructed": int(rec.images.shape[0]),
+        "target_client": case.client,
+        "image_ids": case.image_ids.tolist(),
+        "true_labels": batch.y.tolist(),
         "predicted_labels": None if rec.labels is None else rec.labels[torch.tensor(scores.assignment)].tolist(),
         "per_image": scores.per_image,
-        "defense_metrics": dict(obs.metrics), "attack_info": rec.info,
+        "defense_metrics": dict(obs.metrics),
+        "attack_info": rec.info,
         "notes": list(obs.notes) + _optimisation_notes(p.spec.attack.name, rec),
         "tuning": dict(p.spec.tuning) if p.spec.tuning else None,
-        "config": p.config, **provenance.stamp(str(p.device)),
+        "config": p.config,
+        **provenance.stamp(str(p.device)),
         "image_file": f"images/{p.run_id}-t{case.target}.png",
     }
     return row, truth, matched
 
 
-def attack_target(p: Prepared, state: TrainingState, target: int, progress: Progress) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+def attack_target(
+    p: Prepared, state: TrainingState, target: int, progress: Progress
+) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
     """One target, start to finish. Returns its row, the true images and the matched reconstruction."""
     case = observe_target(p, state, target)
     (rec,), seconds = reconstruct(p, [case], progress)
@@ -263,8 +329,10 @@ def _optimisation_notes(attack: str, rec: Reconstruction) -> list[str]:
     """A row whose attack never moved from its initial guess says so: its score then measures the
     random start (e.g. a matching loss already below L-BFGS' tolerances), not the defense."""
     if rec.info.get("improved") is False and not rec.diverged:
-        return [f"{attack} never improved on its initial guess (attack_info.initial_loss): the score is that of "
-                "the random start, a failed optimisation rather than a measure of the defense"]
+        return [
+            f"{attack} never improved on its initial guess (attack_info.initial_loss): the score is that of "
+            "the random start, a failed optimisation rather than a measure of the defense"
+        ]
     return []
 
 
@@ -272,19 +340,24 @@ def _caption(row: dict[str, Any]) -> str:
     lp = "n/a" if row["lpips"] is None else f"{row['lpips']:.3f}"
     acc = "n/a" if row["label_acc"] is None else f"{row['label_acc']:.2f}"
     flag = "  DIVERGED" if row["diverged"] else ""
-    return (f"target {row['target']} (client {row['target_client']}): PSNR {row['psnr']:.2f} dB, "
-            f"SSIM {row['ssim']:.3f}, LPIPS {lp}, label acc {acc}{flag}")
+    return (
+        f"target {row['target']} (client {row['target_client']}): PSNR {row['psnr']:.2f} dB, "
+        f"SSIM {row['ssim']:.3f}, LPIPS {lp}, label acc {acc}{flag}"
+    )
 
 
 def trained_state(p: Prepared, log: Callable[[str], None]) -> TrainingState | None:
     """The shared training state at ``attack_round`` (None when attacking fresh networks per target)."""
     if p.spec.attack_round == 0:
         return None
-    return trained(p.defense, p.federation, p.spec.seed, p.spec.attack_round, p.config, p.spec.state_cache,
-                   p.device, log)
+    return trained(
+        p.defense, p.federation, p.spec.seed, p.spec.attack_round, p.config, p.spec.state_cache, p.device, log
+    )
 
 
-def run(spec: RunSpec, progress: Progress | None = None, log: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
+def run(
+    spec: RunSpec, progress: Progress | None = None, log: Callable[[str], None] = lambda _: None
+) -> list[dict[str, Any]]:
     """Run every target of ``spec``; rows are written as they finish. Returns this run's rows.
 
     Targets go to the attack ``attack.targets_per_call`` at a time (one tensor for several targets
@@ -296,7 +369,9 @@ def run(spec: RunSpec, progress: Progress | None = None, log: Callable[[str], No
     results = out_dir / RESULTS_FILE
     done: dict[int, dict[str, Any]] = {}
     if spec.resume and results.exists():
-        done = {r["target"]: r for r in read_rows(results)[0] if r.get("run_id") == p.run_id and r.get("kind") == "attack"}
+        done = {
+            r["target"]: r for r in read_rows(results)[0] if r.get("run_id") == p.run_id and r.get("kind") == "attack"
+        }
     for target in sorted(done):
         log(f"target {target}: already recorded, skipped")
     pending = [t for t in range(spec.num_targets) if t not in done]
@@ -309,8 +384,10 @@ def run(spec: RunSpec, progress: Progress | None = None, log: Callable[[str], No
     size = max(1, int(p.attack.targets_per_call))
     for start_at in range(0, len(pending), size):
         # untrained: a fresh network per target, as in the DLG/iDLG papers
-        cases = [observe_target(p, trained or start(p.defense, p.federation, spec.seed, "target", t, "model"), t)
-                 for t in pending[start_at:start_at + size]]
+        cases = [
+            observe_target(p, trained or start(p.defense, p.federation, spec.seed, "target", t, "model"), t)
+            for t in pending[start_at : start_at + size]
+        ]
         recs, seconds = reconstruct(p, cases, progress)
         chunk = []
         for case, rec in zip(cases, recs):
@@ -322,7 +399,11 @@ def run(spec: RunSpec, progress: Progress | None = None, log: Callable[[str], No
         append_rows(results, chunk)
         new.update((r["target"], r) for r in chunk)
     if pairs:
-        save_grid(out_dir / "reconstructions.png", [(t, r) for t, r, _ in pairs], [c for _, _, c in pairs],
-                  title=f"{spec.attack.name} against {spec.defense.name} on {spec.dataset.name} "
-                        f"(top: ground truth, bottom: reconstruction)")
+        save_grid(
+            out_dir / "reconstructions.png",
+            [(t, r) for t, r, _ in pairs],
+            [c for _, _, c in pairs],
+            title=f"{spec.attack.name} against {spec.defense.name} on {spec.dataset.name} "
+            f"(top: ground truth, bottom: reconstruction)",
+        )
     return [done.get(t) or new[t] for t in range(spec.num_targets)]

@@ -5,6 +5,7 @@ own data, the server calls ``defense.aggregate``, and accuracy is the mean over 
 client's local-test accuracy with the model it would use (``defense.predict``), as in the HyperFL
 paper. Per round it records accuracy, wall time and bytes uploaded per client.
 """
+
 from __future__ import annotations
 
 import copy
@@ -52,8 +53,15 @@ class Federation:
         self.data = data
         self.settings = settings
         self.splits: list[ClientSplit] = split_clients(
-            settings.partition, data.train_y, data.test_y, data.num_classes, settings.clients,
-            generator(seed, "partition"), settings.train_per_client, settings.test_per_client)
+            settings.partition,
+            data.train_y,
+            data.test_y,
+            data.num_classes,
+            settings.clients,
+            generator(seed, "partition"),
+            settings.train_per_client,
+            settings.test_per_client,
+        )
         self.train_x = data.normalise(data.train_x).to(device)
         self.train_y = data.train_y.to(device)
         self.test_x = data.normalise(data.test_x).to(device)
@@ -80,8 +88,10 @@ class Federation:
         for c, own in enumerate(self.splits):
             held = round(fraction * len(own.train))
             if held < 1 or held >= len(own.train):
-                raise BenchError(f"client {c} has {len(own.train)} training examples: too few to hold out a "
-                                 f"validation share of {fraction:g} and still train (use more --train-per-client)")
+                raise BenchError(
+                    f"client {c} has {len(own.train)} training examples: too few to hold out a "
+                    f"validation share of {fraction:g} and still train (use more --train-per-client)"
+                )
             order = own.train[torch.randperm(len(own.train), generator=generator(seed, "validation", c))]
             split.splits.append(ClientSplit(train=order[held:], test=order[:held]))
         return split
@@ -111,7 +121,9 @@ def evaluate(defense: Defense, federation: Federation, state: TrainingState, chu
         x, y = federation.local_test(c)
         correct = 0
         for s in range(0, len(y), chunk):
-            correct += int((defense.predict(state.server, client, x[s:s + chunk]).argmax(-1) == y[s:s + chunk]).sum())
+            correct += int(
+                (defense.predict(state.server, client, x[s : s + chunk]).argmax(-1) == y[s : s + chunk]).sum()
+            )
         accuracies.append(correct / max(1, len(y)))
     return accuracies
 
@@ -138,8 +150,14 @@ def _mean_metrics(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def train(defense: Defense, federation: Federation, seed: int, rounds: int, state: TrainingState | None = None,
-          on_round: Callable[[dict[str, Any]], None] | None = None) -> TrainingState:
+def train(
+    defense: Defense,
+    federation: Federation,
+    seed: int,
+    rounds: int,
+    state: TrainingState | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainingState:
     """Run ``rounds`` federated rounds (all clients participate), evaluating every ``eval_every``."""
     state = state or start(defense, federation, seed, "init")
     settings = federation.settings
@@ -153,13 +171,18 @@ def train(defense: Defense, federation: Federation, seed: int, rounds: int, stat
         state.server = defense.aggregate(state.server, uploads)
         seconds = time.perf_counter() - began
         state.rounds_done = r
-        record: dict[str, Any] = {"round": r, "seconds": seconds, **_mean_metrics([u.metrics for u in uploads]),
-                                  **defense.server_metrics()}
+        record: dict[str, Any] = {
+            "round": r,
+            "seconds": seconds,
+            **_mean_metrics([u.metrics for u in uploads]),
+            **defense.server_metrics(),
+        }
         if r % settings.eval_every == 0 or i == rounds - 1:
             began = time.perf_counter()
             for c, client in enumerate(state.clients):  # outside the protocol: before each client is scored
-                defense.personalise(state.server, client, federation.local_train(c),
-                                    generator(seed, "round", r, "personalise", c))
+                defense.personalise(
+                    state.server, client, federation.local_train(c), generator(seed, "round", r, "personalise", c)
+                )
             if type(defense).personalise is not Defense.personalise:
                 record["personalise_seconds"] = time.perf_counter() - began
             accuracies = evaluate(defense, federation, state)

@@ -8,6 +8,7 @@ Inside a ``torch.func`` transform (an attack batching restarts with ``vmap``) gr
 with ``torch.func.grad``; otherwise with ``torch.autograd.grad``, which is what a hand-written
 gradient-inversion loop uses and is measurably cheaper on small networks.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -39,7 +40,7 @@ _TIED: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 def has_tied_tensors(model: nn.Module) -> bool:
     """Whether ``model`` shares a parameter or buffer under two names (cached per module)."""
     if model not in _TIED:
-        named = [t for _, t in model.named_parameters(remove_duplicate=False)]
+        named: list[torch.Tensor] = [t for _, t in model.named_parameters(remove_duplicate=False)]
         named += [t for _, t in model.named_buffers(remove_duplicate=False)]
         _TIED[model] = len({id(t) for t in named}) != len(named)
     return _TIED[model]
@@ -50,8 +51,12 @@ def _are_own(tensors: Mapping[str, torch.Tensor], own: Iterable[torch.Tensor]) -
     return len(tensors) == len(own) and all(a is b for a, b in zip(tensors.values(), own))
 
 
-def forward(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor,
-            buffers: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+def forward(
+    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    buffers: Mapping[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Run ``model`` with the given parameters (and buffers) instead of its own.
 
     When they *are* the module's own tensors (an attacker's simulator holding the server's state in
@@ -79,8 +84,10 @@ def loss_gradient(
     ``params`` (what a gradient-matching attack needs); without it, it is a plain client gradient.
     """
     if inside_functorch_transform():
+
         def loss_of(p: Mapping[str, torch.Tensor]) -> torch.Tensor:
             return cross_entropy(forward(model, p, x, buffers), y)
+
         return dict(torch.func.grad(loss_of)(dict(params)))
     leaves = {k: (v if v.requires_grad else v.detach().requires_grad_(True)) for k, v in params.items()}
     with torch.enable_grad():
@@ -118,15 +125,21 @@ def per_example_gradients(
     return dict(torch.func.vmap(lambda xi, yi: loss_gradient(model, params, xi[None], yi[None], buffers))(x, y))
 
 
-def sgd_update(params: Mapping[str, torch.Tensor], grads: Mapping[str, torch.Tensor], velocity: Tensors | None,
-               lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> tuple[Tensors, Tensors | None]:
+def sgd_update(
+    params: Mapping[str, torch.Tensor],
+    grads: Mapping[str, torch.Tensor],
+    velocity: Tensors | None,
+    lr: float,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+) -> tuple[Tensors, Tensors | None]:
     """One step of ``torch.optim.SGD`` as a pure function: weight decay added to the gradient, then the
     momentum buffer (the first step's buffer is the gradient itself). Returns (new params, buffer)."""
     if weight_decay:
         grads = {k: g + weight_decay * params[k] for k, g in grads.items()}
     if momentum:
         velocity = dict(grads) if velocity is None else {k: momentum * velocity[k] + grads[k] for k in grads}
-        step = velocity
+        step: Mapping[str, torch.Tensor] = velocity
     else:
         step = grads
     return {k: params[k] - lr * step[k] for k in params}, velocity

@@ -16,6 +16,7 @@ Every row also carries the **no-information baseline**: the same metrics for the
 without the observation — the training set's mean image and a flat image of its mean colour
 (:func:`baseline_guesses`) — so a reconstruction counts as evidence of leakage only above them.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -102,15 +103,38 @@ def register(metric: Metric) -> Metric:
     return metric
 
 
-register(Metric("psnr", "PSNR", True, 2, "peak signal-to-noise ratio in dB (data range 1)",
-                lambda a, b, _: psnr_per_image(a, b)))
-register(Metric("ssim", "SSIM", True, 3, "scikit-image's windowed SSIM (7×7), per channel for colour",
-                lambda a, b, _: ssim_per_image(a, b)))
-register(Metric("lpips", "LPIPS", False, 3, "LPIPS v0.1 with AlexNet (ImageNet weights); null when unavailable",
-                _lpips))
-register(Metric("mse", "MSE", False, 4, "mean squared error in [0, 1] pixel space", lambda a, b, _: mse_per_image(a, b)))
-register(Metric("label_acc", "label acc", True, 2, "share of true labels among the matched reconstructions' "
-                "labels (multiset overlap); null when the attack infers none", baseline=False))
+register(
+    Metric(
+        "psnr", "PSNR", True, 2, "peak signal-to-noise ratio in dB (data range 1)", lambda a, b, _: psnr_per_image(a, b)
+    )
+)
+register(
+    Metric(
+        "ssim",
+        "SSIM",
+        True,
+        3,
+        "scikit-image's windowed SSIM (7×7), per channel for colour",
+        lambda a, b, _: ssim_per_image(a, b),
+    )
+)
+register(
+    Metric("lpips", "LPIPS", False, 3, "LPIPS v0.1 with AlexNet (ImageNet weights); null when unavailable", _lpips)
+)
+register(
+    Metric("mse", "MSE", False, 4, "mean squared error in [0, 1] pixel space", lambda a, b, _: mse_per_image(a, b))
+)
+register(
+    Metric(
+        "label_acc",
+        "label acc",
+        True,
+        2,
+        "share of true labels among the matched reconstructions' "
+        "labels (multiset overlap); null when the attack infers none",
+        baseline=False,
+    )
+)
 
 
 def image_metrics() -> list[Metric]:
@@ -132,8 +156,9 @@ def label_accuracy(true_labels: torch.Tensor, predicted: torch.Tensor) -> float:
     return sum(min(n, pred[label]) for label, n in truth.items()) / max(1, len(true_labels))
 
 
-def per_image_scores(truth: torch.Tensor, matched: torch.Tensor, lpips: LpipsScorer | None,
-                     metrics: list[Metric] | None = None) -> dict[str, list[float] | None]:
+def per_image_scores(
+    truth: torch.Tensor, matched: torch.Tensor, lpips: LpipsScorer | None, metrics: list[Metric] | None = None
+) -> dict[str, list[float] | None]:
     """Every image metric for matched pairs in [0, 1] (None where a metric is unavailable)."""
     out: dict[str, list[float] | None] = {}
     for metric in metrics if metrics is not None else image_metrics():
@@ -154,8 +179,9 @@ class Scores:
 
     def means(self) -> dict[str, float | None]:
         """The row's value of every registered metric."""
-        out: dict[str, float | None] = {name: None if v is None else float(np.mean(v))
-                                        for name, v in self.per_image.items()}
+        out: dict[str, float | None] = {
+            name: None if v is None else float(np.mean(v)) for name, v in self.per_image.items()
+        }
         out["label_acc"] = self.label_acc
         return {name: out.get(name) for name in REGISTRY}
 
@@ -164,8 +190,13 @@ def _clamped(images: torch.Tensor) -> torch.Tensor:
     return images.detach().cpu().float().clamp(0, 1)
 
 
-def score(truth: torch.Tensor, recon: torch.Tensor, true_labels: torch.Tensor,
-          predicted_labels: torch.Tensor | None, lpips: LpipsScorer | None) -> Scores:
+def score(
+    truth: torch.Tensor,
+    recon: torch.Tensor,
+    true_labels: torch.Tensor,
+    predicted_labels: torch.Tensor | None,
+    lpips: LpipsScorer | None,
+) -> Scores:
     """Score ``recon`` (N ≥ B images in [0, 1]) against ``truth`` (B images in [0, 1])."""
     truth, recon = _clamped(truth), _clamped(recon)
     if recon.shape[0] < truth.shape[0] or recon.shape[1:] != truth.shape[1:]:
@@ -180,6 +211,7 @@ def score(truth: torch.Tensor, recon: torch.Tensor, true_labels: torch.Tensor,
 
 
 # --- the no-information baseline -------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Baseline:
@@ -199,7 +231,7 @@ class Baseline:
             per_guess[name] = {k: None if v is None else float(np.mean(v)) for k, v in scores.items()}
         best: dict[str, Any] = {}
         for metric in metrics:
-            values = [g[metric.name] for g in per_guess.values() if g.get(metric.name) is not None]
+            values = [v for g in per_guess.values() if (v := g.get(metric.name)) is not None]
             best[f"baseline_{metric.name}"] = metric.best(values) if values else None
         return {"baseline": per_guess, **best}
 

@@ -5,6 +5,7 @@ A component declares its knobs once, as a tuple of :class:`Option`; that single 
 result row, and the conformance checks. This mirrors how torchmetrics/Opacus keep their extension
 points explicit: no hidden kwargs.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,8 +73,9 @@ class Option:
             raise BenchError(f"{where} expects {self.type.__name__}, got {value!r}")
         if self.choices is not None and value not in self.choices:
             raise BenchError(f"{where} must be {choices_text(self.choices)}, got {value!r}")
-        too_low = self.min is not None and (value <= self.min if self.min_exclusive else value < self.min)
-        too_high = self.max is not None and value > self.max
+        number: Any = value  # an int or float here (min/max are declared for numeric options only)
+        too_low = self.min is not None and (number <= self.min if self.min_exclusive else number < self.min)
+        too_high = self.max is not None and number > self.max
         if too_low or too_high:
             raise BenchError(f"{where} must be {self.describe_range()}, got {value!r}")
         return value
@@ -118,7 +120,9 @@ def resolve_options(
             valid = choices_text(sorted(by_name)) if by_name else "(it takes no options)"
             raise BenchError(f"{owner} has no option {name!r}; valid options: {valid}")
         opt = by_name[name]
-        values[name] = opt.parse(value, owner) if isinstance(value, str) and opt.type is not str else opt.validate(value, owner)
+        values[name] = (
+            opt.parse(value, owner) if isinstance(value, str) and opt.type is not str else opt.validate(value, owner)
+        )
     if preset_name is not None:
         values["preset"] = preset_name
     return values

@@ -22,6 +22,7 @@ acceptable here:
   runs and worker processes do not retry it;
 * any failure (no network, a hash mismatch, a broken file) leaves ``lpips: null`` with the reason.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,10 @@ ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 ALEXNET_SHA256_PREFIX = "7be5be79"
 #: Where torchvision downloads the ImageNet AlexNet from (``AlexNet_Weights.IMAGENET1K_V1.url``).
 ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILE}"
-HOW_TO_PROVIDE = (f"put torchvision's ImageNet AlexNet weights ({ALEXNET_FILE}) in "
-                  "$TORCH_HOME/hub/checkpoints/ or pass --lpips-weights PATH")
+HOW_TO_PROVIDE = (
+    f"put torchvision's ImageNet AlexNet weights ({ALEXNET_FILE}) in "
+    "$TORCH_HOME/hub/checkpoints/ or pass --lpips-weights PATH"
+)
 #: Seconds the probe of the download server (name resolution and TCP connect) may take.
 PROBE_TIMEOUT_S = 3.0
 #: Socket timeout of the transfer itself (per blocking read, not for the whole file).
@@ -146,8 +149,9 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     return outcome[0]
 
 
-def fetch_weights(url: str = ALEXNET_URL, model_dir: Path | None = None, offline: bool | None = None,
-                  progress: bool = True) -> tuple[Path | None, str | None]:
+def fetch_weights(
+    url: str = ALEXNET_URL, model_dir: Path | None = None, offline: bool | None = None, progress: bool = True
+) -> tuple[Path | None, str | None]:
     """Download ``url`` into torch hub's cache the way torchvision does, unless forbidden or known to fail.
 
     Returns ``(path, None)`` on success, ``(None, reason)`` otherwise. The file name must carry the
@@ -169,8 +173,9 @@ def fetch_weights(url: str = ALEXNET_URL, model_dir: Path | None = None, offline
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        torch.hub.load_state_dict_from_url(url, model_dir=str(model_dir), map_location="cpu", progress=progress,
-                                           check_hash=True, weights_only=True)
+        torch.hub.load_state_dict_from_url(
+            url, model_dir=str(model_dir), map_location="cpu", progress=progress, check_hash=True, weights_only=True
+        )
     except Exception as exc:  # noqa: BLE001  # any failure (network, hash, broken file): "no LPIPS", not a crash
         reason = f"download of {url} failed: {first_line(exc)}"
         _remember(url, model_dir, reason)
@@ -191,8 +196,13 @@ class LpipsScorer:
     path only, and the scorer then says so in ``note``.
     """
 
-    def __init__(self, weights: Path | None = None, device: torch.device | str = "cpu",
-                 random_backbone: bool = False, offline: bool | None = None) -> None:
+    def __init__(
+        self,
+        weights: Path | None = None,
+        device: torch.device | str = "cpu",
+        random_backbone: bool = False,
+        offline: bool | None = None,
+    ) -> None:
         self.device = torch.device(device)
         self.net = None
         self.note: str | None = None
@@ -207,8 +217,10 @@ class LpipsScorer:
         if path is None:
             path, why = fetch_weights(ALEXNET_URL, offline=offline)
             if path is None:
-                self.note = f"LPIPS unavailable: AlexNet ImageNet weights not found and not downloaded ({why}); " \
-                            f"{HOW_TO_PROVIDE}"
+                self.note = (
+                    f"LPIPS unavailable: AlexNet ImageNet weights not found and not downloaded ({why}); "
+                    f"{HOW_TO_PROVIDE}"
+                )
                 return
         if not _sha256(path).startswith(ALEXNET_SHA256_PREFIX):
             message = f"{path} is not torchvision's ImageNet AlexNet ({ALEXNET_FILE}): SHA-256 mismatch"

@@ -12,6 +12,7 @@ trains every method. It is applied to each of ``lr``, ``momentum`` and ``weight_
 declares, unless the user or the defense's own option preset (its paper's prescription) sets it;
 training rows record the effective values and every deviation from the rule.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -37,18 +38,31 @@ class TrainPreset:
 
 TRAIN_PRESETS: dict[str, TrainPreset] = {
     "quick": TrainPreset(
-        "quick", "the paper's protocol scaled to the embedded data and 2 CPU cores (a few minutes per defense): "
-                 "10 clients, dominant split, 100 train / 50 test examples each, batch 50, 5 local epochs, 20 rounds",
-        {"clients": 10, "partition": "dominant", "train_per_client": 100, "test_per_client": 50, "batch_size": 50,
-         "local_epochs": 5, "rounds": 20}),
+        "quick",
+        "the paper's protocol scaled to the embedded data and 2 CPU cores (a few minutes per defense): "
+        "10 clients, dominant split, 100 train / 50 test examples each, batch 50, 5 local epochs, 20 rounds",
+        {
+            "clients": 10,
+            "partition": "dominant",
+            "train_per_client": 100,
+            "test_per_client": 50,
+            "batch_size": 50,
+            "local_epochs": 5,
+            "rounds": 20,
+        },
+    ),
     "paper": TrainPreset(
-        "paper", "the HyperFL paper's protocol: 20 clients all participating, 200 rounds, batch 50, 5 local epochs, "
-                 "dominant split; train/test per client 600/300 (CIFAR-10), 600/600 (Fashion-MNIST), "
-                 "1000/600 (EMNIST); other data sets: the most every client can get",
+        "paper",
+        "the HyperFL paper's protocol: 20 clients all participating, 200 rounds, batch 50, 5 local epochs, "
+        "dominant split; train/test per client 600/300 (CIFAR-10), 600/600 (Fashion-MNIST), "
+        "1000/600 (EMNIST); other data sets: the most every client can get",
         {"clients": 20, "partition": "dominant", "batch_size": 50, "local_epochs": 5, "rounds": 200},
-        per_dataset={"cifar10": {"train_per_client": 600, "test_per_client": 300},
-                     "fashionmnist": {"train_per_client": 600, "test_per_client": 600},
-                     "emnist": {"train_per_client": 1000, "test_per_client": 600}}),
+        per_dataset={
+            "cifar10": {"train_per_client": 600, "test_per_client": 300},
+            "fashionmnist": {"train_per_client": 600, "test_per_client": 600},
+            "emnist": {"train_per_client": 1000, "test_per_client": 600},
+        },
+    ),
 }
 
 
@@ -70,8 +84,11 @@ def equal_optimiser(defense: Choice, rule: str = COMPARISON_OPTIMISER) -> tuple[
     cls = registry.load("defense", defense.name)
     defaults = {o.name: o.default for o in getattr(cls, "options", ())}
     own_preset = getattr(cls, "presets", {}).get(defense.args.get("preset"), {})
-    applied = {k: v for k, v in OPTIMISERS[rule].items()
-               if k in defaults and defaults[k] != v and k not in defense.args and k not in own_preset}
+    applied = {
+        k: v
+        for k, v in OPTIMISERS[rule].items()
+        if k in defaults and defaults[k] != v and k not in defense.args and k not in own_preset
+    }
     return Choice(defense.name, {**applied, **defense.args}), {"optimiser": rule, "optimiser_applied": applied}
 
 
@@ -85,8 +102,9 @@ class Resolved:
     extra: dict[str, Any]
 
 
-def resolve(preset: str | None, defense: Choice, dataset: Choice, model: Choice | None,
-            explicit: Mapping[str, Any]) -> Resolved:
+def resolve(
+    preset: str | None, defense: Choice, dataset: Choice, model: Choice | None, explicit: Mapping[str, Any]
+) -> Resolved:
     """Apply ``preset`` (or none) under the user's explicit federation settings ``explicit``
     (FLSettings field → value; absent or ``None`` means "not given")."""
     given = {k: v for k, v in explicit.items() if v is not None}

@@ -1,4 +1,5 @@
 """Progress reporting for long attack loops, decoupled from tqdm so tests can stay silent."""
+
 from __future__ import annotations
 
 from typing import Protocol
@@ -39,8 +40,14 @@ class TqdmProgress:
         from tqdm.auto import tqdm
 
         self.close()
-        self._bar = tqdm(total=total, desc=description, position=self._position, leave=self._leave,
-                         dynamic_ncols=True, mininterval=0.5)
+        self._bar = tqdm(
+            total=total,
+            desc=description,
+            position=self._position,
+            leave=self._leave,
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )
 
     def advance(self, steps: int = 1, loss: float | None = None) -> None:
         if self._bar is None:

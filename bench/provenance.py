@@ -1,4 +1,5 @@
 """What a result row records so it can be reproduced: package versions, machine, git commit."""
+
 from __future__ import annotations
 
 import platform
@@ -9,8 +10,19 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-_PACKAGES = ("bench-fl", "torch", "torchvision", "numpy", "scipy", "scikit-image", "scikit-learn",
-             "lpips", "opacus", "tenseal", "pandas")
+_PACKAGES = (
+    "bench-fl",
+    "torch",
+    "torchvision",
+    "numpy",
+    "scipy",
+    "scikit-image",
+    "scikit-learn",
+    "lpips",
+    "opacus",
+    "tenseal",
+    "pandas",
+)
 
 
 @lru_cache(maxsize=1)
@@ -44,9 +56,13 @@ def git_state() -> dict[str, Any]:
 def machine(device: str) -> dict[str, Any]:
     import torch
 
-    info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.machine(),
-                            "cpu_threads": torch.get_num_threads(), "device": device,
-                            "python_executable": sys.executable}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "device": device,
+        "python_executable": sys.executable,
+    }
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
@@ -56,5 +72,9 @@ def stamp(device: str) -> dict[str, Any]:
     """The provenance every result row ends with: package versions, git state, machine and time."""
     import datetime as dt
 
-    return {"versions": package_versions(), "git": git_state(), "machine": machine(device),
-            "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "versions": package_versions(),
+        "git": git_state(),
+        "machine": machine(device),
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }

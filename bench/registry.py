@@ -9,6 +9,7 @@ something that resolves but is broken (does not import, is not a subclass of the
 an abstract method, crashes in ``__init__``) is a ``PluginError``, which ``bench check-defense``
 reports as a failed check and ``bench run`` refuses in one line.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -67,8 +68,10 @@ def _scan(kind: str) -> tuple[dict[str, EntryPoint], tuple[str, ...]]:
                 kept, other = other, kept  # a plug-in never shadows a built-in
             found[ep.name] = kept
             if kept.value != other.value:
-                clashes.append(f"{kind} {ep.name!r} is registered by {_distribution(kept)} ({kept.value}) and "
-                               f"{_distribution(other)} ({other.value}); using {_distribution(kept)}'s")
+                clashes.append(
+                    f"{kind} {ep.name!r} is registered by {_distribution(kept)} ({kept.value}) and "
+                    f"{_distribution(other)} ({other.value}); using {_distribution(kept)}'s"
+                )
         else:
             found[ep.name] = ep
     return dict(sorted(found.items())), tuple(clashes)
@@ -169,8 +172,10 @@ def load(kind: str, spec: str) -> type[Component]:
         raise PluginError(f"{kind} {spec!r} is not a subclass of {base.__module__}.{base.__qualname__}")
     missing = sorted(getattr(target, "__abstractmethods__", ()))
     if missing:
-        raise PluginError(f"{kind} {spec!r} does not implement {', '.join(missing)} "
-                          f"(required by {base.__module__}.{base.__qualname__})")
+        raise PluginError(
+            f"{kind} {spec!r} does not implement {', '.join(missing)} "
+            f"(required by {base.__module__}.{base.__qualname__})"
+        )
     return target
 
 
@@ -187,7 +192,7 @@ def create(kind: str, spec: str, values: Mapping[str, Any] | None = None) -> Com
 
 def describe(kind: str) -> list[tuple[str, type[Component] | None, str]]:
     """(name, class or None, summary or load error) of every registered component of ``kind``."""
-    out = []
+    out: list[tuple[str, type[Component] | None, str]] = []
     for name in registered(kind):
         try:
             cls = load(kind, name)

@@ -16,6 +16,7 @@ JSON), so a figure in the docs is always what the current rows produce; ``bench 
 * ``run SOURCE``: one sentence for a run's rows: target 0, then the distribution over all targets;
 * ``value FILE KEY [FORMAT]``: one number (or text) from a JSON file (``KEY`` may be dotted).
 """
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,9 @@ class Block:
 
     @property
     def name(self) -> str:
-        return f"{self.kind} {self.source} " + " ".join(self.positional + tuple(f"{k}={v}" for k, v in self.options.items()))
+        return f"{self.kind} {self.source} " + " ".join(
+            self.positional + tuple(f"{k}={v}" for k, v in self.options.items())
+        )
 
 
 def parse_blocks(text: str) -> list[Block]:
@@ -97,8 +100,10 @@ def _ranking(root: Path, block: Block) -> str:
     for t in tables:
         title = f"*{t.scenario}*\n\n" if len(tables) > 1 else ""
         parts.append(title + markdown_table(_select(ranking_records(t, board.diverged), block)))
-    return "\n" + "\n\n".join(parts) + f"\n\n(`python -m bench reproduce` from `{block.source}`: " \
+    return (
+        "\n" + "\n\n".join(parts) + f"\n\n(`python -m bench reproduce` from `{block.source}`: "
         f"{board.success.describe()} counts as recovered.)\n"
+    )
 
 
 def _attacks(root: Path, block: Block) -> str:
@@ -119,10 +124,12 @@ def _run(root: Path, block: Block) -> str:
     psnr = Summary.of(r["psnr"] for r in ok)
     rule = SuccessRule.parse(DEFAULT_SUCCESS)
     verdicts = [v for v in (rule.passes(r) for r in ok) if v is not None]
-    return (f"target 0: PSNR {first['psnr']:.2f} dB, SSIM {first['ssim']:.3f} (no-information baseline "
-            f"{first['baseline_psnr']:.2f} dB); over {len(rows)} targets of the same command with `--num-targets "
-            f"{len(rows)}`: median PSNR {psnr.median_text(2)} dB, mean {psnr.text(2)} {psnr.interval_text(2)}, "
-            f"{Rate(sum(verdicts), len(verdicts)).text()} recovered (`{block.source}`)")
+    return (
+        f"target 0: PSNR {first['psnr']:.2f} dB, SSIM {first['ssim']:.3f} (no-information baseline "
+        f"{first['baseline_psnr']:.2f} dB); over {len(rows)} targets of the same command with `--num-targets "
+        f"{len(rows)}`: median PSNR {psnr.median_text(2)} dB, mean {psnr.text(2)} {psnr.interval_text(2)}, "
+        f"{Rate(sum(verdicts), len(verdicts)).text()} recovered (`{block.source}`)"
+    )
 
 
 def _value(root: Path, block: Block) -> str:
@@ -138,8 +145,12 @@ def _value(root: Path, block: Block) -> str:
     return format(value, fmt)
 
 
-KINDS: dict[str, Callable[[Path, Block], str]] = {"ranking": _ranking, "attacks": _attacks, "run": _run,
-                                                  "value": _value}
+KINDS: dict[str, Callable[[Path, Block], str]] = {
+    "ranking": _ranking,
+    "attacks": _attacks,
+    "run": _run,
+    "value": _value,
+}
 
 
 def regenerate(text: str, root: Path) -> tuple[str, list[str]]:
@@ -151,7 +162,7 @@ def regenerate(text: str, root: Path) -> tuple[str, list[str]]:
         body = KINDS[block.kind](root, block)
         if body != block.body:
             changed.append(block.name)
-        out += [text[last:block.span[0]], body]
+        out += [text[last : block.span[0]], body]
         last = block.span[1]
     out.append(text[last:])
     return "".join(out), changed

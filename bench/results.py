@@ -4,6 +4,7 @@ Every write replaces the file through write-to-temporary + fsync + rename, so a 
 leaves either the old file or the new one, never a truncated line. Readers still skip (and report,
 with line numbers) lines that are not valid JSON objects, so a damaged file loses only its bad lines.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ A target's batch, its freshly initialised network and the attack's initialisatio
 stream (``derive_seed(seed, "target", t, "attack")``), so target t's result does not depend on how
 many targets ran before it or on which device they ran.
 """
+
 from __future__ import annotations
 
 import hashlib

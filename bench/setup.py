@@ -2,6 +2,7 @@
 
 Shared by ``run`` and ``train`` so both build the learning problem the same way.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -53,8 +54,11 @@ def model_choice(model: Choice | None, defense: Defense) -> Choice:
 def data_and_model_components(dataset: Choice, model: Choice | None, defense: Defense) -> tuple[Dataset, Choice, Model]:
     """The data-set and model components with validated options, nothing loaded or built (cheap)."""
     model = model_choice(model, defense)
-    return (cast(Dataset, registry.create("dataset", dataset.name, dataset.args)), model,
-            cast(Model, registry.create("model", model.name, model.args)))
+    return (
+        cast(Dataset, registry.create("dataset", dataset.name, dataset.args)),
+        model,
+        cast(Model, registry.create("model", model.name, model.args)),
+    )
 
 
 def build_task(model: Choice, data: ImageDataset, device: torch.device, local_epochs: int = 1) -> tuple[Model, FLTask]:
@@ -71,6 +75,15 @@ def build_task(model: Choice, data: ImageDataset, device: torch.device, local_ep
         raise
     except Exception as exc:
         raise BenchError(f"model {model.name!r} cannot be built for {data.name} images {shape}: {exc}") from None
-    task = FLTask(new_model=new_model, model_name=model.name, classifier=classifier, image_shape=shape,
-                  num_classes=classes, mean=data.mean, std=data.std, device=device, local_epochs=local_epochs)
+    task = FLTask(
+        new_model=new_model,
+        model_name=model.name,
+        classifier=classifier,
+        image_shape=shape,
+        num_classes=classes,
+        mean=data.mean,
+        std=data.std,
+        device=device,
+        local_epochs=local_epochs,
+    )
     return component, task

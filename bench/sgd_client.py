@@ -3,6 +3,7 @@
 Exposed as public API so a plug-in defense that only post-processes what a FedAvg client sends
 (pruning, compression, encryption) reuses the exact computation and its simulator.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,11 +26,23 @@ Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 #: The declared options of a plain SGD client; a defense built on it lists them in its ``options``
 #: and builds its protocol with :meth:`SGDProtocol.from_options`.
-SGD_OPTIONS = (
-    Option("lr", float, 0.02, "client learning rate (also the server's step for FedSGD gradients)",
-           min=0.0, min_exclusive=True),
-    Option("local_steps", int, 0, "local SGD steps per round; 0 = local_epochs passes over the local "
-           "data (one batch in the attack setting: FedSGD)", min=0),
+SGD_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "lr",
+        float,
+        0.02,
+        "client learning rate (also the server's step for FedSGD gradients)",
+        min=0.0,
+        min_exclusive=True,
+    ),
+    Option(
+        "local_steps",
+        int,
+        0,
+        "local SGD steps per round; 0 = local_epochs passes over the local "
+        "data (one batch in the attack setting: FedSGD)",
+        min=0,
+    ),
     Option("momentum", float, 0.0, "client SGD momentum", min=0.0, max=1.0),
     Option("weight_decay", float, 0.0, "client SGD weight decay", min=0.0),
 )
@@ -51,10 +64,15 @@ class SGDProtocol:
     weight_decay: float = 0.0
 
     @classmethod
-    def from_options(cls, opt: object, local_epochs: int = 1) -> "SGDProtocol":
+    def from_options(cls, opt: Any, local_epochs: int = 1) -> "SGDProtocol":
         """The protocol of a component that declares :data:`SGD_OPTIONS` (``self.opt``)."""
-        return cls(lr=opt.lr, local_steps=opt.local_steps, local_epochs=local_epochs,  # type: ignore[attr-defined]
-                   momentum=opt.momentum, weight_decay=opt.weight_decay)  # type: ignore[attr-defined]
+        return cls(
+            lr=opt.lr,
+            local_steps=opt.local_steps,
+            local_epochs=local_epochs,
+            momentum=opt.momentum,
+            weight_decay=opt.weight_decay,
+        )
 
     def schedule(self, data: LocalData, generator: torch.Generator | None = None) -> Batches:
         """The sequence of mini-batches the client trains on (shuffled per epoch when a generator is given)."""
@@ -71,8 +89,13 @@ class SGDProtocol:
         return self.num_steps(data) == 1
 
     def as_dict(self) -> dict[str, float | int]:
-        return {"lr": self.lr, "local_steps": self.local_steps, "local_epochs": self.local_epochs,
-                "momentum": self.momentum, "weight_decay": self.weight_decay}
+        return {
+            "lr": self.lr,
+            "local_steps": self.local_steps,
+            "local_epochs": self.local_epochs,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+        }
 
 
 def split_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[Tensors, Tensors]:
@@ -87,9 +110,15 @@ def initial_state(model: nn.Module) -> Tensors:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def local_payload(model: nn.Module, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
-                  batches: Batches, protocol: SGDProtocol, create_graph: bool,
-                  gradient: GradientFn = loss_gradient) -> tuple[Tensors, Literal["gradient", "update"]]:
+def local_payload(
+    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    buffers: Mapping[str, torch.Tensor],
+    batches: Batches,
+    protocol: SGDProtocol,
+    create_graph: bool,
+    gradient: GradientFn = loss_gradient,
+) -> tuple[Tensors, Literal["gradient", "update"]]:
     """What a FedSGD/FedAvg client sends: the gradient (one step) or the update (final − initial).
 
     ``gradient`` forms each step's gradient (DP-SGD passes its clipped, noised one).
@@ -100,8 +129,17 @@ def local_payload(model: nn.Module, params: Mapping[str, torch.Tensor], buffers:
         if protocol.weight_decay:
             grads = {k: g + protocol.weight_decay * params[k] for k, g in grads.items()}
         return grads, "gradient"
-    final = sgd_steps(model, params, batches, protocol.lr, protocol.momentum, protocol.weight_decay,
-                      buffers, create_graph=create_graph, gradient=gradient)
+    final = sgd_steps(
+        model,
+        params,
+        batches,
+        protocol.lr,
+        protocol.momentum,
+        protocol.weight_decay,
+        buffers,
+        create_graph=create_graph,
+        gradient=gradient,
+    )
     return {k: final[k] - params[k] for k in params}, "update"
 
 
@@ -109,9 +147,15 @@ def payload_bytes(tensors: Mapping[str, torch.Tensor]) -> int:
     return int(sum(t.numel() * t.element_size() for t in tensors.values()))
 
 
-def client_round(model: nn.Module, server: Mapping[str, torch.Tensor], data: LocalData, protocol: SGDProtocol,
-                 generator: torch.Generator | None, gradient: GradientFn = loss_gradient,
-                 attack_setting: bool = False) -> Upload:
+def client_round(
+    model: nn.Module,
+    server: Mapping[str, torch.Tensor],
+    data: LocalData,
+    protocol: SGDProtocol,
+    generator: torch.Generator | None,
+    gradient: GradientFn = loss_gradient,
+    attack_setting: bool = False,
+) -> Upload:
     """One round of local training: what a plain SGD client sends.
 
     In training, train mode (BatchNorm statistics update and are sent along) and mini-batches shuffled
@@ -125,14 +169,21 @@ def client_round(model: nn.Module, server: Mapping[str, torch.Tensor], data: Loc
     schedule = protocol.schedule(data, None if attack_setting else generator)
     payload, kind = local_payload(model, params, buffers, schedule, protocol, create_graph=False, gradient=gradient)
     payload = {k: v.detach() for k, v in payload.items()}
-    return Upload(payload=payload, num_examples=len(data), kind=kind, buffers=buffers,
-                  metrics={"bytes_uploaded": payload_bytes(payload) + payload_bytes(buffers),
-                           "client_seconds": time.perf_counter() - start})
+    return Upload(
+        payload=payload,
+        num_examples=len(data),
+        kind=kind,
+        buffers=buffers,
+        metrics={
+            "bytes_uploaded": payload_bytes(payload) + payload_bytes(buffers),
+            "client_seconds": time.perf_counter() - start,
+        },
+    )
 
 
 def weighted_mean(tensors: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> Tensors:
     total = float(sum(weights))
-    return {k: sum(w / total * t[k] for t, w in zip(tensors, weights)) for k in tensors[0]}
+    return {k: torch.stack([w / total * t[k] for t, w in zip(tensors, weights)]).sum(0) for k in tensors[0]}
 
 
 def apply_uploads(server: Mapping[str, torch.Tensor], uploads: Sequence[Upload], lr: float) -> Tensors:
@@ -149,8 +200,11 @@ def apply_uploads(server: Mapping[str, torch.Tensor], uploads: Sequence[Upload],
     if uploads[0].buffers:
         for k in uploads[0].buffers:
             values = [u.buffers[k] for u in uploads]
-            new[k] = (weighted_mean([{k: v} for v in values], weights)[k] if values[0].is_floating_point()
-                      else torch.stack(values).max(0).values)
+            new[k] = (
+                weighted_mean([{k: v} for v in values], weights)[k]
+                if values[0].is_floating_point()
+                else torch.stack(values).max(0).values
+            )
     return new
 
 
@@ -169,29 +223,51 @@ def predict_logits(model: nn.Module, server: Mapping[str, torch.Tensor], x: torc
     return forward(model, params, x, buffers)
 
 
-def sgd_public_knowledge(model: nn.Module, server: Mapping[str, torch.Tensor], task: FLTask, target: LocalData,
-                         protocol: SGDProtocol, kind: Literal["gradient", "update"],
-                         **protocol_extra: object) -> PublicKnowledge:
+def sgd_public_knowledge(
+    model: nn.Module,
+    server: Mapping[str, torch.Tensor],
+    task: FLTask,
+    target: LocalData,
+    protocol: SGDProtocol,
+    kind: Literal["gradient", "update"],
+    **protocol_extra: object,
+) -> PublicKnowledge:
     """What the server knows about a plain SGD client's computation on ``target``: the model it sent,
     the task's geometry and normalisation, the protocol (plus ``protocol_extra``, e.g. a defense's
     public parameters), and that it sees the classifier's weight gradient/update."""
     return PublicKnowledge(
-        model=public_model(model, server), num_images=len(target), image_shape=task.image_shape,
-        num_classes=task.num_classes, mean=task.mean, std=task.std, observed_kind=kind,
+        model=public_model(model, server),
+        num_images=len(target),
+        image_shape=task.image_shape,
+        num_classes=task.num_classes,
+        mean=task.mean,
+        std=task.std,
+        observed_kind=kind,
         classifier_key=f"{task.classifier}.weight",
-        protocol={**protocol.as_dict(), "batch_size": target.batch_size, **protocol_extra})
+        protocol={**protocol.as_dict(), "batch_size": target.batch_size, **protocol_extra},
+    )
 
 
-def observe_sgd_client(model: nn.Module, server: Mapping[str, torch.Tensor], target: LocalData,
-                       protocol: SGDProtocol, gradient: GradientFn = loss_gradient) -> tuple[Tensors, Literal["gradient", "update"]]:
+def observe_sgd_client(
+    model: nn.Module,
+    server: Mapping[str, torch.Tensor],
+    target: LocalData,
+    protocol: SGDProtocol,
+    gradient: GradientFn = loss_gradient,
+) -> tuple[Tensors, Literal["gradient", "update"]]:
     """What a plain SGD client sends for ``target`` in the attack setting (:func:`client_round` with
     ``attack_setting``): the payload and its kind."""
     upload = client_round(model, server, target, protocol, None, gradient, attack_setting=True)
     return upload.payload, upload.kind
 
 
-def sgd_simulator(model: nn.Module, server: Mapping[str, torch.Tensor], batch_size: int,
-                  protocol: SGDProtocol, gradient: GradientFn = loss_gradient) -> Simulator:
+def sgd_simulator(
+    model: nn.Module,
+    server: Mapping[str, torch.Tensor],
+    batch_size: int,
+    protocol: SGDProtocol,
+    gradient: GradientFn = loss_gradient,
+) -> Simulator:
     """The attacker's differentiable replay of :func:`observe_sgd_client` for candidate inputs.
 
     It runs a private copy of the network that holds the server's state as its own parameters, so
@@ -259,8 +335,9 @@ class SGDDefense(Defense):
         """The adaptive attacker's replay of :meth:`step_gradient`: its deterministic, public part."""
         return loss_gradient
 
-    def transform(self, payload: Tensors, data: LocalData, server: ServerState,
-                  generator: torch.Generator | None) -> Tensors:
+    def transform(
+        self, payload: Tensors, data: LocalData, server: ServerState, generator: torch.Generator | None
+    ) -> Tensors:
         """What the client does to its upload before sending it (default: nothing)."""
         return payload
 
@@ -294,15 +371,26 @@ class SGDDefense(Defense):
         return []
 
     # --- the client step, once for training and for the attack --------------------------------------
-    def client_update(self, server: ServerState, client: ClientState, data: LocalData,
-                      generator: torch.Generator | None) -> Upload:
+    def client_update(
+        self, server: ServerState, client: ClientState, data: LocalData, generator: torch.Generator | None
+    ) -> Upload:
         start = time.perf_counter()
-        upload = client_round(self.model, server, data, self.protocol, generator, self.step_gradient(data, generator),
-                              attack_setting=self._attack_setting)
+        upload = client_round(
+            self.model,
+            server,
+            data,
+            self.protocol,
+            generator,
+            self.step_gradient(data, generator),
+            attack_setting=self._attack_setting,
+        )
         payload = {k: v.detach() for k, v in self.transform(upload.payload, data, server, generator).items()}
-        metrics = {"bytes_uploaded": self.upload_bytes(payload) + payload_bytes(upload.buffers),
-                   **self.payload_metrics(payload), **self.account(client, data),
-                   "client_seconds": time.perf_counter() - start}
+        metrics = {
+            "bytes_uploaded": self.upload_bytes(payload) + payload_bytes(upload.buffers),
+            **self.payload_metrics(payload),
+            **self.account(client, data),
+            "client_seconds": time.perf_counter() - start,
+        }
         return dataclasses.replace(upload, payload=payload, metrics=metrics)
 
     def simulator(self, server: ServerState, batch_size: int, observed: Tensors, data: LocalData) -> Simulator:
@@ -314,8 +402,14 @@ class SGDDefense(Defense):
             return clean
         return lambda x, y, unknowns: self.replay(clean(x, y, unknowns), observed)
 
-    def observe(self, server: ServerState, client: ClientState, target: LocalData,
-                cohort: Sequence[tuple[ClientState, LocalData]], generator: torch.Generator | None) -> Observation:
+    def observe(
+        self,
+        server: ServerState,
+        client: ClientState,
+        target: LocalData,
+        cohort: Sequence[tuple[ClientState, LocalData]],
+        generator: torch.Generator | None,
+    ) -> Observation:
         self._attack_setting = True
         try:
             upload = self.client_update(server, {k: v.clone() for k, v in client.items()}, target, generator)
@@ -327,9 +421,15 @@ class SGDDefense(Defense):
         notes = self.observation_notes(target, observed)
         if unaware:
             notes.append(f"knowledge 'unaware': the attacker ignores {self.name}'s mechanism and replays plain FedAvg")
-        public = sgd_public_knowledge(self.model, server, self.task, target, self.protocol, upload.kind,
-                                      **self.public_parameters())
-        return Observation(observed=observed, public=public,
-                           simulate=self.simulator(server, target.batch_size, observed, target),
-                           knowledge=self.knowledge, notes=tuple(notes), metrics=dict(upload.metrics),
-                           exact=(not has_mechanism) or (not unaware and self.exact_replay()))
+        public = sgd_public_knowledge(
+            self.model, server, self.task, target, self.protocol, upload.kind, **self.public_parameters()
+        )
+        return Observation(
+            observed=observed,
+            public=public,
+            simulate=self.simulator(server, target.batch_size, observed, target),
+            knowledge=self.knowledge,
+            notes=tuple(notes),
+            metrics=dict(upload.metrics),
+            exact=(not has_mechanism) or (not unaware and self.exact_replay()),
+        )

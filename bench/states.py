@@ -6,6 +6,7 @@ is trained once per defense configuration × data set × model × federation × 
 under the sweep's ``states/`` (a lock per state keeps two workers from training it twice). Files are
 read with ``torch.load(weights_only=True)``: tensors and plain containers only.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -29,8 +30,14 @@ def state_key(config: Mapping[str, Any], rounds: int) -> str:
     seed and the rounds. An attack run's and a training run's configs give the same key for the same state."""
     run = config["run"]
     federation = {k: v for k, v in run["federation"].items() if k not in ("rounds", "eval_every")}
-    what = {"defense": config["defense"], "dataset": config["dataset"], "model": config["model"],
-            "federation": federation, "seed": run["seed"], "rounds": rounds}
+    what = {
+        "defense": config["defense"],
+        "dataset": config["dataset"],
+        "model": config["model"],
+        "federation": federation,
+        "seed": run["seed"],
+        "rounds": rounds,
+    }
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -47,8 +54,15 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _save(path: Path, state: TrainingState) -> None:
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"server": state.server, "clients": state.clients, "rounds_done": state.rounds_done,
-                "history": json.dumps(state.history)}, tmp)
+    torch.save(
+        {
+            "server": state.server,
+            "clients": state.clients,
+            "rounds_done": state.rounds_done,
+            "history": json.dumps(state.history),
+        },
+        tmp,
+    )
     os.replace(tmp, path)
 
 
@@ -65,8 +79,16 @@ def keep(state: TrainingState, config: Mapping[str, Any], cache: Path) -> None:
             _save(path, state)
 
 
-def trained(defense: Defense, federation: Federation, seed: int, rounds: int, config: Mapping[str, Any],
-            cache: Path | None, device: torch.device, log: Callable[[str], None]) -> TrainingState:
+def trained(
+    defense: Defense,
+    federation: Federation,
+    seed: int,
+    rounds: int,
+    config: Mapping[str, Any],
+    cache: Path | None,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> TrainingState:
     """The federation after ``rounds`` rounds of ``defense``'s training: from ``cache`` when another run
     trained it already, else trained now (and kept there)."""
     if cache is None:

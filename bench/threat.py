@@ -4,6 +4,7 @@ An honest-but-curious server runs the protocol faithfully and tries to reconstru
 client's private batch from what that client sends. Everything it can use is in an
 :class:`Observation`; the Observation is the only contract between a defense and an attack.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
@@ -50,11 +51,11 @@ class LocalData:
         n = len(self)
         if generator is None:  # fixed order: plain slices (views), also valid under vmap
             for start in range(0, n, self.batch_size):
-                yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+                yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
             return
         order = torch.randperm(n, generator=generator).to(self.x.device)
         for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             yield self.x[idx], self.y[idx]
 
     def attacked_batch(self, rows: torch.Tensor) -> LocalData:
@@ -64,8 +65,9 @@ class LocalData:
         keep[rows] = False
         rest = keep.nonzero().flatten().to(self.x.device)
         rows = rows.to(self.x.device)
-        return LocalData(self.x[rows], self.y[rows], self.batch_size, population=len(self),
-                         others=(self.x[rest], self.y[rest]))
+        return LocalData(
+            self.x[rows], self.y[rows], self.batch_size, population=len(self), others=(self.x[rest], self.y[rest])
+        )
 
     def population_size(self) -> int:
         """Examples in the client's whole local set (``population``, else ``len(self)``)."""

@@ -10,6 +10,7 @@ settings for that defense × knowledge × attack × data set × model, and every
 tuning it came from (``tuning``: id, file, options). Reporting seeds are below the base: tuning
 never reads or writes a row of a reporting seed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,8 +37,10 @@ def check_tuning_seeds(seeds: Iterable[int]) -> tuple[int, ...]:
     seeds = tuple(seeds)
     low = [s for s in seeds if s < TUNING_SEED_BASE]
     if low:
-        raise BenchError(f"tuning seeds must be >= {TUNING_SEED_BASE} (seeds below are reporting seeds, which tuning "
-                         f"never touches); got {low[0]}")
+        raise BenchError(
+            f"tuning seeds must be >= {TUNING_SEED_BASE} (seeds below are reporting seeds, which tuning "
+            f"never touches); got {low[0]}"
+        )
     if not seeds:
         raise BenchError("tuning needs at least one seed")
     return seeds
@@ -64,8 +67,13 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 def entry_key(config: Mapping[str, Any]) -> dict[str, Any]:
     """What a tuning applies to, from a run's resolved config: the defense configuration, the attacker's
     knowledge level, the attack's name, the data set and the model."""
-    return {"defense": dict(config["defense"]), "knowledge": config["run"].get("knowledge"),
-            "attack": config["attack"]["name"], "dataset": dict(config["dataset"]), "model": dict(config["model"])}
+    return {
+        "defense": dict(config["defense"]),
+        "knowledge": config["run"].get("knowledge"),
+        "attack": config["attack"]["name"],
+        "dataset": dict(config["dataset"]),
+        "model": dict(config["model"]),
+    }
 
 
 def _canonical(value: Any) -> str:
@@ -77,31 +85,53 @@ class Entry:
     """The winning settings of one attack against one defense × knowledge × data set × model."""
 
     key: dict[str, Any]
-    options: dict[str, Any]                      # the attack options to use (base options + the winning point)
+    options: dict[str, Any]  # the attack options to use (base options + the winning point)
     grid: dict[str, list[Any]]
     seeds: list[int]
     num_targets: int
-    scores: list[dict[str, Any]] = field(default_factory=list)   # per grid point: options, median/mean PSNR, n
+    scores: list[dict[str, Any]] = field(default_factory=list)  # per grid point: options, median/mean PSNR, n
 
     @property
     def id(self) -> str:
-        text = _canonical({"key": self.key, "options": self.options, "grid": self.grid, "seeds": self.seeds,
-                           "num_targets": self.num_targets})
+        text = _canonical(
+            {
+                "key": self.key,
+                "options": self.options,
+                "grid": self.grid,
+                "seeds": self.seeds,
+                "num_targets": self.num_targets,
+            }
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "key": self.key, "options": self.options, "grid": self.grid, "seeds": self.seeds,
-                "num_targets": self.num_targets, "scores": self.scores}
+        return {
+            "id": self.id,
+            "key": self.key,
+            "options": self.options,
+            "grid": self.grid,
+            "seeds": self.seeds,
+            "num_targets": self.num_targets,
+            "scores": self.scores,
+        }
 
 
 def score_point(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Median and mean PSNR of one grid point's rows; a diverged run counts at its no-information baseline."""
-    values = [float(r["psnr"]) if r.get("status") == "ok" and r.get("psnr") is not None
-              else float(r.get("baseline_psnr") or 0.0) for r in rows]
+    values = [
+        float(r["psnr"])
+        if r.get("status") == "ok" and r.get("psnr") is not None
+        else float(r.get("baseline_psnr") or 0.0)
+        for r in rows
+    ]
     if not values:
         return {"n": 0, "median_psnr": None, "mean_psnr": None}
-    return {"n": len(values), "median_psnr": float(np.median(values)), "mean_psnr": float(np.mean(values)),
-            "diverged": sum(r.get("status") != "ok" for r in rows)}
+    return {
+        "n": len(values),
+        "median_psnr": float(np.median(values)),
+        "mean_psnr": float(np.mean(values)),
+        "diverged": sum(r.get("status") != "ok" for r in rows),
+    }
 
 
 def choose(points: Sequence[tuple[dict[str, Any], Sequence[Mapping[str, Any]]]]) -> tuple[int, list[dict[str, Any]]]:
@@ -109,8 +139,10 @@ def choose(points: Sequence[tuple[dict[str, Any], Sequence[Mapping[str, Any]]]])
     scores = [{"point": point, **score_point(rows)} for point, rows in points]
 
     def key(s: dict[str, Any]) -> tuple[float, float]:
-        return (-math.inf if s["median_psnr"] is None else s["median_psnr"],
-                -math.inf if s["mean_psnr"] is None else s["mean_psnr"])
+        return (
+            -math.inf if s["median_psnr"] is None else s["median_psnr"],
+            -math.inf if s["mean_psnr"] is None else s["mean_psnr"],
+        )
 
     best = max(range(len(scores)), key=lambda i: key(scores[i]))
     return best, scores

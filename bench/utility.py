@@ -8,6 +8,7 @@ with a fine-tuned head), with which optimiser it trained (``optimiser``, the com
 how its learning rate was chosen (``lr_tuning``: :func:`tune_learning_rate`, on a validation split
 carved from the clients' training data — never the test split).
 """
+
 from __future__ import annotations
 
 import time
@@ -61,13 +62,24 @@ class TrainSpec:
     state_cache: Path | None = None
 
 
-def _config(spec: TrainSpec, defense: Defense, dataset: Dataset, model: Choice, model_component: Model) -> dict[str, Any]:
-    return {"defense": {"name": spec.defense.name, **defense.config},
-            "dataset": {"name": spec.dataset.name, **dataset.config},
-            "model": {"name": model.name, **model_component.config},
-            "run": {"seed": spec.seed, "federation": asdict(spec.federation), **spec.extra,
-                    **({"tune_lr": {"grid": list(spec.tune_lr), "validation_fraction": VALIDATION_FRACTION}}
-                       if spec.tune_lr else {})}}
+def _config(
+    spec: TrainSpec, defense: Defense, dataset: Dataset, model: Choice, model_component: Model
+) -> dict[str, Any]:
+    return {
+        "defense": {"name": spec.defense.name, **defense.config},
+        "dataset": {"name": spec.dataset.name, **dataset.config},
+        "model": {"name": model.name, **model_component.config},
+        "run": {
+            "seed": spec.seed,
+            "federation": asdict(spec.federation),
+            **spec.extra,
+            **(
+                {"tune_lr": {"grid": list(spec.tune_lr), "validation_fraction": VALIDATION_FRACTION}}
+                if spec.tune_lr
+                else {}
+            ),
+        },
+    }
 
 
 def resolved_config(spec: TrainSpec) -> dict[str, Any]:
@@ -77,9 +89,12 @@ def resolved_config(spec: TrainSpec) -> dict[str, Any]:
     return _config(spec, defense, dataset, model, model_component)
 
 
-def tune_learning_rate(spec: TrainSpec, grid: Sequence[float] = DEFAULT_LR_GRID,
-                       fraction: float = VALIDATION_FRACTION,
-                       log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def tune_learning_rate(
+    spec: TrainSpec,
+    grid: Sequence[float] = DEFAULT_LR_GRID,
+    fraction: float = VALIDATION_FRACTION,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
     """Choose the defense's ``lr`` from ``grid`` by validation accuracy, never looking at the test split.
 
     Each client's training examples are split (``Federation.validation_split``: a share ``fraction``
@@ -99,8 +114,10 @@ def tune_learning_rate(spec: TrainSpec, grid: Sequence[float] = DEFAULT_LR_GRID,
         raise BenchError(f"the learning-rate grid must be positive numbers, got {list(grid)}")
     base = create_defense(spec.defense)
     if "lr" not in base.config:
-        raise BenchError(f"defense {spec.defense.name!r} has no option 'lr' to tune; its options: "
-                         f"{', '.join(sorted(base.config)) or '(none)'}")
+        raise BenchError(
+            f"defense {spec.defense.name!r} has no option 'lr' to tune; its options: "
+            f"{', '.join(sorted(base.config)) or '(none)'}"
+        )
     device = resolve_device(spec.device)
     _, data = load_dataset(spec.dataset, spec.data_root)
     model = model_choice(spec.model, base)
@@ -114,9 +131,14 @@ def tune_learning_rate(spec: TrainSpec, grid: Sequence[float] = DEFAULT_LR_GRID,
         accuracies[f"{lr:g}"] = state.history[-1]["accuracy"]
         log(f"lr {lr:g}: validation accuracy {accuracies[f'{lr:g}']:.4f}")
     chosen = max(grid, key=lambda lr: accuracies[f"{lr:g}"])  # max keeps the first of equals
-    return {"grid": list(grid), "validation_accuracy": accuracies, "chosen_lr": chosen,
-            "validation_fraction": fraction, "rounds": settings.rounds,
-            "split": "validation held out from each client's training examples; the test split is not used"}
+    return {
+        "grid": list(grid),
+        "validation_accuracy": accuracies,
+        "chosen_lr": chosen,
+        "validation_fraction": fraction,
+        "rounds": settings.rounds,
+        "split": "validation held out from each client's training examples; the test split is not used",
+    }
 
 
 def optimiser_record(defense: Defense, rule: str | None) -> dict[str, Any]:
@@ -126,12 +148,14 @@ def optimiser_record(defense: Defense, rule: str | None) -> dict[str, Any]:
     effective = {k: defense.config[k] for k in OPTIMISER_KEYS if k in defense.config}
     wanted = OPTIMISERS.get(rule or "", {})
     deviations = {k: v for k, v in effective.items() if k in wanted and v != wanted[k]}
-    return {"optimiser": effective, "optimiser_rule": rule or "defense options",
-            "optimiser_deviations": deviations}
+    return {"optimiser": effective, "optimiser_rule": rule or "defense options", "optimiser_deviations": deviations}
 
 
-def run_training(spec: TrainSpec, on_round: Callable[[dict[str, Any]], None] | None = None,
-                 log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def run_training(
+    spec: TrainSpec,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
     """Train ``spec.federation.rounds`` rounds, append the utility row to ``results.jsonl``, return it.
 
     With ``spec.tune_lr`` the lr is first chosen by :func:`tune_learning_rate`; the row's ``config``
@@ -148,7 +172,9 @@ def run_training(spec: TrainSpec, on_round: Callable[[dict[str, Any]], None] | N
     trained_spec = spec
     if spec.tune_lr:
         tuning = tune_learning_rate(spec, spec.tune_lr, log=log)
-        trained_spec = replace(spec, defense=Choice(spec.defense.name, {**spec.defense.args, "lr": tuning["chosen_lr"]}))
+        trained_spec = replace(
+            spec, defense=Choice(spec.defense.name, {**spec.defense.args, "lr": tuning["chosen_lr"]})
+        )
     defense = create_defense(trained_spec.defense)
     device = resolve_device(spec.device)
     dataset, data = load_dataset(spec.dataset, spec.data_root)
@@ -164,17 +190,28 @@ def run_training(spec: TrainSpec, on_round: Callable[[dict[str, Any]], None] | N
     history = state.history
     evaluated = [h for h in history if "accuracy" in h]
     row = {
-        "kind": "train", "run_id": run_id(config), "defense": spec.defense.name, "dataset": spec.dataset.name,
-        "model": model.name, "seed": spec.seed, "rounds": settings.rounds, "clients": settings.clients,
-        "final_accuracy": evaluated[-1]["accuracy"], "evaluated": defense.evaluated_model(),
+        "kind": "train",
+        "run_id": run_id(config),
+        "defense": spec.defense.name,
+        "dataset": spec.dataset.name,
+        "model": model.name,
+        "seed": spec.seed,
+        "rounds": settings.rounds,
+        "clients": settings.clients,
+        "final_accuracy": evaluated[-1]["accuracy"],
+        "evaluated": defense.evaluated_model(),
         "accuracy_per_round": {h["round"]: h["accuracy"] for h in evaluated},
         "seconds_per_round": float(np.mean([h["seconds"] for h in history])),
-        "modelled_seconds_per_round": float(np.mean([h["seconds"] + (h.get("modelled_seconds") or 0.0)
-                                                     for h in history])),
+        "modelled_seconds_per_round": float(
+            np.mean([h["seconds"] + (h.get("modelled_seconds") or 0.0) for h in history])
+        ),
         "bytes_uploaded_per_client_per_round": float(np.mean([h.get("bytes_uploaded", 0.0) for h in history])),
-        **optimiser_record(defense, spec.extra.get("optimiser")), "lr_tuning": tuning,
-        "history": history, "total_seconds": time.perf_counter() - began,
-        "config": config, **provenance.stamp(str(device)),
+        **optimiser_record(defense, spec.extra.get("optimiser")),
+        "lr_tuning": tuning,
+        "history": history,
+        "total_seconds": time.perf_counter() - began,
+        "config": config,
+        **provenance.stamp(str(device)),
     }
     append_rows(output_dir / RESULTS_FILE, [row])
     return row

@@ -17,6 +17,7 @@ the same round. Writes ``docs/performance.md``.
 
 Usage: python benchmarks/attack_speed.py [--rounds 5] [--threads 1] [--models lenet convnet]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -154,14 +155,17 @@ def minimal_lbfgs(obs: Observation, y: torch.Tensor | None, steps: int, max_iter
 def bench_lbfgs(attack_cls, obs: Observation, steps: int, max_iter: int) -> float:
     counting = Counting(obs)
     start = clock()
-    attack_cls(iterations=steps, max_iter=max_iter, tol=0.0).reconstruct(counting.obs, torch.Generator().manual_seed(0), SILENT)
+    attack_cls(iterations=steps, max_iter=max_iter, tol=0.0).reconstruct(
+        counting.obs, torch.Generator().manual_seed(0), SILENT
+    )
     return (clock() - start) / max(counting.calls, 1)
 
 
 def bench_ig(obs: Observation, iterations: int, restarts: int = 1) -> float:
     timing = Timing()
     InvertingGradients(iterations=iterations, restarts=restarts, tv=1e-3).reconstruct(
-        obs, torch.Generator().manual_seed(0), timing)
+        obs, torch.Generator().manual_seed(0), timing
+    )
     return timing.per_step()
 
 
@@ -189,8 +193,10 @@ def measure(model_name: str, rounds: int, restarts: bool, loads: list[tuple[floa
         for name, fn in cases.items():
             times[name].append(fn())
         loads.append(os.getloadavg())
-        print(f"{model_name} round {r + 1}/{rounds}: " +
-              ", ".join(f"{n} {t[-1] * 1e3:.2f} ms" for n, t in times.items()), flush=True)
+        print(
+            f"{model_name} round {r + 1}/{rounds}: " + ", ".join(f"{n} {t[-1] * 1e3:.2f} ms" for n, t in times.items()),
+            flush=True,
+        )
     return times
 
 
@@ -198,8 +204,13 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b))
 
 
-def report(results: dict[str, dict[str, list[float]]], rounds: int, threads: int, loads: list[tuple[float, ...]],
-           seconds: float) -> str:
+def report(
+    results: dict[str, dict[str, list[float]]],
+    rounds: int,
+    threads: int,
+    loads: list[tuple[float, ...]],
+    seconds: float,
+) -> str:
     v = provenance.package_versions()
     lines = [
         "# Attack speed",
@@ -210,40 +221,65 @@ def report(results: dict[str, dict[str, list[float]]], rounds: int, threads: int
         "over rounds of (bench's time / the loop's time in the same round). ig: one iteration = one Adam",
         "step, timed from the first to the last step (set-up and the final scoring excluded on both sides);",
         "dlg/idlg: one objective evaluation, whole run (L-BFGS evaluates a variable number of times per step).",
-        "\"as reference\" loops call `loss.backward()` as inversefed, mit-han-lab/dlg and iDLG do (it also",
-        "accumulates gradients into the network's parameters); \"pruned\" loops call",
+        '"as reference" loops call `loss.backward()` as inversefed, mit-han-lab/dlg and iDLG do (it also',
+        'accumulates gradients into the network\'s parameters); "pruned" loops call',
         "`backward(inputs=variables)`, as bench does. The target is ≤ 1.1× the faster minimal loop.",
         "",
         f"Measured {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}: {rounds} rounds, "
         f"torch threads {threads}, {seconds / 60:.1f} min in all.",
         f"Machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPU cores shared with other "
         f"developers' jobs; 1-minute load average during the run "
-        f"{min(l[0] for l in loads):.1f}–{max(l[0] for l in loads):.1f} (sampled per round).",
+        f"{min(x[0] for x in loads):.1f}–{max(x[0] for x in loads):.1f} (sampled per round).",
         f"Versions: python {v['python']}, torch {v['torch']}, numpy {v['numpy']}; bench commit "
         f"{(provenance.git_state().get('commit') or 'unknown')[:10]}.",
         "",
     ]
     for model_name, times in results.items():
         med = {n: statistics.median(t) for n, t in times.items()}
-        lines += [f"## {model_name}", "", "| attack | bench ms/iter | minimal (as reference) | minimal (pruned) | "
-                  "bench / as reference | bench / pruned |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"## {model_name}",
+            "",
+            "| attack | bench ms/iter | minimal (as reference) | minimal (pruned) | "
+            "bench / as reference | bench / pruned |",
+            "|---|---|---|---|---|---|",
+        ]
         for attack in ("dlg", "idlg", "ig"):
             ref, pruned = f"{attack} minimal (as reference)", f"{attack} minimal (pruned)"
-            lines.append(f"| {attack} | {med[attack] * 1e3:.2f} | {med[ref] * 1e3:.2f} | {med[pruned] * 1e3:.2f} | "
-                         f"{paired_ratio(times[attack], times[ref]):.3f}× | "
-                         f"{paired_ratio(times[attack], times[pruned]):.3f}× |")
+            lines.append(
+                f"| {attack} | {med[attack] * 1e3:.2f} | {med[ref] * 1e3:.2f} | {med[pruned] * 1e3:.2f} | "
+                f"{paired_ratio(times[attack], times[ref]):.3f}× | "
+                f"{paired_ratio(times[attack], times[pruned]):.3f}× |"
+            )
         if "ig 4 restarts batched" in times:
             ratio = paired_ratio(times["ig 4 restarts batched"], [4 * t for t in times["ig 1 restart"]])
-            lines += ["", f"Batched restarts: ig with 4 restarts in one vmapped tensor takes "
-                      f"{med['ig 4 restarts batched'] * 1e3:.2f} ms per iteration against "
-                      f"4 × {med['ig 1 restart'] * 1e3:.2f} ms for 4 sequential single-restart runs: "
-                      f"**{ratio:.2f}×** of the sequential time (target ≤ 0.6×)."]
-        lines += ["", "Per-round times (ms): " + "; ".join(
-            f"{n}: " + ", ".join(f"{x * 1e3:.1f}" for x in t) for n, t in times.items()), ""]
-    lines += ["Work per timed call: " + "; ".join(f"{m}: {w[0]} ig steps, {w[1]} L-BFGS step(s) of up to {w[2]} "
-                                                   "evaluations" for m, w in WORK.items() if m in results) + ".", ""]
-    lines += ["For reference (issue #3, measured on this machine class with 2 threads): breaching 0.1.2's IG",
-              "costs 1.24× a minimal loop on its LeNet and 1.03× on ConvNet-64.", ""]
+            lines += [
+                "",
+                f"Batched restarts: ig with 4 restarts in one vmapped tensor takes "
+                f"{med['ig 4 restarts batched'] * 1e3:.2f} ms per iteration against "
+                f"4 × {med['ig 1 restart'] * 1e3:.2f} ms for 4 sequential single-restart runs: "
+                f"**{ratio:.2f}×** of the sequential time (target ≤ 0.6×).",
+            ]
+        lines += [
+            "",
+            "Per-round times (ms): "
+            + "; ".join(f"{n}: " + ", ".join(f"{x * 1e3:.1f}" for x in t) for n, t in times.items()),
+            "",
+        ]
+    lines += [
+        "Work per timed call: "
+        + "; ".join(
+            f"{m}: {w[0]} ig steps, {w[1]} L-BFGS step(s) of up to {w[2]} evaluations"
+            for m, w in WORK.items()
+            if m in results
+        )
+        + ".",
+        "",
+    ]
+    lines += [
+        "For reference (issue #3, measured on this machine class with 2 threads): breaching 0.1.2's IG",
+        "costs 1.24× a minimal loop on its LeNet and 1.03× on ConvNet-64.",
+        "",
+    ]
     return "\n".join(lines)
 
 

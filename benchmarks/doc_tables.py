@@ -1,5 +1,6 @@
 """Formatting shared by the benchmark scripts that write tables into docs/ (imported from the
 scripts' own folder, which Python puts first on sys.path when a script runs)."""
+
 from __future__ import annotations
 
 import math

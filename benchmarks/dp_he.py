@@ -20,6 +20,7 @@ Parts (each resumable: finished attack targets and trainings are never recompute
 ``--attack`` picks any registered attack (e.g. ``ig``), ``--attack-arg k=v`` its
 options; results go to ``results/benchmarks/dp-he/<attack>/``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,31 +68,57 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", label.replace("σ", "sigma").replace("ε", "eps")).strip("-")
 
 
-def attack_runs(out: Path, attack: Choice, targets: int, runs: dict[str, tuple[str, dict[str, Any]]],
-                dataset: str = "photos", model: str | None = None, federation: FLSettings = FLSettings()) -> None:
+def attack_runs(
+    out: Path,
+    attack: Choice,
+    targets: int,
+    runs: dict[str, tuple[str, dict[str, Any]]],
+    dataset: str = "photos",
+    model: str | None = None,
+    federation: FLSettings = FLSettings(),  # noqa: B008 (frozen dataclass: an immutable default)
+) -> None:
     for label, (defense, options) in runs.items():
         print(f"[attack] {label}", flush=True)
-        spec = RunSpec(defense=Choice(defense, options), attack=attack, output_dir=out / slug(label),
-                       dataset=Choice(dataset), model=Choice(model) if model else None, batch_size=1,
-                       num_targets=targets, seed=SEED, federation=federation, resume=True)
+        spec = RunSpec(
+            defense=Choice(defense, options),
+            attack=attack,
+            output_dir=out / slug(label),
+            dataset=Choice(dataset),
+            model=Choice(model) if model else None,
+            batch_size=1,
+            num_targets=targets,
+            seed=SEED,
+            federation=federation,
+            resume=True,
+        )
         run(spec, log=lambda m: print("   ", m, flush=True))
 
 
 def tradeoff_defenses() -> dict[str, tuple[str, dict[str, Any]]]:
     runs = {"fedavg": ("fedavg", dict(FEDAVG_SGD))}
     for sigma in TRADEOFF_SIGMAS:
-        runs[f"dp σ={sigma:g}"] = ("dp", {**DP_SGD, "level": "sample", "clip": TRADEOFF_CLIP,
-                                          "noise_multiplier": sigma})
+        runs[f"dp σ={sigma:g}"] = (
+            "dp",
+            {**DP_SGD, "level": "sample", "clip": TRADEOFF_CLIP, "noise_multiplier": sigma},
+        )
     return runs
 
 
 def training_runs(out: Path, runs: dict[str, tuple[str, dict[str, Any]]]) -> None:
     for label, (defense, options) in runs.items():
         folder = out / slug(label)
-        spec = TrainSpec(defense=Choice(defense, options), output_dir=folder, federation=TRADEOFF_FEDERATION,
-                         dataset=Choice(TRADEOFF_DATA), model=Choice(TRADEOFF_MODEL), seed=SEED)
+        spec = TrainSpec(
+            defense=Choice(defense, options),
+            output_dir=folder,
+            federation=TRADEOFF_FEDERATION,
+            dataset=Choice(TRADEOFF_DATA),
+            model=Choice(TRADEOFF_MODEL),
+            seed=SEED,
+        )
         done = run_id(resolved_config(spec))  # the same configuration trained before (sweeps resume the same way)
-        if (folder / RESULTS_FILE).exists() and any(r.get("run_id") == done for r in read_rows(folder / RESULTS_FILE)[0]):
+        if (folder / RESULTS_FILE).exists() and any(
+            r.get("run_id") == done for r in read_rows(folder / RESULTS_FILE)[0]
+        ):
             continue
         print(f"[train] {label}", flush=True)
         row = run_training(spec)
@@ -108,8 +135,10 @@ def ckks_costs(out: Path, sizes: tuple[int, ...] = (15_826, 100_000, 1_000_000),
     from defenses.he import CKKSParams, make_roles
 
     params = CKKSParams()
-    real, sim = make_roles("tenseal", params, torch.Generator()), make_roles("simulated", params,
-                                                                              torch.Generator().manual_seed(SEED))
+    real, sim = (
+        make_roles("tenseal", params, torch.Generator()),
+        make_roles("simulated", params, torch.Generator().manual_seed(SEED)),
+    )
     rows = []
     for size in sizes:
         values = 0.01 * torch.randn(size, generator=torch.Generator().manual_seed(size), dtype=torch.float64)
@@ -127,15 +156,25 @@ def ckks_costs(out: Path, sizes: tuple[int, ...] = (15_826, 100_000, 1_000_000),
         one = real.key_holder.decrypt(real.aggregator.add(messages[:1]), size) - values
         sim_message = sim.encryptor.encrypt(values, torch.Generator().manual_seed(1))
         simulated = sim.key_holder.decrypt(sim.aggregator.add([sim_message]), size) - values
-        rows.append({"kind": "ckks", "values": size, "ciphertexts": params.ciphertexts(size),
-                     "tenseal_bytes": real.encryptor.wire_bytes(messages[0]),
-                     "simulated_bytes": sim.encryptor.wire_bytes(sim_message),
-                     "plaintext_bytes": 4 * size, "encrypt_seconds": float(np.median(timing["encrypt"])),
-                     "add4_seconds": float(np.median(timing["add"])), "decrypt_seconds": float(np.median(timing["decrypt"])),
-                     "tenseal_error_std": float(one.std()), "tenseal_error_max": float(one.abs().max()),
-                     "sum4_error_max": float((decrypted - 4 * values).abs().max()),
-                     "simulated_error_std": float(simulated.std()), "simulated_error_max": float(simulated.abs().max()),
-                     "model_error_std": params.error_std()})
+        rows.append(
+            {
+                "kind": "ckks",
+                "values": size,
+                "ciphertexts": params.ciphertexts(size),
+                "tenseal_bytes": real.encryptor.wire_bytes(messages[0]),
+                "simulated_bytes": sim.encryptor.wire_bytes(sim_message),
+                "plaintext_bytes": 4 * size,
+                "encrypt_seconds": float(np.median(timing["encrypt"])),
+                "add4_seconds": float(np.median(timing["add"])),
+                "decrypt_seconds": float(np.median(timing["decrypt"])),
+                "tenseal_error_std": float(one.std()),
+                "tenseal_error_max": float(one.abs().max()),
+                "sum4_error_max": float((decrypted - 4 * values).abs().max()),
+                "simulated_error_std": float(simulated.std()),
+                "simulated_error_max": float(simulated.abs().max()),
+                "model_error_std": params.error_std(),
+            }
+        )
         print(f"[ckks] {size} values: {rows[-1]}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULTS_FILE).unlink(missing_ok=True)
@@ -143,15 +182,19 @@ def ckks_costs(out: Path, sizes: tuple[int, ...] = (15_826, 100_000, 1_000_000),
 
 
 def ckks_table(out: Path) -> str:
-    lines = ["| values per client | ciphertexts | TenSEAL bytes | simulated bytes (uncompressed) | expansion (TenSEAL) | "
-             "encrypt s | add 4 s | decrypt s | error std TenSEAL / simulated / model | max error TenSEAL / simulated |",
-             "|" + "---|" * 10]
+    lines = [
+        "| values per client | ciphertexts | TenSEAL bytes | simulated bytes (uncompressed) | expansion (TenSEAL) | "
+        "encrypt s | add 4 s | decrypt s | error std TenSEAL / simulated / model | max error TenSEAL / simulated |",
+        "|" + "---|" * 10,
+    ]
     for r in rows_of(out, "ckks"):
-        lines.append(f"| {r['values']:,} | {r['ciphertexts']} | {r['tenseal_bytes']:,} | {r['simulated_bytes']:,} | "
-                     f"{r['tenseal_bytes'] / r['plaintext_bytes']:.1f}× | {r['encrypt_seconds']:.3f} | "
-                     f"{r['add4_seconds']:.3f} | {r['decrypt_seconds']:.3f} | {r['tenseal_error_std']:.3g} / "
-                     f"{r['simulated_error_std']:.3g} / {r['model_error_std']:.3g} | {r['tenseal_error_max']:.2g} / "
-                     f"{r['simulated_error_max']:.2g} |")
+        lines.append(
+            f"| {r['values']:,} | {r['ciphertexts']} | {r['tenseal_bytes']:,} | {r['simulated_bytes']:,} | "
+            f"{r['tenseal_bytes'] / r['plaintext_bytes']:.1f}× | {r['encrypt_seconds']:.3f} | "
+            f"{r['add4_seconds']:.3f} | {r['decrypt_seconds']:.3f} | {r['tenseal_error_std']:.3g} / "
+            f"{r['simulated_error_std']:.3g} / {r['model_error_std']:.3g} | {r['tenseal_error_max']:.2g} / "
+            f"{r['simulated_error_max']:.2g} |"
+        )
     return "\n".join(lines)
 
 
@@ -172,9 +215,11 @@ def fmt(value: Any, spec: str) -> str:
 
 
 def checks_table(out: Path) -> str:
-    lines = ["| defense | PSNR dB (mean ± std) | SSIM | PSNR per target | ε of the exchange, q = 1 (δ=1e-5) | "
-             "ε accounted, q = B/n | σ | bytes/client | expansion | encrypt s | aggregate s | decrypt s |",
-             "|" + "---|" * 12]
+    lines = [
+        "| defense | PSNR dB (mean ± std) | SSIM | PSNR per target | ε of the exchange, q = 1 (δ=1e-5) | "
+        "ε accounted, q = B/n | σ | bytes/client | expansion | encrypt s | aggregate s | decrypt s |",
+        "|" + "---|" * 12,
+    ]
     for label in CHECKS:
         rows = rows_of(out / slug(label), "attack")
         if not rows:
@@ -188,8 +233,12 @@ def checks_table(out: Path) -> str:
             f"{'∞' if infinite else fmt(m.get('epsilon'), '.3g')} | "
             f"{fmt(m.get('noise_multiplier'), '.3g')} | {fmt(m.get('bytes_uploaded'), ',')} | "
             f"{fmt(m.get('expansion_factor'), '.1f')} | "
-            + " | ".join(fmt(mean_or_none([r['defense_metrics'].get(k) for r in rows]), '.4f')
-                         for k in ('encrypt_seconds', 'aggregate_seconds', 'decrypt_seconds')) + " |")
+            + " | ".join(
+                fmt(mean_or_none([r["defense_metrics"].get(k) for r in rows]), ".4f")
+                for k in ("encrypt_seconds", "aggregate_seconds", "decrypt_seconds")
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -206,30 +255,45 @@ def tradeoff_points(out: Path) -> list[dict[str, Any]]:
         if not train or not attack:
             continue
         last = train[-1]["history"][-1]
-        points.append({"label": label, "sigma": options.get("noise_multiplier"),
-                       "epsilon": last.get("epsilon") if defense == "dp" else None,
-                       "accuracy": train[-1]["final_accuracy"],
-                       "psnr": [r["psnr"] for r in attack], "ssim": [r["ssim"] for r in attack],
-                       "attack_epsilon": attack[0]["defense_metrics"].get("epsilon_exchange"),
-                       "attack_epsilon_amplified": attack[0]["defense_metrics"].get("epsilon"),
-                       "steps": last.get("dp_steps"), "q": last.get("sample_rate")})
+        points.append(
+            {
+                "label": label,
+                "sigma": options.get("noise_multiplier"),
+                "epsilon": last.get("epsilon") if defense == "dp" else None,
+                "accuracy": train[-1]["final_accuracy"],
+                "psnr": [r["psnr"] for r in attack],
+                "ssim": [r["ssim"] for r in attack],
+                "attack_epsilon": attack[0]["defense_metrics"].get("epsilon_exchange"),
+                "attack_epsilon_amplified": attack[0]["defense_metrics"].get("epsilon"),
+                "steps": last.get("dp_steps"),
+                "q": last.get("sample_rate"),
+            }
+        )
     return points
 
 
 def tradeoff_table(points: list[dict[str, Any]]) -> str:
-    lines = ["| defense | σ | ε of the training run | test accuracy | attack PSNR dB | attack SSIM | "
-             "ε of the attacked exchange (q = 1) | its ε with amplification (q = 1/n) |", "|" + "---|" * 8]
+    lines = [
+        "| defense | σ | ε of the training run | test accuracy | attack PSNR dB | attack SSIM | "
+        "ε of the attacked exchange (q = 1) | its ε with amplification (q = 1/n) |",
+        "|" + "---|" * 8,
+    ]
     for p in points:
         eps = "∞" if p["sigma"] == 0 else fmt(p["epsilon"], ".3g") if p["sigma"] is not None else "— (no DP)"
-        att, amp = ("∞" if p["sigma"] == 0 else fmt(p[key], ".3g") if p["sigma"] is not None else "—"
-                    for key in ("attack_epsilon", "attack_epsilon_amplified"))
-        lines.append(f"| {p['label']} | {fmt(p['sigma'], 'g')} | {eps} | {p['accuracy']:.3f} | "
-                     f"{mean_std(p['psnr'], 2)} | {mean_std(p['ssim'], 3)} | {att} | {amp} |")
+        att, amp = (
+            "∞" if p["sigma"] == 0 else fmt(p[key], ".3g") if p["sigma"] is not None else "—"
+            for key in ("attack_epsilon", "attack_epsilon_amplified")
+        )
+        lines.append(
+            f"| {p['label']} | {fmt(p['sigma'], 'g')} | {eps} | {p['accuracy']:.3f} | "
+            f"{mean_std(p['psnr'], 2)} | {mean_std(p['ssim'], 3)} | {att} | {amp} |"
+        )
     return "\n".join(lines)
 
 
 def tradeoff_plot(points: list[dict[str, Any]], path: Path, attack: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -240,14 +304,26 @@ def tradeoff_plot(points: list[dict[str, Any]], path: Path, attack: str) -> None
     baseline = next((p for p in points if p["label"] == "fedavg"), None)
     fig, (ax_psnr, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     eps = [p["epsilon"] for p in finite]
-    ax_psnr.errorbar(eps, [np.mean(p["psnr"]) for p in finite], yerr=[np.std(p["psnr"]) for p in finite],
-                     marker="o", capsize=3, label="dp (DP-SGD, C = 1)")
+    ax_psnr.errorbar(
+        eps,
+        [np.mean(p["psnr"]) for p in finite],
+        yerr=[np.std(p["psnr"]) for p in finite],
+        marker="o",
+        capsize=3,
+        label="dp (DP-SGD, C = 1)",
+    )
     ax_acc.plot(eps, [p["accuracy"] for p in finite], marker="o", label="dp (DP-SGD, C = 1)")
     for i, p in enumerate(finite):
-        ax_psnr.annotate(f"σ={p['sigma']:g}", (p["epsilon"], np.mean(p["psnr"])), textcoords="offset points",
-                         xytext=(2, 6 if i % 2 else 16), fontsize=7)
-        ax_acc.annotate(f"σ={p['sigma']:g}", (p["epsilon"], p["accuracy"]), textcoords="offset points",
-                        xytext=(5, -10), fontsize=7)
+        ax_psnr.annotate(
+            f"σ={p['sigma']:g}",
+            (p["epsilon"], np.mean(p["psnr"])),
+            textcoords="offset points",
+            xytext=(2, 6 if i % 2 else 16),
+            fontsize=7,
+        )
+        ax_acc.annotate(
+            f"σ={p['sigma']:g}", (p["epsilon"], p["accuracy"]), textcoords="offset points", xytext=(5, -10), fontsize=7
+        )
     if baseline:
         ax_psnr.axhline(np.mean(baseline["psnr"]), color="grey", ls="--", label="fedavg (no defense)")
         ax_acc.axhline(baseline["accuracy"], color="grey", ls="--", label="fedavg (no defense)")
@@ -255,8 +331,10 @@ def tradeoff_plot(points: list[dict[str, Any]], path: Path, attack: str) -> None
     if unnoised:
         ax_psnr.axhline(np.mean(unnoised["psnr"]), color="tab:blue", ls=":", label="dp σ = 0 (clipping only, ε = ∞)")
         ax_acc.axhline(unnoised["accuracy"], color="tab:blue", ls=":", label="dp σ = 0 (clipping only, ε = ∞)")
-    for ax, title in ((ax_psnr, f"{attack} attack PSNR (batch 1, untrained LeNet)"),
-                      (ax_acc, "test accuracy after 20 rounds (5 clients)")):
+    for ax, title in (
+        (ax_psnr, f"{attack} attack PSNR (batch 1, untrained LeNet)"),
+        (ax_acc, "test accuracy after 20 rounds (5 clients)"),
+    ):
         ax.set_xscale("log")
         ax.set_xlabel("ε spent by the training run (δ = 1e-5, Opacus RDP)")
         ax.set_title(title, fontsize=9)
@@ -296,9 +374,12 @@ def report(out: Path, attack: str, docs: Path) -> None:
     text = replace_block(text, f"checks-{attack}", f"Attack: `{attack}`.\n\n{checks}", after="checks-dlg")
     if rows_of(out.parent / "ckks", "ckks"):  # the CKKS costs do not depend on the attack: keep them if absent
         text = replace_block(text, "ckks", ckks_table(out.parent / "ckks"))
-    text = replace_block(text, f"tradeoff-{attack}",
-                         f"Attack: `{attack}`.\n\n![DP-SGD privacy-utility trade-off, {attack}]({figure})\n\n"
-                         f"{tradeoff_table(points)}", after="tradeoff-dlg")
+    text = replace_block(
+        text,
+        f"tradeoff-{attack}",
+        f"Attack: `{attack}`.\n\n![DP-SGD privacy-utility trade-off, {attack}]({figure})\n\n{tradeoff_table(points)}",
+        after="tradeoff-dlg",
+    )
     page.write_text(text)
     if points:
         tradeoff_plot(points, docs / figure, attack)
@@ -319,8 +400,15 @@ def main() -> int:
         attack_runs(out / "checks", attack, args.targets, CHECKS)
     if args.part in ("tradeoff", "all"):
         training_runs(out / "tradeoff" / "train", tradeoff_defenses())
-        attack_runs(out / "tradeoff" / "attack", attack, args.targets, tradeoff_defenses(), dataset=TRADEOFF_DATA,
-                    model=TRADEOFF_MODEL, federation=TRADEOFF_FEDERATION)
+        attack_runs(
+            out / "tradeoff" / "attack",
+            attack,
+            args.targets,
+            tradeoff_defenses(),
+            dataset=TRADEOFF_DATA,
+            model=TRADEOFF_MODEL,
+            federation=TRADEOFF_FEDERATION,
+        )
     if args.part in ("ckks", "all"):
         ckks_costs(args.output / "ckks")
     if args.part in ("report", "all"):

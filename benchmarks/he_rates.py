@@ -10,6 +10,7 @@ serialised sum, deserialises it under the secret-key context and decrypts. The s
 median seconds per ciphertext and the lines to paste into ``defenses/he/ckks.py`` (``TENSEAL_RATES``).
 Needs TenSEAL (``pip install -e ".[he]"``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,11 @@ import time
 
 import numpy as np
 
-PARAMETERS = {"default": (8192, (60, 40, 40, 60), 40), "small": (4096, (40, 20, 40), 20),
-              "large": (16384, (60, 40, 40, 40, 40, 60), 40)}
+PARAMETERS = {
+    "default": (8192, (60, 40, 40, 60), 40),
+    "small": (4096, (40, 20, 40), 20),
+    "large": (16384, (60, 40, 40, 40, 40, 60), 40),
+}
 
 
 def measure(poly_modulus: int, coeff_bits: tuple[int, ...], scale_bits: int, ciphertexts: int, clients: int) -> dict:
@@ -29,7 +33,7 @@ def measure(poly_modulus: int, coeff_bits: tuple[int, ...], scale_bits: int, cip
 
     began = time.perf_counter()
     secret = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=poly_modulus, coeff_mod_bit_sizes=list(coeff_bits))
-    secret.global_scale = 2.0 ** scale_bits
+    secret.global_scale = 2.0**scale_bits
     keygen = time.perf_counter() - began
     public = ts.context_from(secret.serialize(save_secret_key=False))
     slots = poly_modulus // 2
@@ -51,8 +55,14 @@ def measure(poly_modulus: int, coeff_bits: tuple[int, ...], scale_bits: int, cip
         t = time.perf_counter()  # key holder
         ts.ckks_vector_from(secret, handed).decrypt()
         decrypt.append(time.perf_counter() - t)
-    return {"poly_modulus": poly_modulus, "coeff_bits": coeff_bits, "keygen": keygen,
-            "encrypt": statistics.median(encrypt), "add": statistics.median(add), "decrypt": statistics.median(decrypt)}
+    return {
+        "poly_modulus": poly_modulus,
+        "coeff_bits": coeff_bits,
+        "keygen": keygen,
+        "encrypt": statistics.median(encrypt),
+        "add": statistics.median(add),
+        "decrypt": statistics.median(decrypt),
+    }
 
 
 def main() -> None:
@@ -62,16 +72,22 @@ def main() -> None:
     parser.add_argument("--all", action="store_true", help="also the small and large parameter sets")
     args = parser.parse_args()
     names = list(PARAMETERS) if args.all else ["default"]
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    )
     for name in names:
         n, bits, scale = PARAMETERS[name]
         r = measure(n, bits, scale, args.ciphertexts, args.clients)
-        print(f"{name}: N={n} coeff_bits={list(bits)}: keygen {r['keygen']:.4f} s; per ciphertext: encrypt "
-              f"{r['encrypt']:.6f} s, add {r['add']:.6f} s, decrypt {r['decrypt']:.6f} s")
+        print(
+            f"{name}: N={n} coeff_bits={list(bits)}: keygen {r['keygen']:.4f} s; per ciphertext: encrypt "
+            f"{r['encrypt']:.6f} s, add {r['add']:.6f} s, decrypt {r['decrypt']:.6f} s"
+        )
         if name == "default":
-            print(f"TENSEAL_RATES = CKKSRates(poly_modulus={n}, data_primes={len(bits) - 1}, "
-                  f"encrypt={r['encrypt']:.3g}, add={r['add']:.3g}, decrypt={r['decrypt']:.3g}, keygen={r['keygen']:.3g})")
+            print(
+                f"TENSEAL_RATES = CKKSRates(poly_modulus={n}, data_primes={len(bits) - 1}, "
+                f"encrypt={r['encrypt']:.3g}, add={r['add']:.3g}, decrypt={r['decrypt']:.3g}, keygen={r['keygen']:.3g})"
+            )
 
 
 if __name__ == "__main__":

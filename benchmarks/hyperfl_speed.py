@@ -6,6 +6,7 @@ for attack steps (simulate + backward of a squared-L2 gradient distance, as one 
 
   OMP_NUM_THREADS=1 python benchmarks/hyperfl_speed.py [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,17 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
 
 def task(local_epochs: int) -> FLTask:
     cnn = CNN()
-    return FLTask(new_model=lambda: cnn.build((3, 32, 32), 10), model_name="cnn", classifier="fc2",
-                  image_shape=(3, 32, 32), num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3,
-                  device=torch.device("cpu"), local_epochs=local_epochs)
+    return FLTask(
+        new_model=lambda: cnn.build((3, 32, 32), 10),
+        model_name="cnn",
+        classifier="fc2",
+        image_shape=(3, 32, 32),
+        num_classes=10,
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        device=torch.device("cpu"),
+        local_epochs=local_epochs,
+    )
 
 
 def attack_step(obs, x, y, unknowns) -> Callable[[], None]:
@@ -68,7 +77,8 @@ def main() -> None:
         server, client = defense.init_server(), defense.init_client(0)
         # fedavg: one SGD step; hyperfl: one head step + one hypernetwork step
         results[f"client round, 1 epoch on one batch of 50 ({name})"] = timed(
-            lambda: defense.client_update(server, dict(client), batch, None), args.repeats)
+            lambda: defense.client_update(server, dict(client), batch, None), args.repeats
+        )
 
     fedavg = FedAvg()
     fedavg.setup(task(1))
@@ -82,8 +92,9 @@ def main() -> None:
         server, client = d.init_server(), d.init_client(0)
         obs = d.observe(server, client, one, [], torch.Generator().manual_seed(1))
         unknowns = {k: u.guess for k, u in obs.unknowns.items()}
-        results[f"attack step: hyperfl {attacker} {setting}"] = timed(attack_step(obs, one.x, one.y, unknowns),
-                                                                      args.repeats)
+        results[f"attack step: hyperfl {attacker} {setting}"] = timed(
+            attack_step(obs, one.x, one.y, unknowns), args.repeats
+        )
         if setting == "local":
             hyper = {f"hypernetwork.{k}": v for k, v in server.items()}
             private = {k: client[k] for k in unknowns}
@@ -95,8 +106,7 @@ def main() -> None:
                 loss = sum(((new[f"hypernetwork.{k}"] - server[k] - obs.observed[k]) ** 2).sum() for k in server)
                 torch.autograd.grad(loss, [x])
 
-            results["attack step: hyperfl oracle local, unrolled explicitly (not used)"] = timed(unrolled,
-                                                                                                 args.repeats)
+            results["attack step: hyperfl oracle local, unrolled explicitly (not used)"] = timed(unrolled, args.repeats)
 
     base = results["attack step: fedavg FedSGD"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), local epochs {args.local_epochs}")

@@ -20,6 +20,7 @@ Run it with OMP_NUM_THREADS=1 under nice on a shared machine: the unaware/oracle
 13.7 M-parameter hypernetwork on every attack step (~0.3 s per step at FedSGD, ~1 s after a 5-epoch
 round, on one CPU core).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,14 +48,18 @@ from bench.utility import TrainSpec, run_training  # noqa: E402
 
 DOC = ROOT / "docs" / "hyperfl.md"
 SETTINGS = ("fedsgd", "local")
-ROWS = (("fedavg", "fedavg (same CNN, no defense)"), ("unaware", "hyperfl, unaware attacker"),
-        ("adaptive", "hyperfl, adaptive attacker"), ("oracle", "hyperfl, oracle attacker"))
+ROWS = (
+    ("fedavg", "fedavg (same CNN, no defense)"),
+    ("unaware", "hyperfl, unaware attacker"),
+    ("adaptive", "hyperfl, adaptive attacker"),
+    ("oracle", "hyperfl, oracle attacker"),
+)
 
 
 @dataclass(frozen=True)
 class Cell:
-    row: str       # fedavg, or hyperfl's knowledge level: unaware | adaptive | oracle
-    setting: str   # fedsgd | local
+    row: str  # fedavg, or hyperfl's knowledge level: unaware | adaptive | oracle
+    setting: str  # fedsgd | local
 
     @property
     def name(self) -> str:
@@ -75,10 +80,20 @@ def privacy(args: argparse.Namespace) -> None:
         for row in args.rows:
             cell = Cell(row, setting)
             federation = FLSettings(clients=args.clients, local_epochs=args.local_epochs if setting == "local" else 1)
-            spec = RunSpec(defense=cell.defense(), attack=attack, output_dir=args.out / args.attack / cell.name,
-                           model=Choice("cnn"), batch_size=args.batch_size, num_targets=args.num_targets,
-                           seed=args.seed, device=args.device, lpips_weights=args.lpips_weights,
-                           federation=federation, resume=True, knowledge=cell.knowledge())
+            spec = RunSpec(
+                defense=cell.defense(),
+                attack=attack,
+                output_dir=args.out / args.attack / cell.name,
+                model=Choice("cnn"),
+                batch_size=args.batch_size,
+                num_targets=args.num_targets,
+                seed=args.seed,
+                device=args.device,
+                lpips_weights=args.lpips_weights,
+                federation=federation,
+                resume=True,
+                knowledge=cell.knowledge(),
+            )
             began = time.perf_counter()
             rows = run(spec, log=lambda m, c=cell.name: print(f"[{c}] {m}", flush=True))
             print(f"[{cell.name}] {len(rows)} target(s), {time.perf_counter() - began:.0f} s", flush=True)
@@ -91,8 +106,15 @@ def utility(args: argparse.Namespace) -> None:
             print(f"[train {defense}] already recorded in {out}", flush=True)
             continue
         r = resolve("quick", Choice(defense), Choice("photos"), None, {})
-        spec = TrainSpec(defense=r.defense, output_dir=out, federation=r.federation, model=r.model, seed=args.seed,
-                         device=args.device, extra=r.extra)
+        spec = TrainSpec(
+            defense=r.defense,
+            output_dir=out,
+            federation=r.federation,
+            model=r.model,
+            seed=args.seed,
+            device=args.device,
+            extra=r.extra,
+        )
         row = run_training(spec, on_round=lambda h, d=defense: print(f"[train {d}] {h}", flush=True))
         print(f"[train {defense}] final accuracy {row['final_accuracy']:.4f}", flush=True)
 
@@ -124,8 +146,10 @@ def baseline_cells(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def privacy_table(out: Path, attack: str) -> str:
-    head = ("| server observes → | FedSGD PSNR (dB) | SSIM | LPIPS | label acc | after local training PSNR (dB) | SSIM "
-            "| LPIPS | label acc |")
+    head = (
+        "| server observes → | FedSGD PSNR (dB) | SSIM | LPIPS | label acc | after local training PSNR (dB) | SSIM "
+        "| LPIPS | label acc |"
+    )
     lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     details: set[str] = set()
     for row, title in ROWS:
@@ -138,15 +162,21 @@ def privacy_table(out: Path, attack: str) -> str:
             n, diverged = len(rows), sum(1 for r in rows if r.get("diverged"))
             seconds = np.mean([r["attack_seconds"] for r in rows])
             tag = f"n={n}, {seconds:.0f} s/target" + (f", {diverged} diverged" if diverged else "")
-            cells += [f"{_stat(rows, 'psnr', 2)} ({tag})", _stat(rows, "ssim", 3), _stat(rows, "lpips", 3),
-                      _stat(rows, "label_acc", 2)]
+            cells += [
+                f"{_stat(rows, 'psnr', 2)} ({tag})",
+                _stat(rows, "ssim", 3),
+                _stat(rows, "lpips", 3),
+                _stat(rows, "label_acc", 2),
+            ]
             first = rows[0]
             cfg = first["config"]
             attack_cfg = ", ".join(f"{k}={v}" for k, v in cfg["attack"].items() if k != "name")
             fed = cfg["run"]["federation"]
-            details.add(f"{attack} ({attack_cfg}); batch {first['batch_size']}; local epochs after local training: "
-                        f"{fed['local_epochs'] if setting == 'local' else '-'}; data {first['dataset']}; "
-                        f"model {first['model']}; seed {first['seed']}")
+            details.add(
+                f"{attack} ({attack_cfg}); batch {first['batch_size']}; local epochs after local training: "
+                f"{fed['local_epochs'] if setting == 'local' else '-'}; data {first['dataset']}; "
+                f"model {first['model']}; seed {first['seed']}"
+            )
             if first.get("lpips") is None and first.get("lpips_note"):
                 details.add(f"LPIPS: {first['lpips_note']}")
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
@@ -161,8 +191,11 @@ def privacy_table(out: Path, attack: str) -> str:
 
 
 def utility_table(out: Path) -> str:
-    lines = ["| defense (bench train --preset quick) | final mean local accuracy | best round | s/round "
-             "| MB uploaded per client per round |", "|---|---|---|---|---|"]
+    lines = [
+        "| defense (bench train --preset quick) | final mean local accuracy | best round | s/round "
+        "| MB uploaded per client per round |",
+        "|---|---|---|---|---|",
+    ]
     for defense in ("fedavg", "hyperfl"):
         path = out / "train" / defense / RESULTS_FILE
         rows = read_rows(path)[0] if path.exists() else []
@@ -171,8 +204,10 @@ def utility_table(out: Path) -> str:
             continue
         r = rows[-1]
         best = max(r["accuracy_per_round"].values())
-        lines.append(f"| {defense} | {r['final_accuracy']:.4f} | {best:.4f} | {r['seconds_per_round']:.1f} "
-                     f"| {r['bytes_uploaded_per_client_per_round'] / 1e6:.3f} |")
+        lines.append(
+            f"| {defense} | {r['final_accuracy']:.4f} | {best:.4f} | {r['seconds_per_round']:.1f} "
+            f"| {r['bytes_uploaded_per_client_per_round'] / 1e6:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -182,7 +217,9 @@ def render(out: Path, attacks: list[str]) -> None:
     found = [a for a in attacks if (out / a).is_dir()]
     privacy = "\n\n".join(f"**{a}**\n\n{privacy_table(out, a)}" for a in found) or "not run"
     for marker, table in (("privacy", privacy), ("utility", utility_table(out))):
-        pattern = re.compile(rf"(<!-- hyperfl-table:{marker}:begin -->\n).*?(<!-- hyperfl-table:{marker}:end -->)", re.S)
+        pattern = re.compile(
+            rf"(<!-- hyperfl-table:{marker}:begin -->\n).*?(<!-- hyperfl-table:{marker}:end -->)", re.S
+        )
         if not pattern.search(text):
             raise SystemExit(f"{DOC} lacks the hyperfl-table:{marker} markers")
         text = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), text)
@@ -203,8 +240,13 @@ def main() -> None:
     p.add_argument("--lpips-weights", type=Path, default=None)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "hyperfl-table")
     p.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS), help="which settings to run")
-    p.add_argument("--rows", nargs="+", choices=[r for r, _ in ROWS], default=[r for r, _ in ROWS],
-                   help="which defense/attacker rows to run")
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        choices=[r for r, _ in ROWS],
+        default=[r for r, _ in ROWS],
+        help="which defense/attacker rows to run",
+    )
     p.add_argument("--skip-utility", action="store_true", help="do not run the utility cells")
     p.add_argument("--skip-privacy", action="store_true", help="do not run the privacy cells")
     p.add_argument("--render-only", action="store_true")

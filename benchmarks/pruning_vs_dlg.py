@@ -8,6 +8,7 @@ same configuration are reused), and a table of mean PSNR/SSIM per cell is printe
 
     OMP_NUM_THREADS=1 python benchmarks/pruning_vs_dlg.py --targets 2 --ratios 0.2 0.7
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,18 +35,35 @@ def main() -> None:
     cells = [("fedavg", Choice("fedavg"), None)]
     for ratio in args.ratios:
         for knowledge in ("unaware", "adaptive"):
-            cells.append((f"pruning ratio={ratio} knowledge={knowledge}",
-                          Choice(f"{EXAMPLE}:GradientPruning", {"ratio": ratio}), knowledge))
+            cells.append(
+                (
+                    f"pruning ratio={ratio} knowledge={knowledge}",
+                    Choice(f"{EXAMPLE}:GradientPruning", {"ratio": ratio}),
+                    knowledge,
+                )
+            )
     print(f"{'cell':<40} {'PSNR dB':>14} {'SSIM':>13} {'label acc':>9}")
     for label, defense, knowledge in cells:
         out = args.output_dir / label.replace(" ", "_").replace("=", "-")
-        rows = run(RunSpec(defense=defense, attack=Choice("dlg", {"iterations": args.iterations}), output_dir=out,
-                           num_targets=args.targets, federation=FLSettings(clients=4), device="cpu", resume=True,
-                           knowledge=knowledge))
+        rows = run(
+            RunSpec(
+                defense=defense,
+                attack=Choice("dlg", {"iterations": args.iterations}),
+                output_dir=out,
+                num_targets=args.targets,
+                federation=FLSettings(clients=4),
+                device="cpu",
+                resume=True,
+                knowledge=knowledge,
+            )
+        )
         psnr, ssim = np.array([r["psnr"] for r in rows]), np.array([r["ssim"] for r in rows])
         acc = np.mean([r["label_acc"] for r in rows])
-        print(f"{label:<40} {psnr.mean():6.2f} ± {psnr.std():5.2f} {ssim.mean():5.3f} ± {ssim.std():5.3f} "
-              f"{acc:9.2f}   (n={len(rows)})", flush=True)
+        print(
+            f"{label:<40} {psnr.mean():6.2f} ± {psnr.std():5.2f} {ssim.mean():5.3f} ± {ssim.std():5.3f} "
+            f"{acc:9.2f}   (n={len(rows)})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

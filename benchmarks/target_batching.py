@@ -11,6 +11,7 @@ same problems: their scores agree up to the float order of the batched arithmeti
 Usage: python benchmarks/target_batching.py [--targets 16] [--model lenet] [--iterations 2000] [--rounds 3]
 Writes benchmarks/results/target_batching.json and prints a Markdown table (docs/performance.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,16 +36,23 @@ OUT = ROOT / "benchmarks" / "results" / "target_batching.json"
 
 
 def timed(targets: int, model: str, iterations: int, batch: int) -> tuple[float, list[float]]:
-    spec = RunSpec(defense=Choice("fedavg"), attack=Choice("analytic", {"iterations": iterations, "target_batch": batch}),
-                   output_dir=Path("/tmp/bench-target-batching"), model=Choice(model), num_targets=targets,
-                   federation=FLSettings(clients=4), device="cpu")
+    spec = RunSpec(
+        defense=Choice("fedavg"),
+        attack=Choice("analytic", {"iterations": iterations, "target_batch": batch}),
+        output_dir=Path("/tmp/bench-target-batching"),
+        model=Choice(model),
+        num_targets=targets,
+        federation=FLSettings(clients=4),
+        device="cpu",
+    )
     p = prepare(spec)
-    cases = [observe_target(p, start(p.defense, p.federation, spec.seed, "target", t, "model"), t)
-             for t in range(targets)]
+    cases = [
+        observe_target(p, start(p.defense, p.federation, spec.seed, "target", t, "model"), t) for t in range(targets)
+    ]
     began = time.perf_counter()
     recs = []
     for i in range(0, targets, batch):
-        chunk, _ = reconstruct(p, cases[i:i + batch], SilentProgress())
+        chunk, _ = reconstruct(p, cases[i : i + batch], SilentProgress())
         recs += chunk
     seconds = time.perf_counter() - began
     psnrs = [score_target(p, c, r, 0.0, batch)[0]["psnr"] for c, r in zip(cases, recs)]
@@ -67,23 +75,32 @@ def main() -> None:
         batched.append(results[args.targets])
         sequential.append(results[1])
         ratios.append(results[args.targets][0] / results[1][0])
-        print(f"round {r}: batched {results[args.targets][0]:.1f} s, sequential {results[1][0]:.1f} s, "
-              f"ratio {ratios[-1]:.3f}", flush=True)
+        print(
+            f"round {r}: batched {results[args.targets][0]:.1f} s, sequential {results[1][0]:.1f} s, "
+            f"ratio {ratios[-1]:.3f}",
+            flush=True,
+        )
     record = {
         "what": f"analytic attack, {args.targets} targets, {args.model}, {args.iterations} iterations, fedavg FedSGD",
-        "ratio_median": statistics.median(ratios), "ratios": ratios,
+        "ratio_median": statistics.median(ratios),
+        "ratios": ratios,
         "batched_seconds_median": statistics.median(s for s, _ in batched),
         "sequential_seconds_median": statistics.median(s for s, _ in sequential),
-        "psnr_batched": batched[0][1], "psnr_sequential": sequential[0][1],
-        "threads": args.threads, "command": "python " + " ".join(sys.argv), **provenance.stamp("cpu"),
+        "psnr_batched": batched[0][1],
+        "psnr_sequential": sequential[0][1],
+        "threads": args.threads,
+        "command": "python " + " ".join(sys.argv),
+        **provenance.stamp("cpu"),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(record, indent=1) + "\n")
     mean = statistics.mean
-    print(f"\n| {args.targets} targets, {args.model}, {args.iterations} its | batched | sequential | ratio |\n"
-          f"|---|---|---|---|\n| seconds (median of {args.rounds}) | {record['batched_seconds_median']:.1f} | "
-          f"{record['sequential_seconds_median']:.1f} | {record['ratio_median']:.3f} |\n"
-          f"| mean PSNR, dB | {mean(record['psnr_batched']):.2f} | {mean(record['psnr_sequential']):.2f} | |")
+    print(
+        f"\n| {args.targets} targets, {args.model}, {args.iterations} its | batched | sequential | ratio |\n"
+        f"|---|---|---|---|\n| seconds (median of {args.rounds}) | {record['batched_seconds_median']:.1f} | "
+        f"{record['sequential_seconds_median']:.1f} | {record['ratio_median']:.3f} |\n"
+        f"| mean PSNR, dB | {mean(record['psnr_batched']):.2f} | {mean(record['psnr_sequential']):.2f} | |"
+    )
     print(f"written: {OUT}")
 
 

@@ -1,4 +1,4 @@
-"""DP — differential privacy: DP-SGD (per example) or DP-FedAvg-style clipping (per client), with Opacus' RDP accountant.
+"""DP — differential privacy: DP-SGD (per example) or DP-FedAvg-style clipping (per client), Opacus' RDP accountant.
 
 ``level=sample`` (DP-SGD, Abadi et al. 2016, the way Opacus computes it): at every local step each
 example's gradient is clipped to L2 norm ≤ ``clip`` (C), the clipped gradients are summed, Gaussian
@@ -51,6 +51,7 @@ replays it (knowledge ``adaptive``, the default); knowledge ``unaware`` simulate
 (an attacker that ignores the mechanism). With σ = 0 and clipping replayed, the simulator reproduces
 the observation exactly.
 """
+
 from __future__ import annotations
 
 import functools
@@ -87,7 +88,7 @@ def clip_factor(norms: torch.Tensor, clip: float) -> torch.Tensor:
 
 def global_norm(tensors: Mapping[str, torch.Tensor], batch_dims: int = 0) -> torch.Tensor:
     """L2 norm over all tensors together, per leading index when ``batch_dims`` = 1."""
-    return torch.sqrt(sum(t.flatten(batch_dims).pow(2).sum(-1) for t in tensors.values()))
+    return torch.sqrt(torch.stack([t.flatten(batch_dims).pow(2).sum(-1) for t in tensors.values()]).sum(0))
 
 
 def gaussian_noise(like: torch.Tensor, std: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -111,8 +112,15 @@ def dp_sgd_gradient(clip: float, noise_multiplier: float = 0.0, generator: torch
     With ``noise_multiplier`` = 0 it is the attacker's deterministic replay (differentiable in the
     inputs and usable under ``vmap``).
     """
-    def gradient(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                 buffers: Mapping[str, torch.Tensor] | None = None, create_graph: bool = True) -> Tensors:
+
+    def gradient(
+        model: nn.Module,
+        params: Mapping[str, torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        buffers: Mapping[str, torch.Tensor] | None = None,
+        create_graph: bool = True,
+    ) -> Tensors:
         per_example = per_example_gradients(model, params, x, y, buffers, create_graph=create_graph)
         factor = clip_factor(global_norm(per_example, batch_dims=1), clip)
         summed = {k: torch.tensordot(factor, g, dims=1) for k, g in per_example.items()}
@@ -199,12 +207,21 @@ def calibrated_noise_multiplier(target_epsilon: float, delta: float, sample_rate
     try:
         with warnings.catch_warnings(record=True):  # trial σ's of the search only (docstring)
             warnings.simplefilter("always")
-            sigma = float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                               sample_rate=sample_rate, epochs=epochs, accountant="rdp",
-                                               alphas=list(RDP_ORDERS)))
+            sigma = float(
+                get_noise_multiplier(
+                    target_epsilon=target_epsilon,
+                    target_delta=delta,
+                    sample_rate=sample_rate,
+                    epochs=epochs,
+                    accountant="rdp",
+                    alphas=list(RDP_ORDERS),
+                )
+            )
     except ValueError as exc:
-        raise BenchError(f"defense 'dp' cannot reach target_epsilon={target_epsilon} with delta={delta}, "
-                         f"q={sample_rate:.4g}, epochs={epochs}: {exc}") from None
+        raise BenchError(
+            f"defense 'dp' cannot reach target_epsilon={target_epsilon} with delta={delta}, "
+            f"q={sample_rate:.4g}, epochs={epochs}: {exc}"
+        ) from None
     privacy_spent([(sigma, sample_rate, int(epochs / sample_rate))], delta)
     return sigma
 
@@ -214,7 +231,9 @@ def history_of(client: ClientState) -> list[tuple[float, float, int]]:
     return [] if rows is None else [(float(s), float(q), int(n)) for s, q, n in rows.tolist()]
 
 
-def with_segment(history: list[tuple[float, float, int]], sigma: float, q: float, steps: int) -> list[tuple[float, float, int]]:
+def with_segment(
+    history: list[tuple[float, float, int]], sigma: float, q: float, steps: int
+) -> list[tuple[float, float, int]]:
     """The history extended by ``steps`` steps at (σ, q), merged with the last segment when equal (as Opacus does)."""
     if history and history[-1][:2] == (sigma, q):
         return [*history[:-1], (sigma, q, history[-1][2] + steps)]
@@ -232,30 +251,65 @@ class DP(SGDDefense):
     description = __doc__
     options = (
         *SGD_OPTIONS,
-        Option("level", str, "sample", "sample: DP-SGD, clip each example's gradient at every local step; "
-               "client: clip and noise the client's whole upload (local DP, replace-one sensitivity 2C)",
-               choices=LEVELS),
-        Option("clip", float, 1.0, "clipping norm C (per example, or of the whole upload)", min=0.0,
-               min_exclusive=True),
-        Option("noise_multiplier", float, DEFAULT_NOISE_MULTIPLIER, "σ: the noise std is σ·C (ignored, and not to "
-               "be given, when target_epsilon is set)", min=0.0),
-        Option("target_epsilon", float, math.inf, "calibrate σ with Opacus so the run spends this ε (needs epochs); "
-               "inf: no target, use noise_multiplier", min=0.0, min_exclusive=True),
+        Option(
+            "level",
+            str,
+            "sample",
+            "sample: DP-SGD, clip each example's gradient at every local step; "
+            "client: clip and noise the client's whole upload (local DP, replace-one sensitivity 2C)",
+            choices=LEVELS,
+        ),
+        Option(
+            "clip", float, 1.0, "clipping norm C (per example, or of the whole upload)", min=0.0, min_exclusive=True
+        ),
+        Option(
+            "noise_multiplier",
+            float,
+            DEFAULT_NOISE_MULTIPLIER,
+            "σ: the noise std is σ·C (ignored, and not to be given, when target_epsilon is set)",
+            min=0.0,
+        ),
+        Option(
+            "target_epsilon",
+            float,
+            math.inf,
+            "calibrate σ with Opacus so the run spends this ε (needs epochs); inf: no target, use noise_multiplier",
+            min=0.0,
+            min_exclusive=True,
+        ),
         Option("delta", float, 1e-5, "δ of the (ε, δ) guarantee", min=0.0, max=1.0, min_exclusive=True),
-        Option("epochs", int, 0, "passes the target_epsilon covers: rounds × local epochs (sample), rounds "
-               "(client); HyperFL: 200 × 5; 0: not set", min=0),
+        Option(
+            "epochs",
+            int,
+            0,
+            "passes the target_epsilon covers: rounds × local epochs (sample), rounds "
+            "(client); HyperFL: 200 × 5; 0: not set",
+            min=0,
+        ),
     )
-    presets = {"hyperfl-paper": {"lr": 0.02, "momentum": 0.5, "weight_decay": 5e-4, "level": "sample",
-                                 "clip": 0.04, "target_epsilon": 4.0, "delta": 1e-5, "epochs": 1000}}
+    presets = {
+        "hyperfl-paper": {
+            "lr": 0.02,
+            "momentum": 0.5,
+            "weight_decay": 5e-4,
+            "level": "sample",
+            "clip": 0.04,
+            "target_epsilon": 4.0,
+            "delta": 1e-5,
+            "epochs": 1000,
+        }
+    }
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)
-        given = set(values) | set(self.presets.get(values.get("preset"), {}))
+        given = set(values) | set(self.presets.get(str(values.get("preset")), {}))
         if self.calibrates and "noise_multiplier" in given:
             raise BenchError("defense 'dp' takes noise_multiplier or target_epsilon, not both")
         if self.calibrates and self.opt.epochs < 1:
-            raise BenchError("defense 'dp' option target_epsilon needs epochs (passes the budget covers: "
-                             "rounds × local epochs; HyperFL: 1000)")
+            raise BenchError(
+                "defense 'dp' option target_epsilon needs epochs (passes the budget covers: "
+                "rounds × local epochs; HyperFL: 1000)"
+            )
         self._calibrated: dict[float, float] = {}
 
     @property
@@ -266,9 +320,11 @@ class DP(SGDDefense):
     def setup(self, task) -> None:
         super().setup(task)
         if has_batch_norm(self.model):
-            raise BenchError(f"defense 'dp' needs a model without BatchNorm ({task.model_name} has it: per-example "
-                             f"gradients are undefined with batch statistics and running statistics would leave "
-                             f"the client unnoised); use lenet or cnn")
+            raise BenchError(
+                f"defense 'dp' needs a model without BatchNorm ({task.model_name} has it: per-example "
+                f"gradients are undefined with batch statistics and running statistics would leave "
+                f"the client unnoised); use lenet or cnn"
+            )
 
     # --- the mechanism's parameters -------------------------------------------------------------
     def sample_rate(self, data: LocalData) -> float:
@@ -307,23 +363,36 @@ class DP(SGDDefense):
             return float(self.opt.noise_multiplier)
         if q not in self._calibrated:
             self._calibrated[q] = self.sensitivity_factor * calibrated_noise_multiplier(
-                self.opt.target_epsilon, self.opt.delta, q, self.opt.epochs)
+                self.opt.target_epsilon, self.opt.delta, q, self.opt.epochs
+            )
         return self._calibrated[q]
 
-    def privacy_metrics(self, history: list[tuple[float, float, int]], sigma: float, q: float,
-                        exchange_steps: int) -> dict[str, Any]:
+    def privacy_metrics(
+        self, history: list[tuple[float, float, int]], sigma: float, q: float, exchange_steps: int
+    ) -> dict[str, Any]:
         """The row's privacy columns: the accounted ε of ``history`` (σ's there are already the accounting
         ones) and the ε of one exchange at q = 1 (module docstring)."""
         accounted = privacy_spent(history, self.opt.delta)
         sigma_acc = sigma / self.sensitivity_factor
         exchange = privacy_spent([(sigma_acc, 1.0, exchange_steps)], self.opt.delta)
-        return {"epsilon": accounted.epsilon, "epsilon_order": accounted.order,
-                "epsilon_exchange": exchange.epsilon, "epsilon_exchange_order": exchange.order,
-                "epsilon_order_at_edge": accounted.at_edge or exchange.at_edge, "exchange_steps": exchange_steps,
-                "delta": self.opt.delta, "noise_multiplier": sigma, "accounting_noise_multiplier": sigma_acc,
-                "sensitivity": self.sensitivity_factor * self.opt.clip, "dp_model": self.dp_model(),
-                "clip": self.opt.clip, "level": self.opt.level, "sample_rate": q,
-                "dp_steps": sum(n for _, _, n in history), "accountant": "opacus-rdp"}
+        return {
+            "epsilon": accounted.epsilon,
+            "epsilon_order": accounted.order,
+            "epsilon_exchange": exchange.epsilon,
+            "epsilon_exchange_order": exchange.order,
+            "epsilon_order_at_edge": accounted.at_edge or exchange.at_edge,
+            "exchange_steps": exchange_steps,
+            "delta": self.opt.delta,
+            "noise_multiplier": sigma,
+            "accounting_noise_multiplier": sigma_acc,
+            "sensitivity": self.sensitivity_factor * self.opt.clip,
+            "dp_model": self.dp_model(),
+            "clip": self.opt.clip,
+            "level": self.opt.level,
+            "sample_rate": q,
+            "dp_steps": sum(n for _, _, n in history),
+            "accountant": "opacus-rdp",
+        }
 
     # --- the client's computation (SGDDefense hooks) ---------------------------------------------
     def step_gradient(self, data: LocalData, generator: torch.Generator | None) -> GradientFn:
@@ -336,8 +405,9 @@ class DP(SGDDefense):
         """The noise-free step: clipping is a public, deterministic step of the protocol."""
         return dp_sgd_gradient(self.opt.clip) if self.opt.level == "sample" else loss_gradient
 
-    def transform(self, payload: Tensors, data: LocalData, server: ServerState,
-                  generator: torch.Generator | None) -> Tensors:
+    def transform(
+        self, payload: Tensors, data: LocalData, server: ServerState, generator: torch.Generator | None
+    ) -> Tensors:
         """DP-FedAvg's clipping and noising of the whole upload (client level); sample level is done per step."""
         if self.opt.level == "sample":
             return payload
@@ -365,13 +435,19 @@ class DP(SGDDefense):
     def observation_notes(self, target: LocalData, observed: Tensors) -> list[str]:
         q = self.sample_rate(target)
         sigma = self.noise_multiplier(q)
-        notes = [(f"dp level={self.opt.level}: the server sees the clipped, noised upload (sigma={sigma:.4g}, "
-                  f"C={self.opt.clip:g}); the adaptive simulator is the noise-free computation with the public "
-                  f"clipping step"),
-                 (f"epsilon accounts the target client's earlier rounds and this exchange (q={q:.4g}, Opacus RDP); "
-                  f"epsilon_exchange is this exchange alone at q=1 (no amplification by subsampling: the attacked "
-                  f"batch is the target's by construction)"),
-                 f"dp model: {self.dp_model()}"]
+        notes = [
+            (
+                f"dp level={self.opt.level}: the server sees the clipped, noised upload (sigma={sigma:.4g}, "
+                f"C={self.opt.clip:g}); the adaptive simulator is the noise-free computation with the public "
+                f"clipping step"
+            ),
+            (
+                f"epsilon accounts the target client's earlier rounds and this exchange (q={q:.4g}, Opacus RDP); "
+                f"epsilon_exchange is this exchange alone at q=1 (no amplification by subsampling: the attacked "
+                f"batch is the target's by construction)"
+            ),
+            f"dp model: {self.dp_model()}",
+        ]
         if sigma == 0:
             notes.append("noise_multiplier=0: no privacy guarantee (epsilon is infinite, recorded as null)")
         return notes

@@ -18,6 +18,7 @@ call it; the FedAvg accuracy it reports is each client's model after its full lo
 (every parameter), before aggregation. The fine-tuned head never leaves the client and never feeds
 the next round: training (and so every attack) is plain FedAvg.
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,15 +43,27 @@ class FedAvg(SGDDefense):
     knowledge_levels = ("adaptive",)
     options = (
         *SGD_OPTIONS,
-        Option("finetune", str, "none", "head: before evaluation each client fine-tunes the classifier head on its "
-               "own training data (FedAvg + FT, the personalised baseline); none: the global model as is",
-               choices=FINETUNE),
-        Option("finetune_epochs", int, 0, "epochs of head fine-tuning; 0 = the protocol's --local-epochs (as the "
-               "official code's local_fine_tuning)", min=0),
+        Option(
+            "finetune",
+            str,
+            "none",
+            "head: before evaluation each client fine-tunes the classifier head on its "
+            "own training data (FedAvg + FT, the personalised baseline); none: the global model as is",
+            choices=FINETUNE,
+        ),
+        Option(
+            "finetune_epochs",
+            int,
+            0,
+            "epochs of head fine-tuning; 0 = the protocol's --local-epochs (as the official code's local_fine_tuning)",
+            min=0,
+        ),
     )
     # The official HyperFL code's FedAvg client (SGD lr 0.02, momentum 0.5, weight decay 5e-4); `bench train
     # --preset quick|paper` applies the preset of the same name (its 5 local epochs come with the federation).
-    presets = {name: {"lr": 0.02, "momentum": 0.5, "weight_decay": 5e-4} for name in ("hyperfl-paper", "quick", "paper")}
+    presets = {
+        name: {"lr": 0.02, "momentum": 0.5, "weight_decay": 5e-4} for name in ("hyperfl-paper", "quick", "paper")
+    }
 
     def evaluated_model(self) -> str:
         return "global+finetuned-head" if self.opt.finetune == "head" else "global"
@@ -59,28 +72,39 @@ class FedAvg(SGDDefense):
         prefix = self.task.classifier + "."
         return [k for k, _ in self.model.named_parameters() if k.startswith(prefix)]
 
-    def personalise(self, server: ServerState, client: ClientState, data: LocalData,
-                    generator: torch.Generator | None) -> None:
+    def personalise(
+        self, server: ServerState, client: ClientState, data: LocalData, generator: torch.Generator | None
+    ) -> None:
         """Fine-tune the head of the current global model on ``data`` (``finetune=head``; module docstring)."""
         if self.opt.finetune != "head":
             return
         params, buffers = split_state(self.model, server)
         head = {k: params[k].detach().clone() for k in self._head_keys()}
-        frozen = {**{k: v.detach() for k, v in params.items() if k not in head},
-                  **{k: v.clone() for k, v in buffers.items()}}
+        frozen = {
+            **{k: v.detach() for k, v in params.items() if k not in head},
+            **{k: v.clone() for k, v in buffers.items()},
+        }
         epochs = self.opt.finetune_epochs or self.protocol.local_epochs
         batches = [b for _ in range(epochs) for b in data.batches(generator)]
         self.model.train()
         with torch.enable_grad():
-            tuned = sgd_steps(self.model, head, batches, self.protocol.lr, self.protocol.momentum,
-                              self.protocol.weight_decay, frozen, create_graph=False)
+            tuned = sgd_steps(
+                self.model,
+                head,
+                batches,
+                self.protocol.lr,
+                self.protocol.momentum,
+                self.protocol.weight_decay,
+                frozen,
+                create_graph=False,
+            )
         client.update({FINETUNED + k: v.detach() for k, v in tuned.items()})
 
     def predict(self, server: ServerState, client: Tensors, x: torch.Tensor) -> torch.Tensor:
         if self.opt.finetune != "head" or not any(k.startswith(FINETUNED) for k in client):
             return predict_logits(self.model, server, x)
         params, buffers = split_state(self.model, server)
-        params.update({k[len(FINETUNED):]: v for k, v in client.items() if k.startswith(FINETUNED)})
+        params.update({k[len(FINETUNED) :]: v for k, v in client.items() if k.startswith(FINETUNED)})
         self.model.eval()
         return forward(self.model, params, x, buffers)
 
@@ -90,5 +114,6 @@ class FedAvgFT(FedAvg):
 
     name = "fedavg-ft"
     description = __doc__
-    options = tuple(Option(o.name, o.type, "head", o.help, choices=o.choices) if o.name == "finetune" else o
-                    for o in FedAvg.options)
+    options = tuple(
+        Option(o.name, o.type, "head", o.help, choices=o.choices) if o.name == "finetune" else o for o in FedAvg.options
+    )

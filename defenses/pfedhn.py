@@ -49,6 +49,7 @@ target's mini-batches in a fixed order (one batch: every step on it), in eval mo
 bench defense. Defaults unroll 50 steps in the attacker's simulator; ``--defense-arg inner_steps=1``
 attacks the one-step (FedSGD) exchange. ``predict`` uses the client's personalised generated network.
 """
+
 from __future__ import annotations
 
 import time
@@ -64,10 +65,11 @@ from bench.functional import GradientFn, forward, loss_gradient, sgd_update
 from bench.options import Option
 from bench.sgd_client import SGDProtocol, local_payload, payload_bytes, sgd_public_knowledge, sgd_simulator
 from bench.threat import LocalData, Observation, Tensors, Upload
+from typing import Literal
 
 EMBEDDINGS = "embeddings.weight"  # the server's embedding table, one row per client
-MOMENTUM = "momentum."            # prefix of the server optimiser's momentum buffers in the server state
-INDEX = "client_index"            # a client's row in the table: in its state, and with each upload
+MOMENTUM = "momentum."  # prefix of the server optimiser's momentum buffers in the server state
+INDEX = "client_index"  # a client's row in the table: in its state, and with each upload
 MAX_HYPERNETWORK_PARAMETERS = 500_000_000
 
 
@@ -83,8 +85,9 @@ class HyperNetwork(nn.Module):
     hidden)``), with no activation after the last layer (official ``CNNHyper``).
     """
 
-    def __init__(self, shapes: Mapping[str, torch.Size], num_embeddings: int, embedding_dim: int,
-                 hidden_dim: int, n_hidden: int) -> None:
+    def __init__(
+        self, shapes: Mapping[str, torch.Size], num_embeddings: int, embedding_dim: int, hidden_dim: int, n_hidden: int
+    ) -> None:
         super().__init__()
         self.shapes = {name: torch.Size(shape) for name, shape in shapes.items()}
         self.embeddings = nn.Embedding(num_embeddings, embedding_dim)
@@ -104,8 +107,14 @@ def clipped_gradient(max_norm: float) -> GradientFn:
     """The client's step gradient: the loss gradient scaled as ``torch.nn.utils.clip_grad_norm_(max_norm)``
     scales it (total 2-norm, eps 1e-6), without branching, so it stays differentiable and works under vmap."""
 
-    def gradient(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                 buffers: Mapping[str, torch.Tensor] | None = None, create_graph: bool = True) -> Tensors:
+    def gradient(
+        model: nn.Module,
+        params: Mapping[str, torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        buffers: Mapping[str, torch.Tensor] | None = None,
+        create_graph: bool = True,
+    ) -> Tensors:
         grads = loss_gradient(model, params, x, y, buffers, create_graph=create_graph)
         total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads.values()]))
         coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
@@ -131,55 +140,90 @@ class PFedHN(Defense):
     #: the client but its data, so there is no weaker (unaware) or stronger (oracle) level to offer.
     knowledge_levels = ("adaptive",)
     options = (
-        Option("max_clients", int, 50, "rows of the server's embedding table (the official --num-nodes); "
-               "every client index must be below it", min=1),
-        Option("embedding_dim", int, 0, "client embedding size; 0 = the official rule int(1 + max_clients / 4)",
-               min=0),
+        Option(
+            "max_clients",
+            int,
+            50,
+            "rows of the server's embedding table (the official --num-nodes); every client index must be below it",
+            min=1,
+        ),
+        Option("embedding_dim", int, 0, "client embedding size; 0 = the official rule int(1 + max_clients / 4)", min=0),
         Option("hidden_dim", int, 100, "hypernetwork MLP width (official --hyper-hid)", min=1),
-        Option("n_hidden", int, 3, "hidden Linear(hidden, hidden) layers after the first (official --n-hidden)",
-               min=0),
-        Option("inner_steps", int, 50, "client SGD steps per round, each on a fresh random mini-batch "
-               "(1: the server sees the step's gradient)", min=1),
+        Option("n_hidden", int, 3, "hidden Linear(hidden, hidden) layers after the first (official --n-hidden)", min=0),
+        Option(
+            "inner_steps",
+            int,
+            50,
+            "client SGD steps per round, each on a fresh random mini-batch (1: the server sees the step's gradient)",
+            min=1,
+        ),
         Option("inner_lr", float, 5e-3, "client SGD learning rate", min=0.0, min_exclusive=True),
         Option("inner_momentum", float, 0.9, "client SGD momentum", min=0.0, max=1.0),
         Option("inner_weight_decay", float, 5e-5, "client SGD weight decay", min=0.0),
-        Option("inner_max_grad_norm", float, 50.0, "norm clip of the client's gradient before each step",
-               min=0.0, min_exclusive=True),
+        Option(
+            "inner_max_grad_norm",
+            float,
+            50.0,
+            "norm clip of the client's gradient before each step",
+            min=0.0,
+            min_exclusive=True,
+        ),
         Option("lr", float, 1e-2, "server SGD learning rate of the hypernetwork", min=0.0, min_exclusive=True),
-        Option("embed_lr", float, 0.0, "server SGD learning rate of the embeddings; 0 = lr (official default)",
-               min=0.0),
+        Option(
+            "embed_lr", float, 0.0, "server SGD learning rate of the embeddings; 0 = lr (official default)", min=0.0
+        ),
         Option("momentum", float, 0.9, "server SGD momentum", min=0.0, max=1.0),
         Option("weight_decay", float, 1e-3, "server SGD weight decay (hypernetwork and embeddings)", min=0.0),
-        Option("max_grad_norm", float, 50.0, "norm clip of the hypernetwork gradient of each server step",
-               min=0.0, min_exclusive=True),
+        Option(
+            "max_grad_norm",
+            float,
+            50.0,
+            "norm clip of the hypernetwork gradient of each server step",
+            min=0.0,
+            min_exclusive=True,
+        ),
     )
 
     def setup(self, task: FLTask) -> None:
         super().setup(task)
         target = task.new_model()
         if any(True for _ in target.buffers()):
-            raise BenchError("pfedhn generates parameters only and needs a target network without buffers "
-                             "(BatchNorm statistics); valid models: 'cnn' (default), 'lenet'")
+            raise BenchError(
+                "pfedhn generates parameters only and needs a target network without buffers "
+                "(BatchNorm statistics); valid models: 'cnn' (default), 'lenet'"
+            )
         self.shapes = {n: p.shape for n, p in target.named_parameters()}
         dim = self.opt.embedding_dim or int(1 + self.opt.max_clients / 4)
         hidden = self.opt.hidden_dim
-        size = (sum(s.numel() for s in self.shapes.values()) * (hidden + 1) + (dim + 1) * hidden
-                + self.opt.n_hidden * (hidden + 1) * hidden + self.opt.max_clients * dim)
+        size = (
+            sum(s.numel() for s in self.shapes.values()) * (hidden + 1)
+            + (dim + 1) * hidden
+            + self.opt.n_hidden * (hidden + 1) * hidden
+            + self.opt.max_clients * dim
+        )
         if size > MAX_HYPERNETWORK_PARAMETERS:  # checked before allocating it
-            raise BenchError(f"pfedhn's hypernetwork for {task.model_name} would have {size:,} parameters; "
-                             f"use a smaller model such as 'cnn'")
+            raise BenchError(
+                f"pfedhn's hypernetwork for {task.model_name} would have {size:,} parameters; "
+                f"use a smaller model such as 'cnn'"
+            )
         self.model = target
         self.embedding_dim = dim
         with torch.device("meta"):  # a template for functional calls: the parameters live in the server state
             self.hypernetwork = self._new_hypernetwork()
-        self.protocol = SGDProtocol(lr=self.opt.inner_lr, local_steps=self.opt.inner_steps, local_epochs=1,
-                                    momentum=self.opt.inner_momentum, weight_decay=self.opt.inner_weight_decay)
+        self.protocol = SGDProtocol(
+            lr=self.opt.inner_lr,
+            local_steps=self.opt.inner_steps,
+            local_epochs=1,
+            momentum=self.opt.inner_momentum,
+            weight_decay=self.opt.inner_weight_decay,
+        )
         self.gradient = clipped_gradient(self.opt.inner_max_grad_norm)
         self._server_seconds: float | None = None
 
     def _new_hypernetwork(self) -> HyperNetwork:
-        return HyperNetwork(self.shapes, self.opt.max_clients, self.embedding_dim, self.opt.hidden_dim,
-                            self.opt.n_hidden)
+        return HyperNetwork(
+            self.shapes, self.opt.max_clients, self.embedding_dim, self.opt.hidden_dim, self.opt.n_hidden
+        )
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -193,8 +237,10 @@ class PFedHN(Defense):
 
     def init_client(self, client_id: int) -> ClientState:
         if client_id >= self.opt.max_clients:
-            raise BenchError(f"pfedhn's server holds embeddings for max_clients={self.opt.max_clients} clients, so "
-                             f"client {client_id} has none; use --defense-arg max_clients=N with N >= --clients")
+            raise BenchError(
+                f"pfedhn's server holds embeddings for max_clients={self.opt.max_clients} clients, so "
+                f"client {client_id} has none; use --defense-arg max_clients=N with N >= --clients"
+            )
         return {INDEX: torch.tensor(client_id, dtype=torch.long, device=self.task.device)}
 
     @staticmethod
@@ -216,25 +262,38 @@ class PFedHN(Defense):
             return self.protocol.schedule(data)
         out = []
         for _ in range(self.opt.inner_steps):
-            idx = torch.randperm(len(data), generator=generator)[:data.batch_size].to(data.x.device)
+            idx = torch.randperm(len(data), generator=generator)[: data.batch_size].to(data.x.device)
             out.append((data.x[idx], data.y[idx]))
         return out
 
-    def local(self, theta: Tensors, data: LocalData, generator: torch.Generator | None) -> tuple[Tensors, str]:
+    def local(
+        self, theta: Tensors, data: LocalData, generator: torch.Generator | None
+    ) -> tuple[Tensors, Literal["gradient", "update"]]:
         """The client's inner steps from ``theta``: its update (the step direction at one step, a "gradient")."""
         self.model.train(generator is not None)
-        payload, kind = local_payload(self.model, theta, {}, self.schedule(data, generator), self.protocol,
-                                      create_graph=False, gradient=self.gradient)
+        payload, kind = local_payload(
+            self.model,
+            theta,
+            {},
+            self.schedule(data, generator),
+            self.protocol,
+            create_graph=False,
+            gradient=self.gradient,
+        )
         return {k: v.detach() for k, v in payload.items()}, kind
 
-    def client_update(self, server: ServerState, client: ClientState, data: LocalData,
-                      generator: torch.Generator | None) -> Upload:
+    def client_update(
+        self, server: ServerState, client: ClientState, data: LocalData, generator: torch.Generator | None
+    ) -> Upload:
         start = time.perf_counter()
         theta = self.generate(server, client[INDEX])
         payload, kind = self.local(theta, data, generator)
-        return Upload(payload={**payload, INDEX: client[INDEX].clone()}, num_examples=len(data), kind=kind,
-                      metrics={"bytes_uploaded": payload_bytes(payload),
-                               "client_seconds": time.perf_counter() - start})
+        return Upload(
+            payload={**payload, INDEX: client[INDEX].clone()},
+            num_examples=len(data),
+            kind=kind,
+            metrics={"bytes_uploaded": payload_bytes(payload), "client_seconds": time.perf_counter() - start},
+        )
 
     # -- the server ------------------------------------------------------------------------------
 
@@ -247,8 +306,9 @@ class PFedHN(Defense):
             theta = functional_call(self.hypernetwork, leaves, (index,))
             # θ − θ̃: the negated update, or lr × the one step's direction
             scale = self.opt.inner_lr if upload.kind == "gradient" else -1.0
-            grads = torch.autograd.grad(list(theta.values()), list(leaves.values()),
-                                        grad_outputs=[scale * upload.payload[k] for k in theta])
+            grads = torch.autograd.grad(
+                list(theta.values()), list(leaves.values()), grad_outputs=[scale * upload.payload[k] for k in theta]
+            )
         return clip_total_norm(dict(zip(leaves, grads)), self.opt.max_grad_norm)
 
     def aggregate(self, server: ServerState, uploads: Sequence[Upload]) -> ServerState:
@@ -261,13 +321,21 @@ class PFedHN(Defense):
         for upload in uploads:
             grads = self.step_direction(phi, upload)
             for keys, lr in groups:
-                new, moved = sgd_update({k: current[k] for k in keys}, {k: grads[k] for k in keys},
-                                        {k: velocity[k] for k in keys}, lr, self.opt.momentum, self.opt.weight_decay)
+                new, moved = sgd_update(
+                    {k: current[k] for k in keys},
+                    {k: grads[k] for k in keys},
+                    {k: velocity[k] for k in keys},
+                    lr,
+                    self.opt.momentum,
+                    self.opt.weight_decay,
+                )
                 current.update(new)
                 velocity.update(moved or {})
         self._server_seconds = time.perf_counter() - start
-        return {**{k: v.detach() for k, v in current.items()},
-                **{MOMENTUM + k: v.detach() for k, v in velocity.items()}}
+        return {
+            **{k: v.detach() for k, v in current.items()},
+            **{MOMENTUM + k: v.detach() for k, v in velocity.items()},
+        }
 
     def server_metrics(self) -> dict[str, float]:
         return {} if self._server_seconds is None else {"server_seconds": self._server_seconds}
@@ -280,19 +348,38 @@ class PFedHN(Defense):
 
     # -- the threat model ------------------------------------------------------------------------
 
-    def observe(self, server: ServerState, client: ClientState, target: LocalData,
-                cohort: Sequence[tuple[ClientState, LocalData]], generator: torch.Generator | None) -> Observation:
+    def observe(
+        self,
+        server: ServerState,
+        client: ClientState,
+        target: LocalData,
+        cohort: Sequence[tuple[ClientState, LocalData]],
+        generator: torch.Generator | None,
+    ) -> Observation:
         theta = self.generate(server, client[INDEX])
         observed, kind = self.local(theta, target, None)
         steps = self.protocol.num_steps(target)
-        public = sgd_public_knowledge(self.model, theta, self.task, target, self.protocol, kind,
-                                      max_grad_norm=self.opt.inner_max_grad_norm,
-                                      weights="generated by the server's hypernetwork for this client")
-        note = (f"pfedhn: the server generated the client's network, so it knows the weights the client trained "
-                f"exactly; it sees their {'step direction (clipped gradient + weight decay)' if kind == 'gradient' else 'update'} "
-                f"after {steps} local step(s) and replays them (FedAvg on a personalised model)")
-        return Observation(observed=observed, public=public,
-                           simulate=sgd_simulator(self.model, theta, target.batch_size, self.protocol,
-                                                  gradient=self.gradient),
-                           knowledge=self.knowledge, notes=(note,),
-                           metrics={"bytes_uploaded": payload_bytes(observed)})
+        public = sgd_public_knowledge(
+            self.model,
+            theta,
+            self.task,
+            target,
+            self.protocol,
+            kind,
+            max_grad_norm=self.opt.inner_max_grad_norm,
+            weights="generated by the server's hypernetwork for this client",
+        )
+        note = (
+            f"pfedhn: the server generated the client's network, so it knows the weights the client trained "
+            f"exactly; it sees their "
+            f"{'step direction (clipped gradient + weight decay)' if kind == 'gradient' else 'update'} "
+            f"after {steps} local step(s) and replays them (FedAvg on a personalised model)"
+        )
+        return Observation(
+            observed=observed,
+            public=public,
+            simulate=sgd_simulator(self.model, theta, target.batch_size, self.protocol, gradient=self.gradient),
+            knowledge=self.knowledge,
+            notes=(note,),
+            metrics={"bytes_uploaded": payload_bytes(observed)},
+        )

@@ -19,6 +19,7 @@ attacker of the paper's evaluation, which matches the unmodified gradient of its
 Written only with bench's public API: a :class:`bench.sgd_client.SGDDefense` that implements its
 ``transform`` (the mask) and ``replay`` (the adaptive attacker's masking); ``bench.functional``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -35,8 +36,13 @@ from bench.sgd_client import SGD_OPTIONS, SGDDefense, split_state
 OFFSET = 0.1
 
 
-def representation(model: nn.Module, layer: str, params: Mapping[str, torch.Tensor],
-                   buffers: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def representation(
+    model: nn.Module,
+    layer: str,
+    params: Mapping[str, torch.Tensor],
+    buffers: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+) -> torch.Tensor:
     """The input of ``layer`` (flattened per example) when ``model`` runs on ``x``."""
     seen: list[torch.Tensor] = []
     handle = model.get_submodule(layer).register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0]))
@@ -47,8 +53,9 @@ def representation(model: nn.Module, layer: str, params: Mapping[str, torch.Tens
     return seen[0].flatten(1)
 
 
-def feature_scores(model: nn.Module, layer: str, server: Mapping[str, torch.Tensor], x: torch.Tensor,
-                   chunk: int = 16) -> torch.Tensor:
+def feature_scores(
+    model: nn.Module, layer: str, server: Mapping[str, torch.Tensor], x: torch.Tensor, chunk: int = 16
+) -> torch.Tensor:
     """s_f = Σ_n ‖∂r_f(x_n)/∂x_n‖ / (r_f(x_n) + 0.1) for every feature f of ``layer``'s input."""
     params, buffers = split_state(model, server)
     params = {k: v.detach() for k, v in params.items()}
@@ -60,7 +67,7 @@ def feature_scores(model: nn.Module, layer: str, server: Mapping[str, torch.Tens
 
     total = None
     for start in range(0, len(x), chunk):
-        images = x[start:start + chunk].detach()
+        images = x[start : start + chunk].detach()
         jacobians, r = torch.func.vmap(torch.func.jacrev(features, has_aux=True))(images)  # [n, F, C, H, W], [n, F]
         scores = (jacobians.flatten(2).norm(dim=2) / (r + OFFSET)).sum(0)
         total = scores if total is None else total + scores
@@ -80,8 +87,15 @@ class Soteria(SGDDefense):
     name = "soteria"
     description = __doc__
     options = (
-        Option("ratio", float, 0.6, "fraction of the representation's features whose classifier-gradient columns "
-               "are zeroed (the authors' pruning rate; 0.6 in their Inverting-Gradients example)", min=0.0, max=1.0),
+        Option(
+            "ratio",
+            float,
+            0.6,
+            "fraction of the representation's features whose classifier-gradient columns "
+            "are zeroed (the authors' pruning rate; 0.6 in their Inverting-Gradients example)",
+            min=0.0,
+            max=1.0,
+        ),
         *SGD_OPTIONS,
     )
 
@@ -89,8 +103,9 @@ class Soteria(SGDDefense):
         super().setup(task)
         self.weight = f"{task.classifier}.weight"
 
-    def transform(self, payload: Tensors, data: LocalData, server: ServerState,
-                  generator: torch.Generator | None) -> Tensors:
+    def transform(
+        self, payload: Tensors, data: LocalData, server: ServerState, generator: torch.Generator | None
+    ) -> Tensors:
         """``payload`` with the defended columns of the classifier weight's gradient/update zeroed."""
         mask = column_mask(feature_scores(self.model, self.task.classifier, server, data.x), self.opt.ratio)
         return {**payload, self.weight: payload[self.weight] * mask.to(payload[self.weight])}
@@ -105,5 +120,7 @@ class Soteria(SGDDefense):
 
     def payload_metrics(self, payload: Tensors) -> dict[str, Any]:
         columns = payload[self.weight].shape[1]
-        return {"defended_features": columns - int((payload[self.weight] != 0).any(dim=0).sum()),
-                "representation_features": columns}
+        return {
+            "defended_features": columns - int((payload[self.weight] != 0).any(dim=0).sum()),
+            "representation_features": columns,
+        }

@@ -1,4 +1,5 @@
 """Small builders shared by tests."""
+
 from __future__ import annotations
 
 import torch
@@ -9,9 +10,17 @@ from bench.models.lenet import LeNet
 
 def lenet_task(image_shape=(3, 32, 32), num_classes=10, local_epochs=1, model=None) -> FLTask:
     model = model or LeNet()
-    return FLTask(new_model=lambda: model.build(image_shape, num_classes), model_name="lenet", classifier="fc",
-                  image_shape=image_shape, num_classes=num_classes, mean=(0.5,) * image_shape[0],
-                  std=(0.25,) * image_shape[0], device=torch.device("cpu"), local_epochs=local_epochs)
+    return FLTask(
+        new_model=lambda: model.build(image_shape, num_classes),
+        model_name="lenet",
+        classifier="fc",
+        image_shape=image_shape,
+        num_classes=num_classes,
+        mean=(0.5,) * image_shape[0],
+        std=(0.25,) * image_shape[0],
+        device=torch.device("cpu"),
+        local_epochs=local_epochs,
+    )
 
 
 def exploding(obs, after: int = 4):

@@ -11,6 +11,7 @@ Four defense configurations, two attacks, two seeds × two targets each:
 
 Every target's no-information baseline is 12 dB (so the default success rule, gain ≥ 6 dB, means PSNR ≥ 18).
 """
+
 from __future__ import annotations
 
 import io
@@ -21,8 +22,16 @@ import numpy as np
 from PIL import Image
 
 BASELINE_PSNR = 12.0
-FEDERATION = {"clients": 4, "partition": "dominant", "train_per_client": None, "test_per_client": None,
-              "batch_size": 50, "local_epochs": 1, "rounds": 0, "eval_every": 1}
+FEDERATION = {
+    "clients": 4,
+    "partition": "dominant",
+    "train_per_client": None,
+    "test_per_client": None,
+    "batch_size": 50,
+    "local_epochs": 1,
+    "rounds": 0,
+    "eval_every": 1,
+}
 DATASET = {"name": "photos", "normalise": True}
 MODEL = {"name": "cnn"}
 ATTACKS = {"dlg": {"name": "dlg", "iterations": 50}, "ig": {"name": "ig", "iterations": 1000, "tv": 0.0001}}
@@ -33,10 +42,14 @@ DEFENSES = {
     "he": {"name": "he", "clients": 4},
 }
 PSNR = {
-    ("fedavg", "dlg"): [30, 32, 34, 36], ("fedavg", "ig"): [20, 22, 24, 26],
-    ("dp01", "dlg"): [10, 12, 14, 16], ("dp01", "ig"): [15, 15, 15, 15],
-    ("dp1", "dlg"): [5, 6, 7, 8], ("dp1", "ig"): [6, 6, 6, 6],
-    ("he", "dlg"): [40, 40, 40, 40], ("he", "ig"): [41, 41, 41, 41],
+    ("fedavg", "dlg"): [30, 32, 34, 36],
+    ("fedavg", "ig"): [20, 22, 24, 26],
+    ("dp01", "dlg"): [10, 12, 14, 16],
+    ("dp01", "ig"): [15, 15, 15, 15],
+    ("dp1", "dlg"): [5, 6, 7, 8],
+    ("dp1", "ig"): [6, 6, 6, 6],
+    ("he", "dlg"): [40, 40, 40, 40],
+    ("he", "ig"): [41, 41, 41, 41],
 }
 ACCURACY = {"fedavg": [0.70, 0.72], "dp01": [0.70, 0.70], "dp1": [0.30, 0.32]}
 EPSILON = {"dp01": 812.0, "dp1": 3.5}
@@ -55,17 +68,44 @@ def _png(colour: tuple[int, int, int]) -> bytes:
 def attack_row(defense: str, attack: str, seed: int, target: int, psnr: float, status: str = "ok") -> dict:
     run_id = f"{defense}-{attack}-{seed}"
     return {
-        "kind": "attack", "run_id": run_id, "target": target, "status": status, "diverged": status == "diverged",
-        "defense": DEFENSES[defense]["name"], "attack": attack, "dataset": "photos", "model": "cnn", "seed": seed,
-        "psnr": psnr, "ssim": psnr / 100, "lpips": 1 - psnr / 100, "label_acc": 1.0 if psnr > 20 else 0.0,
-        "lpips_note": None, "knowledge": "adaptive", "notes": [],
-        "baseline_psnr": BASELINE_PSNR, "baseline_ssim": 0.1, "baseline_lpips": 0.9,
+        "kind": "attack",
+        "run_id": run_id,
+        "target": target,
+        "status": status,
+        "diverged": status == "diverged",
+        "defense": DEFENSES[defense]["name"],
+        "attack": attack,
+        "dataset": "photos",
+        "model": "cnn",
+        "seed": seed,
+        "psnr": psnr,
+        "ssim": psnr / 100,
+        "lpips": 1 - psnr / 100,
+        "label_acc": 1.0 if psnr > 20 else 0.0,
+        "lpips_note": None,
+        "knowledge": "adaptive",
+        "notes": [],
+        "baseline_psnr": BASELINE_PSNR,
+        "baseline_ssim": 0.1,
+        "baseline_lpips": 0.9,
         "defense_metrics": {"epsilon": EPSILON[defense], "delta": 1e-5} if defense in EPSILON else {},
-        "config": {"defense": DEFENSES[defense], "attack": ATTACKS[attack], "dataset": DATASET, "model": MODEL,
-                   "run": {"batch_size": 1, "num_targets": 2, "seed": seed, "attack_round": 0,
-                           "knowledge": "adaptive", "federation": FEDERATION}},
+        "config": {
+            "defense": DEFENSES[defense],
+            "attack": ATTACKS[attack],
+            "dataset": DATASET,
+            "model": MODEL,
+            "run": {
+                "batch_size": 1,
+                "num_targets": 2,
+                "seed": seed,
+                "attack_round": 0,
+                "knowledge": "adaptive",
+                "federation": FEDERATION,
+            },
+        },
         "image_file": f"images/{run_id}-t{target}.png",
-        "git": {"commit": "0123456789abcdef", "dirty": False}, "versions": {"bench-fl": "0.1.0", "torch": "2"},
+        "git": {"commit": "0123456789abcdef", "dirty": False},
+        "versions": {"bench-fl": "0.1.0", "torch": "2"},
         "timestamp": "2026-11-25T12:00:00+00:00",
     }
 
@@ -74,11 +114,22 @@ def train_row(defense: str, seed: int, accuracy: float) -> dict:
     history = [{"round": 1, "seconds": 2.0, "bytes_uploaded": 4e5, "accuracy": accuracy}]
     if defense in EPSILON:
         history[-1].update(epsilon=EPSILON[defense], delta=1e-5)
-    return {"kind": "train", "run_id": f"train-{defense}-{seed}", "defense": DEFENSES[defense]["name"], "seed": seed,
-            "final_accuracy": accuracy, "seconds_per_round": 2.0 if defense != "dp1" else 3.0,
-            "bytes_uploaded_per_client_per_round": 4e5, "history": history,
-            "config": {"defense": DEFENSES[defense], "dataset": DATASET, "model": MODEL,
-                       "run": {"seed": seed, "federation": {**FEDERATION, "rounds": 1}}}}
+    return {
+        "kind": "train",
+        "run_id": f"train-{defense}-{seed}",
+        "defense": DEFENSES[defense]["name"],
+        "seed": seed,
+        "final_accuracy": accuracy,
+        "seconds_per_round": 2.0 if defense != "dp1" else 3.0,
+        "bytes_uploaded_per_client_per_round": 4e5,
+        "history": history,
+        "config": {
+            "defense": DEFENSES[defense],
+            "dataset": DATASET,
+            "model": MODEL,
+            "run": {"seed": seed, "federation": {**FEDERATION, "rounds": 1}},
+        },
+    }
 
 
 def write_fixture(directory: Path, with_images: bool = True) -> Path:

@@ -1,5 +1,6 @@
 """The analytic attack: linear-layer leakage is exact, the head-free replay is the true gradient, and the
 attack degrades honestly (and says so) where the closed form does not hold."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,8 +24,16 @@ from tests.helpers import lenet_task
 
 
 def cnn_task(shape=(3, 32, 32)) -> FLTask:
-    return FLTask(new_model=lambda: CNN().build(shape, 10), model_name="cnn", classifier="fc2", image_shape=shape,
-                  num_classes=10, mean=(0.5,) * shape[0], std=(0.25,) * shape[0], device=torch.device("cpu"))
+    return FLTask(
+        new_model=lambda: CNN().build(shape, 10),
+        model_name="cnn",
+        classifier="fc2",
+        image_shape=shape,
+        num_classes=10,
+        mean=(0.5,) * shape[0],
+        std=(0.25,) * shape[0],
+        device=torch.device("cpu"),
+    )
 
 
 class MLP(nn.Module):
@@ -38,8 +47,16 @@ class MLP(nn.Module):
 
 
 def mlp_task() -> FLTask:
-    return FLTask(new_model=MLP, model_name="mlp", classifier="fc2", image_shape=(3, 2, 2), num_classes=3,
-                  mean=(0.5,) * 3, std=(0.25,) * 3, device=torch.device("cpu"))
+    return FLTask(
+        new_model=MLP,
+        model_name="mlp",
+        classifier="fc2",
+        image_shape=(3, 2, 2),
+        num_classes=3,
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        device=torch.device("cpu"),
+    )
 
 
 def observe(defense, task, n=1, seed=0, knowledge=None, smooth=False):
@@ -136,8 +153,8 @@ def test_zeroed_entries_are_left_out_of_the_ratio_not_read_as_zero():
     obs, target = observe(FedAvg(), cnn_task())
     layer = leaky_layers(obs)[0]
     dw = obs.observed["fc1.weight"].clone()
-    dw[:, :100] = 0           # a defense zeroed 100 input columns
-    dw[5, 200:300] = 0        # and some single entries
+    dw[:, :100] = 0  # a defense zeroed 100 input columns
+    dw[5, 200:300] = 0  # and some single entries
     pruned = dataclasses.replace(obs, observed={**obs.observed, "fc1.weight": dw})
     reading = read_layer(pruned, layer)
     truth = layer_input(obs.public.model, "fc1", dict(obs.public.model.named_parameters()), target.x)[0]

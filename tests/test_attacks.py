@@ -1,4 +1,5 @@
 """iDLG and Inverting Gradients end to end on tiny cases, and their guarantees."""
+
 import dataclasses
 
 import pytest
@@ -37,6 +38,7 @@ def gen(seed=0):
 
 # ---- iDLG --------------------------------------------------------------------------------------
 
+
 def test_idlg_reads_the_label_recovers_one_image_and_stops_at_its_tolerance():
     x, y, obs = photo_case()
     rec = IDLG(iterations=40).reconstruct(obs, gen(), SILENT)
@@ -55,6 +57,7 @@ def test_idlg_optimises_labels_when_the_classifier_is_hidden():
 
 # ---- Inverting Gradients -----------------------------------------------------------------------------
 
+
 def test_ig_reconstructs_one_image_within_the_box():
     x, y, obs = photo_case()
     rec = InvertingGradients(iterations=200, tv=1e-3).reconstruct(obs, gen(), SILENT)
@@ -72,6 +75,7 @@ def test_ig_restarts_pick_the_lowest_matching_loss():
     assert rec.info["selected_restart"] == losses.index(min(losses)) and rec.loss == min(losses)
     # the returned images are that restart's: re-scoring them gives its loss
     from bench.inversion import GradientMatching
+
     rescored = GradientMatching(obs, "cosine").loss(rec.images, rec.labels, {}).item()
     assert rescored == pytest.approx(min(losses), rel=1e-4)
 

@@ -1,4 +1,5 @@
 """check-defense / check-attack and the harness's refusal of broken plug-ins (tests/plugins/broken.py)."""
+
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,23 @@ from defenses.fedavg import FedAvg
 from tests.test_observation import batch, setup
 
 BROKEN = Path(__file__).parent / "plugins" / "broken.py"
-DEFENSE_CHECKS = ["interface", "options", "setup", "observe", "knowledge", "simulate-shapes", "simulate-grad", "simulate-consistent",
-                  "simulate-vmap", "client-update", "matches-client", "private-state", "aggregate", "predict",
-                  "deterministic"]
+DEFENSE_CHECKS = [
+    "interface",
+    "options",
+    "setup",
+    "observe",
+    "knowledge",
+    "simulate-shapes",
+    "simulate-grad",
+    "simulate-consistent",
+    "simulate-vmap",
+    "client-update",
+    "matches-client",
+    "private-state",
+    "aggregate",
+    "predict",
+    "deterministic",
+]
 FAST_DLG = {"iterations": "2", "max_iter": "2"}
 
 
@@ -59,20 +74,34 @@ def test_a_defense_with_unknowns_passes_and_is_checked_against_its_true_unknowns
     assert "2 private tensors" in details["private-state"] or "private tensors" in details["private-state"]
 
 
-@pytest.mark.parametrize("name, check, fragment", [
-    ("WrongShape", "simulate-shapes", "simulate()['fc.weight'] is [768, 10] float32, but observed['fc.weight'] is [10, 768]"),
-    ("WrongObserveShape", "simulate-shapes", "observed['fc.weight'] is [7680] float32"),
-    ("MissingMethod", "interface", "does not implement observe"),
-    ("NotDifferentiable", "simulate-grad", "simulate() is not differentiable"),
-    ("UndeclaredNoise", "simulate-consistent", "declare Observation(exact=False)"),
-    ("Nondeterministic", "deterministic", "two runs with seed 0 differ in observed["),
-    ("LeaksState", "private-state", "client 0 state['secret'] is sent to the server as client 0's Upload.buffers['debug']"),
-    ("BadDefault", "options", "default of option 'clip' is invalid"),
-    ("IgnoresKnowledge", "knowledge", "asked for knowledge level 'unaware', observe() returned an Observation with "
-                                      "knowledge 'adaptive'"),
-    ("GuessIsTruth", "private-state", "guess of unknown 'head.weight' is the client's true value"),
-    ("GuessIsTruthTrainedInPlace", "private-state", "guess of unknown 'head.weight' is the client's true value"),
-])
+@pytest.mark.parametrize(
+    "name, check, fragment",
+    [
+        (
+            "WrongShape",
+            "simulate-shapes",
+            "simulate()['fc.weight'] is [768, 10] float32, but observed['fc.weight'] is [10, 768]",
+        ),
+        ("WrongObserveShape", "simulate-shapes", "observed['fc.weight'] is [7680] float32"),
+        ("MissingMethod", "interface", "does not implement observe"),
+        ("NotDifferentiable", "simulate-grad", "simulate() is not differentiable"),
+        ("UndeclaredNoise", "simulate-consistent", "declare Observation(exact=False)"),
+        ("Nondeterministic", "deterministic", "two runs with seed 0 differ in observed["),
+        (
+            "LeaksState",
+            "private-state",
+            "client 0 state['secret'] is sent to the server as client 0's Upload.buffers['debug']",
+        ),
+        ("BadDefault", "options", "default of option 'clip' is invalid"),
+        (
+            "IgnoresKnowledge",
+            "knowledge",
+            "asked for knowledge level 'unaware', observe() returned an Observation with knowledge 'adaptive'",
+        ),
+        ("GuessIsTruth", "private-state", "guess of unknown 'head.weight' is the client's true value"),
+        ("GuessIsTruthTrainedInPlace", "private-state", "guess of unknown 'head.weight' is the client's true value"),
+    ],
+)
 def test_a_broken_defense_fails_the_check_it_breaks(name, check, fragment):
     report = check_defense(plugin(name))
     failed = failures(report)
@@ -111,8 +140,13 @@ def test_check_defense_exit_status_and_output(capsys):
     assert main(["check-defense", plugin("WrongShape")]) == 1
     out = capsys.readouterr().out
     assert "  FAIL  simulate-shapes      simulate()['fc.weight'] is [768, 10]" in out and "FAILED: " in out
-    for bad in (["nope"], ["fedavg", "--defense-arg", "lr=0"], ["fedavg", "--model", "nope"],
-                [f"{BROKEN}:NoSuchClass"], ["fedavg", "--knowledge", "oracle"]):
+    for bad in (
+        ["nope"],
+        ["fedavg", "--defense-arg", "lr=0"],
+        ["fedavg", "--model", "nope"],
+        [f"{BROKEN}:NoSuchClass"],
+        ["fedavg", "--knowledge", "oracle"],
+    ):
         assert main(["check-defense", *bad]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err
@@ -120,17 +154,31 @@ def test_check_defense_exit_status_and_output(capsys):
 
 def test_dlg_passes_every_attack_check():
     report = check_attack("dlg", FAST_DLG)
-    assert [r.name for r in report.results] == ["interface", "options", "fixture", "reconstruct", "progress",
-                                                "deterministic", "unknowns"]
+    assert [r.name for r in report.results] == [
+        "interface",
+        "options",
+        "fixture",
+        "reconstruct",
+        "progress",
+        "deterministic",
+        "unknowns",
+    ]
     assert all(r.status == "pass" for r in report.results), report.render()
 
 
-@pytest.mark.parametrize("name, check, fragment", [
-    ("WrongShapeAttack", "reconstruct", "Reconstruction.images is [1, 3, 32, 32] float32, expected [>= 2, 3, 32, 32]"),
-    ("NondeterministicAttack", "deterministic", "same generator seed returned different images"),
-    ("MutatesObservation", "reconstruct", "reconstruct() modified observed["),
-    ("MissingReconstruct", "interface", "does not implement reconstruct"),
-])
+@pytest.mark.parametrize(
+    "name, check, fragment",
+    [
+        (
+            "WrongShapeAttack",
+            "reconstruct",
+            "Reconstruction.images is [1, 3, 32, 32] float32, expected [>= 2, 3, 32, 32]",
+        ),
+        ("NondeterministicAttack", "deterministic", "same generator seed returned different images"),
+        ("MutatesObservation", "reconstruct", "reconstruct() modified observed["),
+        ("MissingReconstruct", "interface", "does not implement reconstruct"),
+    ],
+)
 def test_a_broken_attack_fails_the_check_it_breaks(name, check, fragment):
     failed = failures(check_attack(plugin(name)))
     assert check in failed and fragment in failed[check]
@@ -144,11 +192,14 @@ def test_check_attack_on_another_defenses_observation_and_exit_status(capsys):
     assert main(["check-attack", "dlg", "--attack-arg", "iterations=0"]) == 2
 
 
-@pytest.mark.parametrize("argv", [
-    ["check-defense", "fedavg", "--model", "lenet", "--model-arg", "nosuch=1"],
-    ["check-attack", "dlg", "--defense-arg", "lr=0"],
-    ["check-attack", "dlg", "--model", "lenet", "--model-arg", "nosuch=1"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check-defense", "fedavg", "--model", "lenet", "--model-arg", "nosuch=1"],
+        ["check-attack", "dlg", "--defense-arg", "lr=0"],
+        ["check-attack", "dlg", "--model", "lenet", "--model-arg", "nosuch=1"],
+    ],
+)
 def test_bad_options_of_the_model_or_defense_are_bad_input_before_any_check(argv, capsys):
     assert main(argv) == 2
     out, err = capsys.readouterr()
@@ -159,12 +210,15 @@ def test_bad_options_of_the_model_or_defense_are_bad_input_before_any_check(argv
 RUN = ["--attack-arg", "iterations=1", "--attack-arg", "max_iter=1", "--clients", "2", "--quiet"]
 
 
-@pytest.mark.parametrize("name, fragment", [
-    ("WrongShape", "simulate()['fc.weight'] is [768, 10] float32, but observed['fc.weight'] is [10, 768] float32"),
-    ("WrongObserveShape", "observed['fc.weight'] is [7680] float32"),
-    ("NotDifferentiable", "simulate() is not differentiable"),
-    ("MissingMethod", "does not implement observe"),
-])
+@pytest.mark.parametrize(
+    "name, fragment",
+    [
+        ("WrongShape", "simulate()['fc.weight'] is [768, 10] float32, but observed['fc.weight'] is [10, 768] float32"),
+        ("WrongObserveShape", "observed['fc.weight'] is [7680] float32"),
+        ("NotDifferentiable", "simulate() is not differentiable"),
+        ("MissingMethod", "does not implement observe"),
+    ],
+)
 def test_run_refuses_a_broken_defense_in_one_line(tmp_path, capsys, name, fragment):
     assert main(["run", "--defense", plugin(name), "--attack", "dlg", *RUN, "--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -173,12 +227,44 @@ def test_run_refuses_a_broken_defense_in_one_line(tmp_path, capsys, name, fragme
 
 
 def test_run_refuses_a_broken_attack_and_accepts_sound_file_plugins(tmp_path, capsys):
-    assert main(["run", "--defense", "fedavg", "--attack", plugin("WrongShapeAttack"), "--batch-size", "2",
-                 "--clients", "2", "--quiet", "--output-dir", str(tmp_path / "a")]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--defense",
+                "fedavg",
+                "--attack",
+                plugin("WrongShapeAttack"),
+                "--batch-size",
+                "2",
+                "--clients",
+                "2",
+                "--quiet",
+                "--output-dir",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "breaks the Reconstruction contract: Reconstruction.images is [1, 3, 32, 32]" in err and err.count("\n") == 1
-    assert main(["run", "--defense", plugin("PrivateHead"), "--attack", plugin("RandomAttack"), "--clients", "2",
-                 "--quiet", "--output-dir", str(tmp_path / "b")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--defense",
+                plugin("PrivateHead"),
+                "--attack",
+                plugin("RandomAttack"),
+                "--clients",
+                "2",
+                "--quiet",
+                "--output-dir",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "b" / "results.jsonl").is_file()
 
 
@@ -195,18 +281,22 @@ def test_validate_observation_catches_wrong_public_facts():
         validate_observation(obs.observed, 2, (3, 32, 32), 10, g)
 
 
-@pytest.mark.parametrize("images, labels, fragment", [
-    (torch.full((2, 3, 32, 32), float("nan")), None, "non-finite"),
-    (torch.zeros(2, 3, 32, 32), torch.zeros(2), "expected integer labels"),
-    (torch.zeros(2, 3, 32, 32), torch.zeros(3, dtype=torch.long), "expected [2]"),
-    (torch.zeros(2, 3, 32, 32), torch.full((2,), 10), "outside 0..9"),
-    (torch.zeros(2, 32, 32, 3), None, "expected [>= 2, 3, 32, 32]"),
-])
+@pytest.mark.parametrize(
+    "images, labels, fragment",
+    [
+        (torch.full((2, 3, 32, 32), float("nan")), None, "non-finite"),
+        (torch.zeros(2, 3, 32, 32), torch.zeros(2), "expected integer labels"),
+        (torch.zeros(2, 3, 32, 32), torch.zeros(3, dtype=torch.long), "expected [2]"),
+        (torch.zeros(2, 3, 32, 32), torch.full((2,), 10), "outside 0..9"),
+        (torch.zeros(2, 32, 32, 3), None, "expected [>= 2, 3, 32, 32]"),
+    ],
+)
 def test_validate_reconstruction(images, labels, fragment):
     d, server = setup()
     obs = d.observe(server, {}, batch(2), [], None)
-    assert isinstance(validate_reconstruction(Reconstruction(torch.zeros(2, 3, 32, 32), None, 1.0, 3), obs),
-                      Reconstruction)
+    assert isinstance(
+        validate_reconstruction(Reconstruction(torch.zeros(2, 3, 32, 32), None, 1.0, 3), obs), Reconstruction
+    )
     with pytest.raises(BenchError) as exc:
         validate_reconstruction(Reconstruction(images, labels, 1.0, 3), obs)
     assert fragment in str(exc.value)

@@ -66,6 +66,7 @@ def test_cifar_loads_torchvision_format(tmp_path):
 
 def test_imagefolder(tmp_path):
     from PIL import Image
+
     rng = np.random.default_rng(0)
     for cls in ("cats", "dogs"):
         (tmp_path / cls).mkdir()
@@ -76,9 +77,17 @@ def test_imagefolder(tmp_path):
     assert len(d.train_y) == 8 and len(d.test_y) == 2
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("mnist", "MNIST/raw"), ("fashionmnist", "FashionMNIST/raw"), ("emnist", "EMNIST/raw"),
-    ("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python"), ("imagefolder", "CLASS_NAME")])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("mnist", "MNIST/raw"),
+        ("fashionmnist", "FashionMNIST/raw"),
+        ("emnist", "EMNIST/raw"),
+        ("cifar10", "cifar-10-batches-py"),
+        ("cifar100", "cifar-100-python"),
+        ("imagefolder", "CLASS_NAME"),
+    ],
+)
 def test_missing_files_name_the_expected_layout(tmp_path, name, expected):
     with pytest.raises(BenchError) as exc:
         load(name, tmp_path)

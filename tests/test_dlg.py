@@ -1,4 +1,5 @@
 """DLG reproduces its paper's qualitative result, and the shared loop's guarantees hold."""
+
 import dataclasses
 
 import torch
@@ -21,8 +22,8 @@ def small_case(seed=0, size=16):
     task = dataclasses.replace(lenet_task(image_shape=(3, size, size)), mean=(0.0,) * 3, std=(1.0,) * 3)
     d = FedAvg()
     d.setup(task)
-    x = F.interpolate(data.train_x[seed * 37:seed * 37 + 1], size=(size, size), mode="bilinear", antialias=True)
-    y = data.train_y[seed * 37:seed * 37 + 1]
+    x = F.interpolate(data.train_x[seed * 37 : seed * 37 + 1], size=(size, size), mode="bilinear", antialias=True)
+    y = data.train_y[seed * 37 : seed * 37 + 1]
     return x, y, d.observe(d.init_server(), {}, LocalData(x, y, 1), [], None)
 
 
@@ -68,8 +69,11 @@ def test_dlg_records_whether_it_moved_from_its_initial_guess():
     assert rec.info["improved"] is True and rec.info["initial_loss"] > rec.loss
     # An observation scaled down by 1e-6 puts the squared-L2 objective below L-BFGS' tolerances at the
     # start: the run stops without moving, and the row must not pass that off as the defense's merit.
-    tiny = dataclasses.replace(obs, observed={k: v * 1e-6 for k, v in obs.observed.items()},
-                               simulate=lambda x, y, u: {k: v * 1e-6 for k, v in obs.simulate(x, y, u).items()})
+    tiny = dataclasses.replace(
+        obs,
+        observed={k: v * 1e-6 for k, v in obs.observed.items()},
+        simulate=lambda x, y, u: {k: v * 1e-6 for k, v in obs.simulate(x, y, u).items()},
+    )
     stalled = DLG(iterations=3).reconstruct(tiny, torch.Generator().manual_seed(0), SilentProgress())
     assert stalled.info["improved"] is False and stalled.loss == stalled.info["initial_loss"]
 
@@ -85,8 +89,15 @@ def test_a_row_says_when_its_attack_never_moved():
     from bench.experiment import _optimisation_notes
 
     def rec(improved, diverged=False):
-        return Reconstruction(images=torch.zeros(1, 3, 4, 4), labels=None, loss=1.0, iterations=1,
-                              diverged=diverged, info={"improved": improved})
+        return Reconstruction(
+            images=torch.zeros(1, 3, 4, 4),
+            labels=None,
+            loss=1.0,
+            iterations=1,
+            diverged=diverged,
+            info={"improved": improved},
+        )
+
     assert "never improved on its initial guess" in _optimisation_notes("dlg", rec(False))[0]
     assert _optimisation_notes("dlg", rec(True)) == []
     assert _optimisation_notes("dlg", rec(False, diverged=True)) == []  # diverged rows say so already

@@ -1,4 +1,5 @@
 """The dp defense: clipping and noise as specified, Opacus' accounting, the simulator, one-line errors."""
+
 import math
 import warnings
 
@@ -28,8 +29,12 @@ def make(defense=DP, task=None, **options):
 
 def batch(n=4, seed=0, batch_size=None, population=None):
     g = torch.Generator().manual_seed(seed)
-    return LocalData(torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g),
-                     batch_size or n, population=population)
+    return LocalData(
+        torch.randn(n, 3, 32, 32, generator=g),
+        torch.randint(0, 10, (n,), generator=g),
+        batch_size or n,
+        population=population,
+    )
 
 
 def params_of(d, server):
@@ -41,7 +46,7 @@ def test_per_example_gradients_match_one_example_at_a_time():
     data = batch(3)
     per = per_example_gradients(d.model, params_of(d, server), data.x, data.y)
     for i in range(3):
-        one = loss_gradient(d.model, params_of(d, server), data.x[i:i + 1], data.y[i:i + 1], create_graph=False)
+        one = loss_gradient(d.model, params_of(d, server), data.x[i : i + 1], data.y[i : i + 1], create_graph=False)
         assert all(torch.allclose(per[k][i], one[k], atol=1e-6) for k in one)
 
 
@@ -68,8 +73,13 @@ def test_noise_is_gaussian_with_std_sigma_times_clip(level):
     data = batch(b)
     g = torch.Generator().manual_seed(5)
     reference = clean.observe(server, {}, data, [], None).observed
-    noise = torch.cat([(noisy.observe(server, {}, data, [], g).observed[k] - v).flatten()
-                       for _ in range(4) for k, v in reference.items()]).double()
+    noise = torch.cat(
+        [
+            (noisy.observe(server, {}, data, [], g).observed[k] - v).flatten()
+            for _ in range(4)
+            for k, v in reference.items()
+        ]
+    ).double()
     expected = sigma * clip / (b if level == "sample" else 1)  # DP-SGD averages the noised sum over the batch
     assert noise.numel() > 50_000
     assert abs(float(noise.mean())) < 4 * expected / math.sqrt(noise.numel())
@@ -88,8 +98,9 @@ def test_client_level_clips_the_whole_upload():
     assert all(torch.allclose(obs.observed[k], raw[k] * scale, atol=1e-7) for k in raw)
 
 
-@pytest.mark.parametrize("options", [{"level": "sample"}, {"level": "client"},
-                                     {"level": "sample", "local_steps": 3, "momentum": 0.5}])
+@pytest.mark.parametrize(
+    "options", [{"level": "sample"}, {"level": "client"}, {"level": "sample", "local_steps": 3, "momentum": 0.5}]
+)
 def test_simulate_true_data_reproduces_the_noise_free_observation(options):
     d, server = make(noise_multiplier=0.0, clip=0.5, **options)
     data = batch(4, batch_size=2)
@@ -132,8 +143,9 @@ def test_epsilon_is_opacus_rdp_accountant_for_the_steps_taken():
     for _ in range(steps):
         accountant.step(noise_multiplier=sigma, sample_rate=q)
     alphas = list(RDP_ORDERS)
-    assert epsilon_spent([(sigma, q, steps)], 1e-5) == pytest.approx(accountant.get_epsilon(1e-5, alphas=alphas),
-                                                                      rel=1e-12)
+    assert epsilon_spent([(sigma, q, steps)], 1e-5) == pytest.approx(
+        accountant.get_epsilon(1e-5, alphas=alphas), rel=1e-12
+    )
     # a client that trained two rounds of 5 steps at q = 2/10, then is observed for one step at q = 1/10
     d, server = make(noise_multiplier=sigma, delta=1e-5)
     client = {}
@@ -174,8 +186,12 @@ def test_exchange_epsilon_composes_the_steps_that_contain_an_example():
     assert up.metrics["epsilon_exchange"] == pytest.approx(4.73, abs=0.01)
 
 
-SETTINGS = [(sigma, q, steps) for sigma in (0.1, 0.5, 1.0, 4.0) for q in (1.0, 1 / 299, 50 / 600)
-            for steps in (1, 10, 100, 1000)]
+SETTINGS = [
+    (sigma, q, steps)
+    for sigma in (0.1, 0.5, 1.0, 4.0)
+    for q in (1.0, 1 / 299, 50 / 600)
+    for steps in (1, 10, 100, 1000)
+]
 
 
 def test_the_optimal_rdp_order_is_interior_for_every_reported_setting():
@@ -201,14 +217,15 @@ def _log_a_by_integration(q, sigma, alpha):
     """log E_{z~N(0,σ²)} [((1 − q) + q·exp((2z − 1)/(2σ²)))^α] by the trapezoid rule: the sampled Gaussian
     mechanism's RDP times (α − 1) (Mironov et al. 2019), independent of Opacus' series."""
     z = np.linspace(-40 * sigma, 40 * sigma + alpha, 400_001)
-    log_ratio = np.logaddexp(np.log1p(-q), np.log(q) + (2 * z - 1) / (2 * sigma ** 2))
-    log_f = alpha * log_ratio - z ** 2 / (2 * sigma ** 2) - 0.5 * np.log(2 * np.pi * sigma ** 2)
+    log_ratio = np.logaddexp(np.log1p(-q), np.log(q) + (2 * z - 1) / (2 * sigma**2))
+    log_f = alpha * log_ratio - z**2 / (2 * sigma**2) - 0.5 * np.log(2 * np.pi * sigma**2)
     top = log_f.max()
     return top + np.log(np.trapezoid(np.exp(log_f - top), z))
 
 
-@pytest.mark.parametrize("sigma, q, reference", [(1.0, 1 / 299, 0.742), (4.0, 1 / 299, None), (2.76, 1 / 189, None),
-                                                 (10.6, 50 / 600, None)])
+@pytest.mark.parametrize(
+    "sigma, q, reference", [(1.0, 1 / 299, 0.742), (4.0, 1 / 299, None), (2.76, 1 / 189, None), (10.6, 50 / 600, None)]
+)
 def test_epsilon_at_its_optimal_order_agrees_with_direct_integration(sigma, q, reference):
     """Where bench reads the RDP curve (the optimal order), Opacus' series equals a direct numerical
     integral; with q = 1/299, σ = 1 the wide grid gives REFERENCES.md's 0.742."""
@@ -261,18 +278,21 @@ def test_target_epsilon_is_calibrated_with_opacus():
     assert 3.9 < spent <= 4.0
 
 
-@pytest.mark.parametrize("options, fragment", [
-    ({"clip": -1.0}, "option 'clip' must be > 0.0"),
-    ({"clip": 0.0}, "option 'clip' must be > 0.0"),
-    ({"target_epsilon": 0.0, "epochs": 1}, "option 'target_epsilon' must be > 0.0"),
-    ({"target_epsilon": -2.0, "epochs": 1}, "option 'target_epsilon' must be > 0.0"),
-    ({"noise_multiplier": -0.1}, "option 'noise_multiplier' must be >= 0.0"),
-    ({"delta": 0.0}, "option 'delta' must be > 0.0"),
-    ({"level": "user"}, "must be 'sample' or 'client'"),
-    ({"noise_multiplier": 1.0, "target_epsilon": 2.0, "epochs": 3}, "noise_multiplier or target_epsilon, not both"),
-    ({"target_epsilon": 2.0}, "target_epsilon needs epochs"),
-    ({"preset": "hyperfl-paper", "noise_multiplier": 1.0}, "noise_multiplier or target_epsilon, not both"),
-])
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        ({"clip": -1.0}, "option 'clip' must be > 0.0"),
+        ({"clip": 0.0}, "option 'clip' must be > 0.0"),
+        ({"target_epsilon": 0.0, "epochs": 1}, "option 'target_epsilon' must be > 0.0"),
+        ({"target_epsilon": -2.0, "epochs": 1}, "option 'target_epsilon' must be > 0.0"),
+        ({"noise_multiplier": -0.1}, "option 'noise_multiplier' must be >= 0.0"),
+        ({"delta": 0.0}, "option 'delta' must be > 0.0"),
+        ({"level": "user"}, "must be 'sample' or 'client'"),
+        ({"noise_multiplier": 1.0, "target_epsilon": 2.0, "epochs": 3}, "noise_multiplier or target_epsilon, not both"),
+        ({"target_epsilon": 2.0}, "target_epsilon needs epochs"),
+        ({"preset": "hyperfl-paper", "noise_multiplier": 1.0}, "noise_multiplier or target_epsilon, not both"),
+    ],
+)
 def test_bad_options_are_one_line_errors(options, fragment):
     with pytest.raises(BenchError, match=fragment) as info:
         DP(**options)
@@ -291,15 +311,47 @@ def test_unreachable_target_epsilon_is_a_one_line_error():
 
 
 def test_cli_rows_carry_epsilon_and_delta(tmp_path):
-    args = ["--attack", "dlg", "--attack-arg", "iterations=2", "--attack-arg", "max_iter=2", "--clients", "4", "--quiet"]
-    assert main(["run", "--defense", "dp", "--defense-arg", "noise_multiplier=0.5", *args,
-                 "--output-dir", str(tmp_path)]) == 0
+    args = [
+        "--attack",
+        "dlg",
+        "--attack-arg",
+        "iterations=2",
+        "--attack-arg",
+        "max_iter=2",
+        "--clients",
+        "4",
+        "--quiet",
+    ]
+    assert (
+        main(["run", "--defense", "dp", "--defense-arg", "noise_multiplier=0.5", *args, "--output-dir", str(tmp_path)])
+        == 0
+    )
     row = read_rows(tmp_path / "results.jsonl")[0][0]
     metrics = row["defense_metrics"]
     assert metrics["epsilon"] > 0 and metrics["delta"] == 1e-5 and metrics["noise_multiplier"] == 0.5
     assert 0 < metrics["sample_rate"] < 1  # q = batch / the client's local training set
-    assert main(["train", "--defense", "dp", "--rounds", "2", "--clients", "3", "--train-per-client", "20",
-                 "--test-per-client", "10", "--batch-size", "10", "--output-dir", str(tmp_path / "train")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--defense",
+                "dp",
+                "--rounds",
+                "2",
+                "--clients",
+                "3",
+                "--train-per-client",
+                "20",
+                "--test-per-client",
+                "10",
+                "--batch-size",
+                "10",
+                "--output-dir",
+                str(tmp_path / "train"),
+            ]
+        )
+        == 0
+    )
     train = read_rows(tmp_path / "train" / "results.jsonl")[0][0]
     history = train["history"]
     assert history[0]["epsilon"] < history[1]["epsilon"] and history[1]["dp_steps"] == 4
@@ -309,14 +361,21 @@ def test_cli_rows_carry_epsilon_and_delta(tmp_path):
 
 
 def test_cli_bad_dp_option_is_one_line_exit_2(tmp_path, capsys):
-    code = main(["run", "--defense", "dp", "--attack", "dlg", "--defense-arg", "clip=-1", "--output-dir", str(tmp_path)])
+    code = main(
+        ["run", "--defense", "dp", "--attack", "dlg", "--defense-arg", "clip=-1", "--output-dir", str(tmp_path)]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "clip" in err
 
 
-@pytest.mark.parametrize("args, skipped", [({"noise_multiplier": "0"}, set()),
-                                           ({"noise_multiplier": "0", "level": "client", "local_steps": "2"}, set()),
-                                           ({}, {"simulate-consistent", "matches-client"})])
+@pytest.mark.parametrize(
+    "args, skipped",
+    [
+        ({"noise_multiplier": "0"}, set()),
+        ({"noise_multiplier": "0", "level": "client", "local_steps": "2"}, set()),
+        ({}, {"simulate-consistent", "matches-client"}),
+    ],
+)
 def test_dp_conforms(args, skipped):
     """bench check-defense: with σ = 0 every check passes (the simulator replays exactly); with noise the
     observation declares exact=False and the two replay checks are skipped, the rest pass."""

@@ -1,5 +1,6 @@
 """Utility under equal training: one optimiser for every defense of a comparison, learning rates tuned
 on a validation split of the training data, rows that say what was evaluated, and FedAvg + FT."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,9 @@ from defenses.fedavg import FINETUNED, FedAvg, FedAvgFT
 from tests.helpers import lenet_task
 
 OFFICIAL = {"lr": 0.02, "momentum": 0.5, "weight_decay": 5e-4}
-TINY = FLSettings(clients=2, partition="iid", train_per_client=10, test_per_client=5, batch_size=5, local_epochs=1,
-                  rounds=1)
+TINY = FLSettings(
+    clients=2, partition="iid", train_per_client=10, test_per_client=5, batch_size=5, local_epochs=1, rounds=1
+)
 
 
 def sgd_of(choice: Choice) -> dict:
@@ -48,9 +50,36 @@ def test_a_defense_preset_or_the_user_overrides_the_rule_and_the_row_says_so(tmp
     assert sgd_of(choice) == {**OFFICIAL, "momentum": 0.9}
     with pytest.raises(BenchError, match="unknown optimiser rule 'adam'; valid: 'hyperfl-official' or 'defaults'"):
         equal_optimiser(Choice("fedavg"), "adam")
-    assert main(["train", "--defense", "soteria", "--defense-arg", "lr=0.05", "--preset", "quick", "--dataset", "digits",
-                 "--model", "lenet", "--rounds", "1", "--clients", "2", "--train-per-client", "10",
-                 "--test-per-client", "5", "--local-epochs", "1", "--output-dir", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--defense",
+                "soteria",
+                "--defense-arg",
+                "lr=0.05",
+                "--preset",
+                "quick",
+                "--dataset",
+                "digits",
+                "--model",
+                "lenet",
+                "--rounds",
+                "1",
+                "--clients",
+                "2",
+                "--train-per-client",
+                "10",
+                "--test-per-client",
+                "5",
+                "--local-epochs",
+                "1",
+                "--output-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     row = read_rows(tmp_path / "results.jsonl")[0][0]
     assert row["optimiser"] == {**OFFICIAL, "lr": 0.05} and row["optimiser_rule"] == "hyperfl-official"
     assert row["optimiser_deviations"] == {"lr": 0.05} and row["evaluated"] == "global" and row["seed"] == 0
@@ -60,8 +89,10 @@ def test_sweep_cells_use_one_optimiser_for_attacks_and_training_unless_told(tmp_
     """Every defense's clients run the official SGD in a sweep, in its attack cells as in its training
     cells (so a leaderboard pairs rows of one protocol); "defaults" keeps each defense's own."""
     path = tmp_path / "sweep.toml"
-    body = ('[grid]\nmodels = ["lenet"]\n{extra}[train]\nrounds = 1\n[[defenses]]\nname = "fedavg"\n'
-            '[[defenses]]\nname = "dp"\n[[attacks]]\nname = "ig"\n')
+    body = (
+        '[grid]\nmodels = ["lenet"]\n{extra}[train]\nrounds = 1\n[[defenses]]\nname = "fedavg"\n'
+        '[[defenses]]\nname = "dp"\n[[attacks]]\nname = "ig"\n'
+    )
     path.write_text(body.format(extra=""))
     cells = plan(load_config(path))[0]
     assert [c.kind for c in cells] == ["train", "attack", "train", "attack"]
@@ -78,23 +109,36 @@ def test_sweep_cells_use_one_optimiser_for_attacks_and_training_unless_told(tmp_
 
 def test_the_validation_split_is_carved_from_each_clients_training_data():
     data = build_digits()
-    fed = Federation(data, FLSettings(clients=3, partition="dominant", train_per_client=20, test_per_client=10),
-                     0, torch.device("cpu"))
+    fed = Federation(
+        data,
+        FLSettings(clients=3, partition="dominant", train_per_client=20, test_per_client=10),
+        0,
+        torch.device("cpu"),
+    )
     split = fed.validation_split(0.2, seed=0)
     assert split.test_x is fed.train_x and split.splits is not fed.splits
     for own, new in zip(fed.splits, split.splits):
         train, held = set(new.train.tolist()), set(new.test.tolist())
         assert len(held) == 4 and not train & held and train | held == set(own.train.tolist())
-    assert [s.test.tolist() for s in fed.splits] == [s.test.tolist() for s in
-                                                     Federation(data, fed.settings, 0, torch.device("cpu")).splits]
+    assert [s.test.tolist() for s in fed.splits] == [
+        s.test.tolist() for s in Federation(data, fed.settings, 0, torch.device("cpu")).splits
+    ]
     with pytest.raises(BenchError, match="too few to hold out"):
-        Federation(data, FLSettings(clients=2, train_per_client=1, test_per_client=1), 0,
-                   torch.device("cpu")).validation_split(0.2, 0)
+        Federation(
+            data, FLSettings(clients=2, train_per_client=1, test_per_client=1), 0, torch.device("cpu")
+        ).validation_split(0.2, 0)
 
 
 def test_tune_learning_rate_picks_the_best_validation_accuracy_and_the_row_records_it(tmp_path):
-    spec = TrainSpec(defense=Choice("fedavg"), output_dir=tmp_path, federation=TINY, dataset=Choice("digits"),
-                     model=Choice("lenet"), device="cpu", tune_lr=(1e-6, 0.5))
+    spec = TrainSpec(
+        defense=Choice("fedavg"),
+        output_dir=tmp_path,
+        federation=TINY,
+        dataset=Choice("digits"),
+        model=Choice("lenet"),
+        device="cpu",
+        tune_lr=(1e-6, 0.5),
+    )
     tuning = tune_learning_rate(spec, spec.tune_lr)
     accuracies = tuning["validation_accuracy"]
     assert set(accuracies) == {"1e-06", "0.5"} and tuning["grid"] == [1e-6, 0.5]
@@ -108,8 +152,15 @@ def test_tune_learning_rate_picks_the_best_validation_accuracy_and_the_row_recor
 
 def test_train_rows_say_what_was_evaluated(tmp_path):
     for name, expected in (("fedavg", "global"), ("fedavg-ft", "global+finetuned-head"), ("hyperfl", "personalised")):
-        spec = TrainSpec(defense=Choice(name), output_dir=Path(tmp_path / name), federation=TINY,
-                         dataset=Choice("digits"), model=Choice("lenet"), device="cpu", seed=3)
+        spec = TrainSpec(
+            defense=Choice(name),
+            output_dir=Path(tmp_path / name),
+            federation=TINY,
+            dataset=Choice("digits"),
+            model=Choice("lenet"),
+            device="cpu",
+            seed=3,
+        )
         row = run_training(spec)
         assert row["evaluated"] == expected and row["seed"] == 3
         if name == "fedavg-ft":
@@ -138,7 +189,7 @@ def test_fedavg_ft_fine_tunes_the_head_alone_on_the_clients_data_as_the_official
             opt.zero_grad()
             torch.nn.functional.cross_entropy(ref(x), y).backward()
             opt.step()
-    tuned = {k[len(FINETUNED):]: v for k, v in client.items()}
+    tuned = {k[len(FINETUNED) :]: v for k, v in client.items()}
     assert set(tuned) == {"fc.weight", "fc.bias"}
     for k, v in tuned.items():
         assert torch.allclose(v, ref.get_parameter(k), atol=1e-6)
@@ -150,5 +201,7 @@ def test_fedavg_ft_fine_tunes_the_head_alone_on_the_clients_data_as_the_official
     plain.setup(lenet_task(local_epochs=2))
     assert torch.allclose(plain.predict(server, client, x), forward(d.model, params, x, buffers), atol=1e-6)
     up = d.client_update(server, client, data, None)  # training ignores the fine-tuned head
-    assert torch.equal(torch.cat([v.flatten() for v in up.payload.values()]),
-                       torch.cat([v.flatten() for v in plain.client_update(server, {}, data, None).payload.values()]))
+    assert torch.equal(
+        torch.cat([v.flatten() for v in up.payload.values()]),
+        torch.cat([v.flatten() for v in plain.client_update(server, {}, data, None).payload.values()]),
+    )

@@ -1,5 +1,6 @@
 """The he defense: CKKS precision (real TenSEAL and the simulated model), the aggregate-only
 observation and its simulator, training equal to FedAvg's, costs in every row, one-line errors."""
+
 import importlib.util
 import sys
 
@@ -20,8 +21,14 @@ from tests.helpers import lenet_task
 HAS_TENSEAL = importlib.util.find_spec("tenseal") is not None
 needs_tenseal = pytest.mark.skipif(not HAS_TENSEAL, reason="TenSEAL not installed (pip install 'bench-fl[he]')")
 BACKENDS = ["simulated", pytest.param("tenseal", marks=needs_tenseal)]
-COST_KEYS = ("bytes_uploaded", "plaintext_bytes", "expansion_factor", "encrypt_seconds", "aggregate_seconds",
-             "decrypt_seconds")
+COST_KEYS = (
+    "bytes_uploaded",
+    "plaintext_bytes",
+    "expansion_factor",
+    "encrypt_seconds",
+    "aggregate_seconds",
+    "decrypt_seconds",
+)
 
 
 def make(defense=HE, task=None, **options):
@@ -48,7 +55,7 @@ def roundtrip(roles, vectors, generator=None):
 
 def kurtosis(x):
     x = x - x.mean()
-    return float((x ** 4).mean() / x.var() ** 2)
+    return float((x**4).mean() / x.var() ** 2)
 
 
 @needs_tenseal
@@ -94,7 +101,7 @@ def test_observation_is_the_mean_of_k_uploads_and_simulate_reproduces_it(backend
     f, _ = make(FedAvg)
     target, others = batch(2), cohort(4, n=2)
     obs = d.observe(server, {}, target, others, torch.Generator().manual_seed(0))
-    members = [target] + [data for _, data in others[:k - 1]]
+    members = [target] + [data for _, data in others[: k - 1]]
     plain = [f.observe(server, {}, m, [], None).observed for m in members]
     for key, value in obs.observed.items():
         assert torch.allclose(value, sum(p[key] for p in plain) / k, atol=1e-7, rtol=0)
@@ -109,7 +116,10 @@ def test_observation_is_the_mean_of_k_uploads_and_simulate_reproduces_it(backend
     for key in COST_KEYS:
         assert key in obs.metrics
     assert obs.metrics["aggregated_clients"] == k and obs.metrics["ckks_max_abs_error"] < 1e-7
-    assert 15 < obs.metrics["expansion_factor"] < 26 and obs.metrics["bytes_uploaded"] > 15 * obs.metrics["plaintext_bytes"]
+    assert (
+        15 < obs.metrics["expansion_factor"] < 26
+        and obs.metrics["bytes_uploaded"] > 15 * obs.metrics["plaintext_bytes"]
+    )
     assert all(obs.metrics[key] > 0 for key in COST_KEYS[3:])  # measured (TenSEAL) or modelled from its rates
     assert obs.metrics["he_seconds_source"] == (MEASURED if backend == "tenseal" else MODELLED)
     assert any("no protection" in n for n in obs.notes) == (k == 1)
@@ -132,7 +142,9 @@ def test_training_aggregate_equals_fedavg_within_ckks_precision(backend):
     f, _ = make(FedAvg, task=task, local_steps=2)
     datas = [LocalData(torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,)), 2) for _ in range(3)]
     ours = d.aggregate(server, [d.client_update(server, {}, data, torch.Generator().manual_seed(0)) for data in datas])
-    theirs = f.aggregate(server, [f.client_update(server, {}, data, torch.Generator().manual_seed(0)) for data in datas])
+    theirs = f.aggregate(
+        server, [f.client_update(server, {}, data, torch.Generator().manual_seed(0)) for data in datas]
+    )
     assert set(ours) == set(theirs)
     for key in theirs:
         assert ours[key].dtype == theirs[key].dtype
@@ -141,15 +153,18 @@ def test_training_aggregate_equals_fedavg_within_ckks_precision(backend):
     assert set(COST_KEYS[:4]) <= set(up.metrics) and "aggregate_seconds" in d.server_metrics()
 
 
-@pytest.mark.parametrize("options, fragment", [
-    ({"clients": 0}, "option 'clients' must be >= 1"),
-    ({"backend": "paillier"}, "must be 'simulated' or 'tenseal'"),
-    ({"poly_modulus": 1000}, "option 'poly_modulus' must be"),
-    ({"coeff_bits": "60,x"}, "comma-separated integers"),
-    ({"coeff_bits": "60"}, "at least 2 prime sizes"),
-    ({"poly_modulus": 4096, "coeff_bits": "60,40,40,60"}, "more than the 109"),
-    ({"scale_bits": 200}, "option 'scale_bits' must be in"),
-])
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        ({"clients": 0}, "option 'clients' must be >= 1"),
+        ({"backend": "paillier"}, "must be 'simulated' or 'tenseal'"),
+        ({"poly_modulus": 1000}, "option 'poly_modulus' must be"),
+        ({"coeff_bits": "60,x"}, "comma-separated integers"),
+        ({"coeff_bits": "60"}, "at least 2 prime sizes"),
+        ({"poly_modulus": 4096, "coeff_bits": "60,40,40,60"}, "more than the 109"),
+        ({"scale_bits": 200}, "option 'scale_bits' must be in"),
+    ],
+)
 def test_bad_options_are_one_line_errors(options, fragment):
     with pytest.raises(BenchError, match=fragment) as info:
         HE(**options)
@@ -170,9 +185,29 @@ def test_too_few_clients_in_the_round_is_a_one_line_error():
 
 
 def test_cli_rows_carry_the_cost_columns(tmp_path):
-    assert main(["run", "--defense", "he", "--defense-arg", "clients=2", "--attack", "dlg", "--attack-arg",
-                 "iterations=2", "--attack-arg", "max_iter=2", "--clients", "3", "--quiet",
-                 "--output-dir", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--defense",
+                "he",
+                "--defense-arg",
+                "clients=2",
+                "--attack",
+                "dlg",
+                "--attack-arg",
+                "iterations=2",
+                "--attack-arg",
+                "max_iter=2",
+                "--clients",
+                "3",
+                "--quiet",
+                "--output-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     row = read_rows(tmp_path / "results.jsonl")[0][0]
     assert row["num_reconstructed"] == 2 and all(key in row["defense_metrics"] for key in COST_KEYS)
     assert row["defense_metrics"]["bytes_uploaded"] == 4 * CKKSParams().ciphertext_bytes()  # LeNet: 15,826 values
@@ -185,7 +220,9 @@ def test_he_conforms(args):
     images, which the check does not have (the tests above check that replay)."""
     report = check_defense("he", args)
     assert all(r.status in ("pass", "skip") for r in report.results), report.render()
-    assert ("simulate-consistent" in {r.name for r in report.results if r.status == "pass"}) == (args == {"clients": "1"})
+    assert ("simulate-consistent" in {r.name for r in report.results if r.status == "pass"}) == (
+        args == {"clients": "1"}
+    )
 
 
 @needs_tenseal
@@ -232,9 +269,27 @@ def test_modelled_rates_come_from_the_measured_tenseal_rates():
 def test_training_rows_carry_encrypt_and_decrypt_seconds_per_round(tmp_path, backend):
     """The cost of HE reaches training rows per round: encryption per client and the key holder's
     decryption, measured inside the round's wall time (TenSEAL) or modelled and added on top (simulated)."""
-    args = ["train", "--defense", "he", "--defense-arg", f"backend={backend}", "--rounds", "2", "--clients", "3",
-            "--train-per-client", "8", "--test-per-client", "4", "--batch-size", "4", "--dataset", "digits",
-            "--output-dir", str(tmp_path)]
+    args = [
+        "train",
+        "--defense",
+        "he",
+        "--defense-arg",
+        f"backend={backend}",
+        "--rounds",
+        "2",
+        "--clients",
+        "3",
+        "--train-per-client",
+        "8",
+        "--test-per-client",
+        "4",
+        "--batch-size",
+        "4",
+        "--dataset",
+        "digits",
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     row = read_rows(tmp_path / "results.jsonl")[0][0]
     for h in row["history"]:

@@ -1,4 +1,5 @@
 """HyperFL: the protocol matches the official code's semantics, and its threat model is exact."""
+
 import copy
 
 import pytest
@@ -13,9 +14,20 @@ from bench.inversion import GradientMatching
 from bench.models.cnn import CNN
 from bench.models.convnet import ConvNet
 from bench.threat import LocalData, Upload
-from defenses.hyperfl import (EMBEDDING, HEAD_BIAS, HEAD_WEIGHT, PRIVATE, HyperFL, HyperFLModel, HyperFLProtocol,
-                              estimate_embedding, first_layer_data_part, hyper_gradient, local_round,
-                              weight_decay_factor)
+from defenses.hyperfl import (
+    EMBEDDING,
+    HEAD_BIAS,
+    HEAD_WEIGHT,
+    PRIVATE,
+    HyperFL,
+    HyperFLModel,
+    HyperFLProtocol,
+    estimate_embedding,
+    first_layer_data_part,
+    hyper_gradient,
+    local_round,
+    weight_decay_factor,
+)
 
 
 class Tiny(nn.Module):
@@ -34,8 +46,17 @@ class Tiny(nn.Module):
 
 
 def tiny_task(local_epochs=1):
-    return FLTask(new_model=Tiny, model_name="tiny", classifier="fc2", image_shape=(1, 6, 6), num_classes=3,
-                  mean=(0.5,), std=(0.25,), device=torch.device("cpu"), local_epochs=local_epochs)
+    return FLTask(
+        new_model=Tiny,
+        model_name="tiny",
+        classifier="fc2",
+        image_shape=(1, 6, 6),
+        num_classes=3,
+        mean=(0.5,),
+        std=(0.25,),
+        device=torch.device("cpu"),
+        local_epochs=local_epochs,
+    )
 
 
 def tiny(seed=0, knowledge=None, **options):
@@ -54,8 +75,16 @@ def data(n=4, batch=2, seed=0):
 
 
 def cnn_task(shape):
-    return FLTask(new_model=lambda: CNN().build(shape, 10), model_name="cnn", classifier="fc2", image_shape=shape,
-                  num_classes=10, mean=(0.5,) * shape[0], std=(0.25,) * shape[0], device=torch.device("cpu"))
+    return FLTask(
+        new_model=lambda: CNN().build(shape, 10),
+        model_name="cnn",
+        classifier="fc2",
+        image_shape=shape,
+        num_classes=10,
+        mean=(0.5,) * shape[0],
+        std=(0.25,) * shape[0],
+        device=torch.device("cpu"),
+    )
 
 
 @pytest.mark.parametrize("shape, generated", [((3, 32, 32), 106_400), ((1, 28, 28), 115_776)])
@@ -124,8 +153,12 @@ def test_local_round_equals_the_official_code_with_torch_optimisers():
         opt.zero_grad()
         F.cross_entropy(ref(x), y).backward()
         opt.step()
-    opt = torch.optim.SGD([{"params": ref.hypernetwork.parameters()}, {"params": [ref.embedding]}], lr=0.02,
-                          momentum=0.5, weight_decay=5e-4)
+    opt = torch.optim.SGD(
+        [{"params": ref.hypernetwork.parameters()}, {"params": [ref.embedding]}],
+        lr=0.02,
+        momentum=0.5,
+        weight_decay=5e-4,
+    )
     for _ in range(2):
         for x, y in batches.batches():
             opt.zero_grad()
@@ -155,8 +188,11 @@ def test_gradients_through_the_hypernetwork_match_finite_differences():
         return float(cross_entropy(forward(model, {**h, **private}, x), y))
 
     g = torch.Generator().manual_seed(0)
-    for name in ("hypernetwork.mlp.0.weight", "hypernetwork.heads.conv1__weight.weight",
-                 "hypernetwork.heads.fc1__bias.bias"):
+    for name in (
+        "hypernetwork.mlp.0.weight",
+        "hypernetwork.heads.conv1__weight.weight",
+        "hypernetwork.heads.fc1__bias.bias",
+    ):
         for _ in range(3):
             idx = tuple(int(torch.randint(0, s, (1,), generator=g)) for s in hyper[name].shape)
             eps = 1e-6
@@ -215,8 +251,9 @@ def test_adaptive_attacker_recovers_the_generated_weights_from_one_fedsgd_gradie
     # feature extractor's gradient, reproduced by its simulator with the true head
     assert set(obs.observed) == set(truth) and set(obs.unknowns) == {HEAD_WEIGHT, HEAD_BIAS}
     sim = obs.simulate(target.x, target.y, {k: client[k] for k in obs.unknowns})
-    assert all(torch.allclose(sim[k], obs.observed[k], rtol=1e-4, atol=1e-6 * float(obs.observed[k].abs().max()))
-               for k in sim)
+    assert all(
+        torch.allclose(sim[k], obs.observed[k], rtol=1e-4, atol=1e-6 * float(obs.observed[k].abs().max())) for k in sim
+    )
 
 
 def obs_grad_is_informative(d, server, client, target):
@@ -272,14 +309,23 @@ def test_evaluate_local_scores_the_model_at_the_end_of_the_local_round():
     new = d.aggregate(server, [upload, Upload({k: -v for k, v in upload.payload.items()}, 4)])
     x = data(3, 3, seed=9).x
     local = {k: server[k] + upload.payload[k] for k in server}
-    expected = forward(d.model, {**{f"hypernetwork.{k}": v for k, v in local.items()},
-                                 **{k: client[k] for k in PRIVATE}}, x)
+    expected = forward(
+        d.model, {**{f"hypernetwork.{k}": v for k, v in local.items()}, **{k: client[k] for k in PRIVATE}}, x
+    )
     assert torch.allclose(d.predict(new, client, x), expected, atol=1e-6)
 
 
 def test_models_with_batchnorm_are_refused_with_a_one_line_error():
-    task = FLTask(new_model=lambda: ConvNet(width=4).build((3, 32, 32), 10), model_name="convnet", classifier="fc",
-                  image_shape=(3, 32, 32), num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3, device=torch.device("cpu"))
+    task = FLTask(
+        new_model=lambda: ConvNet(width=4).build((3, 32, 32), 10),
+        model_name="convnet",
+        classifier="fc",
+        image_shape=(3, 32, 32),
+        num_classes=10,
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        device=torch.device("cpu"),
+    )
     with pytest.raises(BenchError, match="without buffers"):
         HyperFL().setup(task)
 
@@ -296,8 +342,9 @@ def test_unaware_guesses_are_drawn_like_a_clients_from_the_attack_stream_only():
 
 @pytest.mark.parametrize("momentum", [0.0, 0.5])
 def test_factored_simulator_matches_the_victim_when_clipping_is_active(momentum):
-    d, server, client = tiny(knowledge="oracle", attack_setting="local", local_epochs=3, max_grad_norm=1e-3,
-                             momentum=momentum)
+    d, server, client = tiny(
+        knowledge="oracle", attack_setting="local", local_epochs=3, max_grad_norm=1e-3, momentum=momentum
+    )
     target = data(2, 1)
     obs = d.observe(server, client, target, [], None)
     sim = obs.simulate(target.x, target.y, {k: client[k] for k in PRIVATE})
@@ -309,9 +356,32 @@ def test_attack_after_training_rounds_runs_end_to_end(tmp_path):
     from bench.cli import main
     from bench.results import read_rows
 
-    args = ["run", "--defense", "hyperfl", "--attack", "dlg", "--attack-arg", "iterations=2", "--attack-arg",
-            "max_iter=2", "--dataset", "digits", "--model", "lenet", "--clients", "2", "--train-per-client", "20",
-            "--test-per-client", "10", "--attack-round", "1", "--quiet", "--output-dir", str(tmp_path)]
+    args = [
+        "run",
+        "--defense",
+        "hyperfl",
+        "--attack",
+        "dlg",
+        "--attack-arg",
+        "iterations=2",
+        "--attack-arg",
+        "max_iter=2",
+        "--dataset",
+        "digits",
+        "--model",
+        "lenet",
+        "--clients",
+        "2",
+        "--train-per-client",
+        "20",
+        "--test-per-client",
+        "10",
+        "--attack-round",
+        "1",
+        "--quiet",
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     row = read_rows(tmp_path / "results.jsonl")[0][0]
     assert row["knowledge"] == "adaptive" and row["attack_round"] == 1 and HyperFL.default_model == "cnn"
@@ -329,8 +399,12 @@ def test_train_presets_apply_the_protocol_the_model_and_the_defense_preset():
     assert resolve("quick", Choice("hyperfl"), Choice("photos"), None, {}).federation.rounds == 20
     r = resolve("paper", Choice("hyperfl"), Choice("cifar10"), Choice("lenet"), {})
     assert r.defense.args == {} and r.model.name == "lenet" and r.extra["defense_preset_applied"] is None
-    assert (r.federation.clients, r.federation.rounds, r.federation.train_per_client,
-            r.federation.test_per_client) == (20, 200, 600, 300)
+    assert (r.federation.clients, r.federation.rounds, r.federation.train_per_client, r.federation.test_per_client) == (
+        20,
+        200,
+        600,
+        300,
+    )
     r = resolve("paper", Choice("fedavg", {"preset": "hyperfl-paper", "lr": "0.1"}), Choice("emnist"), None, {})
     assert r.defense.args == {"preset": "hyperfl-paper", "lr": "0.1"} and r.federation.train_per_client == 1000
     r = resolve(None, Choice("fedavg"), Choice("photos"), None, {"clients": 4})
@@ -343,9 +417,29 @@ def test_train_cli_applies_a_preset_under_explicit_flags(tmp_path):
     from bench.cli import main
     from bench.results import read_rows
 
-    args = ["train", "--defense", "hyperfl", "--preset", "quick", "--dataset", "digits", "--model", "lenet",
-            "--rounds", "1", "--clients", "2", "--train-per-client", "10", "--test-per-client", "5",
-            "--local-epochs", "1", "--output-dir", str(tmp_path)]
+    args = [
+        "train",
+        "--defense",
+        "hyperfl",
+        "--preset",
+        "quick",
+        "--dataset",
+        "digits",
+        "--model",
+        "lenet",
+        "--rounds",
+        "1",
+        "--clients",
+        "2",
+        "--train-per-client",
+        "10",
+        "--test-per-client",
+        "5",
+        "--local-epochs",
+        "1",
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     row = read_rows(tmp_path / "results.jsonl")[0][0]
     fed = row["config"]["run"]["federation"]
@@ -364,13 +458,16 @@ def test_hyperfl_conforms_under_every_attacker(attacker):
 
     report = check_defense("hyperfl", {}, Choice("lenet"), knowledge=attacker)
     # FedSGD observes one hypernetwork gradient, training uploads a round's update: matches-client may warn
-    assert all(r.status in ("pass", "skip") or (r.name, r.status) == ("matches-client", "warn")
-               for r in report.results), report.render()
+    assert all(
+        r.status in ("pass", "skip") or (r.name, r.status) == ("matches-client", "warn") for r in report.results
+    ), report.render()
     assert "private-state" in {r.name for r in report.results if r.status == "pass"}
 
 
 def with_others(target, others):
-    return LocalData(target.x, target.y, target.batch_size, population=len(target) + len(others), others=(others.x, others.y))
+    return LocalData(
+        target.x, target.y, target.batch_size, population=len(target) + len(others), others=(others.x, others.y)
+    )
 
 
 def test_an_attacked_batch_carries_the_clients_other_examples():
@@ -392,8 +489,15 @@ def test_local_setting_runs_the_round_over_the_clients_local_data(attacker):
     round_x, round_y = torch.cat([target.x, target.others[0][:1]]), torch.cat([target.y, target.others[1][:1]])
     batches = list(LocalData(round_x, round_y, 1).batches())
     d.model.eval()
-    new, _ = local_round(d.model, {f"hypernetwork.{k}": v for k, v in server.items()}, dict(client), batches,
-                         batches * 2, d.protocol, create_graph=False)
+    new, _ = local_round(
+        d.model,
+        {f"hypernetwork.{k}": v for k, v in server.items()},
+        dict(client),
+        batches,
+        batches * 2,
+        d.protocol,
+        create_graph=False,
+    )
     for k in server:
         assert torch.allclose(obs.observed[k], new[f"hypernetwork.{k}"] - server[k], atol=1e-7), k
     assert obs.metrics["round_examples"] == 2 and obs.metrics["round_batches_per_epoch"] == 2
@@ -422,8 +526,9 @@ def test_weight_decay_drift_of_the_first_layer_is_removed_exactly(momentum, step
     """torch.optim.SGD with weight decay and momentum: with zero data gradient the drift-free update is
     zero; with a data gradient of a fixed embedding e (δ_t eᵀ, δ_t) the estimate is e, to float64
     precision — where the first-order drift of the earlier estimate left an error."""
-    p = HyperFLProtocol(head_epochs=1, head_lr=0.1, local_epochs=1, lr=0.5, momentum=momentum, weight_decay=0.05,
-                        max_grad_norm=50.0)
+    p = HyperFLProtocol(
+        head_epochs=1, head_lr=0.1, local_epochs=1, lr=0.5, momentum=momentum, weight_decay=0.05, max_grad_norm=50.0
+    )
     g = torch.Generator().manual_seed(0)
     a0, c0 = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
     e = torch.randn(3, generator=g, dtype=torch.float64)
@@ -440,7 +545,8 @@ def test_weight_decay_drift_of_the_first_layer_is_removed_exactly(momentum, step
         if not with_data:
             assert float(data_a.abs().max()) < 1e-14 and float(data_c.abs().max()) < 1e-14
             assert weight_decay_factor(p.lr, p.momentum, p.weight_decay, steps) == pytest.approx(
-                float((a[0, 0] / a0[0, 0]).detach()), rel=1e-12)
+                float((a[0, 0] / a0[0, 0]).detach()), rel=1e-12
+            )
         else:
             assert torch.allclose(estimate_embedding(server, update, p, steps), e, atol=1e-10)
     if steps > 1:  # the earlier first-order drift, lr·wd·Σ_t Σ_s≤t momentum^(t−s), is not exact
@@ -452,10 +558,34 @@ def test_the_harness_hands_the_local_setting_the_clients_other_examples(tmp_path
     from bench.cli import main
     from bench.results import read_rows
 
-    args = ["run", "--defense", "hyperfl", "--defense-arg", "attack_setting=local", "--attack", "dlg", "--attack-arg",
-            "iterations=1", "--attack-arg", "max_iter=1", "--dataset", "digits", "--model", "lenet", "--clients", "2",
-            "--train-per-client", "6", "--test-per-client", "2", "--local-epochs", "1", "--quiet",
-            "--output-dir", str(tmp_path)]
+    args = [
+        "run",
+        "--defense",
+        "hyperfl",
+        "--defense-arg",
+        "attack_setting=local",
+        "--attack",
+        "dlg",
+        "--attack-arg",
+        "iterations=1",
+        "--attack-arg",
+        "max_iter=1",
+        "--dataset",
+        "digits",
+        "--model",
+        "lenet",
+        "--clients",
+        "2",
+        "--train-per-client",
+        "6",
+        "--test-per-client",
+        "2",
+        "--local-epochs",
+        "1",
+        "--quiet",
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     row = read_rows(tmp_path / "results.jsonl")[0][0]
     assert row["defense_metrics"]["round_examples"] == 2 and row["num_reconstructed"] == 2

@@ -1,11 +1,20 @@
 """The shared attack machinery: label rules, distances and priors, the Adam loop, batched restarts."""
+
 import dataclasses
 
 import pytest
 import torch
 
-from bench.inversion import (BestIterates, GradientMatching, adam, count_labels, idlg_label, infer_labels,
-                             step_milestones, total_variation)
+from bench.inversion import (
+    BestIterates,
+    GradientMatching,
+    adam,
+    count_labels,
+    idlg_label,
+    infer_labels,
+    step_milestones,
+    total_variation,
+)
 from bench.inversion.objective import cosine_distance, layerwise_cosine_distance
 from bench.models.base import classifier_of
 from bench.progress import SilentProgress
@@ -19,8 +28,11 @@ def fedavg_obs(labels, seed=0, size=16, local_steps=0, num_classes=10, model=Non
     torch.manual_seed(seed)
     task = lenet_task(image_shape=(3, size, size), num_classes=num_classes)
     if model is not None:
-        task = dataclasses.replace(task, new_model=lambda: model.build((3, size, size), num_classes),
-                                   classifier=classifier_of(model.build((3, size, size), num_classes)))
+        task = dataclasses.replace(
+            task,
+            new_model=lambda: model.build((3, size, size), num_classes),
+            classifier=classifier_of(model.build((3, size, size), num_classes)),
+        )
     d = FedAvg(local_steps=local_steps)
     d.setup(task)
     y = torch.tensor(labels)
@@ -29,6 +41,7 @@ def fedavg_obs(labels, seed=0, size=16, local_steps=0, num_classes=10, model=Non
 
 
 # ---- label rules -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("label", [0, 3, 9])
 def test_idlg_rule_reads_the_label_of_one_image(label):
@@ -50,7 +63,14 @@ def test_count_rule_on_an_ideal_signal_recovers_repeated_labels():
     counts[2], counts[5], counts[9] = 2, 1, 1
     signal = 0.7 * (1 / 10 - counts / 4)
     assert count_labels(signal, 4).tolist() == [2, 2, 5, 9]
-    assert count_labels(signal, 6).tolist() == [2, 2, 2, 5, 9, 9] or count_labels(signal, 6).tolist() == [2, 2, 2, 5, 5, 9]
+    assert count_labels(signal, 6).tolist() == [2, 2, 2, 5, 9, 9] or count_labels(signal, 6).tolist() == [
+        2,
+        2,
+        2,
+        5,
+        5,
+        9,
+    ]
 
 
 def test_count_rule_takes_the_most_negative_when_more_classes_are_negative_than_images():
@@ -90,6 +110,7 @@ def test_no_label_rule_without_the_classifier():
 
 # ---- distances and priors ------------------------------------------------------------------------
 
+
 def test_cosine_distance_values():
     a = [torch.tensor([1.0, 0.0]), torch.tensor([[0.0, 2.0]])]
     assert cosine_distance(a, a).item() == pytest.approx(0.0, abs=1e-7)
@@ -109,6 +130,7 @@ def test_total_variation_value():
 
 
 # ---- the Adam loop ---------------------------------------------------------------------------------
+
 
 def test_step_milestones_match_the_reference():
     assert step_milestones(4800) == [1799, 2999, 4203]  # float floor division, as in the reference
@@ -152,8 +174,9 @@ def test_adam_projects_after_every_step_and_records_divergence_per_restart():
         loss = -v.sum(dim=1)  # pushes every coordinate up, against the box
         return torch.where(torch.arange(3) == 1, loss * (float("nan") if len(seen) > 3 else 1.0), loss)
 
-    result = adam([v], objective, 6, SilentProgress(), lr=0.3, signed=[v], decay=False,
-                  project=lambda: v.clamp_(max=0.5))
+    result = adam(
+        [v], objective, 6, SilentProgress(), lr=0.3, signed=[v], decay=False, project=lambda: v.clamp_(max=0.5)
+    )
     assert all(float(s.max()) <= 0.5 for s in seen)
     assert result.diverged.tolist() == [False, True, False] and result.iterations == 6
     assert torch.isfinite(result.values[0]).all() and torch.isfinite(v).all()
@@ -176,6 +199,7 @@ def test_best_iterates_restore_only_selected_restarts():
 
 # ---- batched restarts ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("local_steps", [0, 2])
 def test_vmapped_restarts_equal_sequential_runs(local_steps):
     """Adam on the sum of R restarts' losses (one vmapped tensor) = R independent runs."""
@@ -186,13 +210,20 @@ def test_vmapped_restarts_equal_sequential_runs(local_steps):
     def run(start):
         x = start.clone().requires_grad_(True)
         labels = y.expand(len(start), -1)
-        out = adam([x], lambda: objective.loss_batched(x, labels, {}), 6, SilentProgress(), lr=0.1, signed=[x],
-                   project=lambda: x.clamp_(-1.5, 1.5))
+        out = adam(
+            [x],
+            lambda: objective.loss_batched(x, labels, {}),
+            6,
+            SilentProgress(),
+            lr=0.1,
+            signed=[x],
+            project=lambda: x.clamp_(-1.5, 1.5),
+        )
         return out.values[0], out.losses
 
     batched, batched_losses = run(init)
     assert not hasattr(objective, "vmap_failed")
     for r in range(2):
-        alone, alone_loss = run(init[r:r + 1])
+        alone, alone_loss = run(init[r : r + 1])
         assert torch.allclose(batched[r], alone[0], atol=1e-4)
         assert batched_losses[r].item() == pytest.approx(alone_loss[0].item(), rel=1e-4, abs=1e-6)

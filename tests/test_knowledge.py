@@ -1,4 +1,5 @@
 """The attacker-knowledge axis: declared per defense, chosen per run, recorded in every row and cell."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,15 +27,22 @@ def test_every_builtin_declares_standard_levels_with_a_default(name):
 def test_an_undeclared_level_is_a_one_line_error_naming_the_valid_ones(tmp_path, capsys):
     with pytest.raises(BenchError, match="has no knowledge level 'oracle'; valid: 'adaptive' or 'unaware'"):
         create("defense", "dp", {}).use_knowledge("oracle")
-    assert main(["run", "--defense", "fedavg", "--attack", "ig", "--knowledge", "unaware",
-                 "--output-dir", str(tmp_path)]) == 2
+    assert (
+        main(["run", "--defense", "fedavg", "--attack", "ig", "--knowledge", "unaware", "--output-dir", str(tmp_path)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "valid: 'adaptive'" in err
 
 
 def test_rows_and_configs_record_the_level_and_the_default_is_resolved(tmp_path):
-    base = RunSpec(defense=Choice("dp"), attack=FAST_IG, output_dir=tmp_path, model=Choice("lenet"),
-                   federation=FLSettings(clients=2))
+    base = RunSpec(
+        defense=Choice("dp"),
+        attack=FAST_IG,
+        output_dir=tmp_path,
+        model=Choice("lenet"),
+        federation=FLSettings(clients=2),
+    )
     explicit = RunSpec(**{**base.__dict__, "knowledge": "adaptive"})
     assert resolved_config(base) == resolved_config(explicit)  # spelling out the default: the same run
     unaware = RunSpec(**{**base.__dict__, "knowledge": "unaware", "output_dir": tmp_path / "u"})
@@ -46,10 +54,12 @@ def test_rows_and_configs_record_the_level_and_the_default_is_resolved(tmp_path)
 
 def test_sweeps_expand_the_knowledge_axis_per_defense(tmp_path):
     path = tmp_path / "sweep.toml"
-    path.write_text('[grid]\nknowledge = "all"\nmodels = ["lenet"]\n[train]\nenabled = false\n'
-                    '[[defenses]]\nname = "fedavg"\n[[defenses]]\nname = "hyperfl"\nknowledge = ["oracle", "default"]\n'
-                    '[[defenses]]\nname = "soteria"\nknowledge = ["oracle"]\n'
-                    '[[attacks]]\nname = "ig"\n')
+    path.write_text(
+        '[grid]\nknowledge = "all"\nmodels = ["lenet"]\n[train]\nenabled = false\n'
+        '[[defenses]]\nname = "fedavg"\n[[defenses]]\nname = "hyperfl"\nknowledge = ["oracle", "default"]\n'
+        '[[defenses]]\nname = "soteria"\nknowledge = ["oracle"]\n'
+        '[[attacks]]\nname = "ig"\n'
+    )
     cells, notes = plan(load_config(path))
     levels = sorted((c.spec.defense.name, c.spec.knowledge) for c in cells)
     assert levels == [("fedavg", "adaptive"), ("hyperfl", "adaptive"), ("hyperfl", "oracle")]

@@ -1,4 +1,5 @@
 """Leaderboard and report from fixture rows: numbers, ranking, diverged runs, images, bad input."""
+
 import csv
 import io
 import json
@@ -56,7 +57,9 @@ def test_leaderboard_numbers_and_ranking(fixture_dir, capsys):
     assert [r["defense"] for r in sorted(rows.values(), key=lambda r: int(r["rank"]))] == RANKED
     assert header[:7] == ["rank", "defense", "knowledge", "model", "tier", "strongest attack", "PSNR median ↓"]
     fedavg = rows["fedavg"]
-    assert fedavg["strongest attack"] == "dlg" and fedavg["PSNR median ↓"] == "33.00" and fedavg["knowledge"] == "adaptive"
+    assert (
+        fedavg["strongest attack"] == "dlg" and fedavg["PSNR median ↓"] == "33.00" and fedavg["knowledge"] == "adaptive"
+    )
     assert fedavg["PSNR mean [95 % CI]"].startswith("33.00 ± 2.58 [") and fedavg["recovered ↓"] == "4/4 (100 %)"
     assert fedavg["gain over baseline, dB ↓"] == "+21.0" and fedavg["N"] == "4"
     assert fedavg["accuracy % ↑"] == "71.0 ± 1.4 (n=2)" and fedavg["tier"] == "0"
@@ -84,7 +87,10 @@ def test_diverged_included_on_request(fixture_dir, capsys):
 def test_the_success_rule_is_an_option(fixture_dir, capsys):
     assert main(["leaderboard", str(fixture_dir), "--success", "psnr>=30"]) == 0
     _, _, attacks = _md_rows(capsys.readouterr().out)
-    assert attacks[("fedavg", "dlg")]["recovered"] == "4/4 (100 %)" and attacks[("fedavg", "ig")]["recovered"] == "0/4 (0 %)"
+    assert (
+        attacks[("fedavg", "dlg")]["recovered"] == "4/4 (100 %)"
+        and attacks[("fedavg", "ig")]["recovered"] == "0/4 (0 %)"
+    )
     for bad in ("psnr>30", "nope>=1", "label_acc_gain>=1"):
         assert main(["leaderboard", str(fixture_dir), "--success", bad]) == 2
         err = capsys.readouterr().err
@@ -93,9 +99,17 @@ def test_the_success_rule_is_an_option(fixture_dir, capsys):
 
 def test_an_attack_under_several_settings_shows_its_strongest(fixture_dir):
     rows = load_results([fixture_dir]).rows
-    tuned = [dict(r, config={**r["config"], "attack": {**r["config"]["attack"], "tv": 0.1}},
-                  psnr=r["psnr"] + 10, run_id=r["run_id"] + "-tuned", tuning={"id": "t1"})
-             for r in rows if r["kind"] == "attack" and r["attack"] == "ig" and r["defense"] == "fedavg"]
+    tuned = [
+        dict(
+            r,
+            config={**r["config"], "attack": {**r["config"]["attack"], "tv": 0.1}},
+            psnr=r["psnr"] + 10,
+            run_id=r["run_id"] + "-tuned",
+            tuning={"id": "t1"},
+        )
+        for r in rows
+        if r["kind"] == "attack" and r["attack"] == "ig" and r["defense"] == "fedavg"
+    ]
     entry = next(e for e in build(rows + tuned).tables[0].entries if e.defense == "fedavg")
     cell = entry.attacks["ig"]
     assert cell.stats["psnr"].median == 33.0 and cell.settings_tried == 2 and cell.tunings == ("t1",)
@@ -131,9 +145,13 @@ def test_csv_and_html(fixture_dir, tmp_path, capsys):
 
 
 def test_labels_show_only_differing_options():
-    labels = config_labels({"a": {"name": "dp", "clip": 1.0, "noise_multiplier": 0.5},
-                            "b": {"name": "dp", "clip": 1.0, "noise_multiplier": 2.0},
-                            "c": {"name": "fedavg", "lr": 0.1}})
+    labels = config_labels(
+        {
+            "a": {"name": "dp", "clip": 1.0, "noise_multiplier": 0.5},
+            "b": {"name": "dp", "clip": 1.0, "noise_multiplier": 2.0},
+            "c": {"name": "fedavg", "lr": 0.1},
+        }
+    )
     assert labels == {"a": "dp(noise_multiplier=0.5)", "b": "dp(noise_multiplier=2)", "c": "fedavg"}
 
 
@@ -146,8 +164,16 @@ def test_report_is_self_contained_with_figures_and_images(fixture_dir, tmp_path,
     assert len(sources) == 3 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r"(href|src)=['\"]?(https?:|//|file:)", page) and "<link" not in page
     assert "<script" not in page
-    for fragment in ("MORE privacy", "33.00 ± 2.58", "6.50", "Privacy against utility", "PSNR per target",
-                     "Reconstructions", "ground truth (top)", "git commit 0123456789"):
+    for fragment in (
+        "MORE privacy",
+        "33.00 ± 2.58",
+        "6.50",
+        "Privacy against utility",
+        "PSNR per target",
+        "Reconstructions",
+        "ground truth (top)",
+        "git commit 0123456789",
+    ):
         assert fragment in page, fragment
     assert "missing on disk" not in page
     ranks = [page.index(f"<td>{name}</td>") for name in RANKED]
@@ -189,11 +215,14 @@ def test_corrupt_lines_are_reported_with_line_numbers_and_skipped(fixture_dir, c
     assert attacks[("fedavg", "ig")]["N"] == "4"
 
 
-@pytest.mark.parametrize("make, fragment", [
-    (lambda d: d / "missing.jsonl", "no such results file or directory"),
-    (lambda d: (d / "empty").mkdir() or d / "empty", "no result rows found"),
-    (lambda d: ((d / "bin.jsonl").write_bytes(bytes(range(256)) * 4), d / "bin.jsonl")[1], "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda d: d / "missing.jsonl", "no such results file or directory"),
+        (lambda d: (d / "empty").mkdir() or d / "empty", "no result rows found"),
+        (lambda d: ((d / "bin.jsonl").write_bytes(bytes(range(256)) * 4), d / "bin.jsonl")[1], "not valid JSON"),
+    ],
+)
 def test_unusable_input_is_one_line_error(tmp_path, capsys, make, fragment):
     assert main(["leaderboard", str(make(tmp_path))]) == 2
     err = capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Fetching LPIPS's AlexNet weights: from a local HTTP server, never when offline, never twice after a failure."""
+
 import hashlib
 import http.server
 import json
@@ -150,8 +151,26 @@ def test_run_and_sweep_take_offline(tmp_path, monkeypatch):
     monkeypatch.delenv("BENCH_OFFLINE")
     monkeypatch.setattr(perceptual, "probe", lambda *a, **k: pytest.fail("--offline must not touch the network"))
     out = tmp_path / "run"
-    assert main(["run", "--defense", "fedavg", "--attack", "dlg", "--attack-arg", "iterations=2", "--clients", "4",
-                 "--quiet", "--offline", "--output-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--defense",
+                "fedavg",
+                "--attack",
+                "dlg",
+                "--attack-arg",
+                "iterations=2",
+                "--clients",
+                "4",
+                "--quiet",
+                "--offline",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     row = read_rows(out / "results.jsonl")[0][0]
     assert row["lpips"] is None and "downloads are off" in row["lpips_note"]
     assert build_parser().parse_args(["sweep", "configs/default.toml", "--offline"]).offline

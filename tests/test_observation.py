@@ -1,5 +1,5 @@
 """Invariants of the Observation contract, checked on the FedAvg defense."""
-import pytest
+
 import torch
 
 from bench.functional import loss_gradient, sgd_steps
@@ -75,8 +75,9 @@ def test_functional_sgd_matches_torch_optim():
     model = lenet_task().new_model()
     data = batch(4)
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
-    ours = sgd_steps(model, params, [(data.x, data.y)] * 3, lr=0.05, momentum=0.9, weight_decay=1e-3,
-                     create_graph=False)
+    ours = sgd_steps(
+        model, params, [(data.x, data.y)] * 3, lr=0.05, momentum=0.9, weight_decay=1e-3, create_graph=False
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
     for _ in range(3):
         opt.zero_grad()

@@ -3,8 +3,12 @@ import pytest
 from bench.errors import BenchError
 from bench.options import Option, parse_assignments, resolve_options
 
-OPTS = (Option("iterations", int, 10, "steps", min=1), Option("lr", float, 0.1, "rate", min=0.0, min_exclusive=True),
-        Option("mode", str, "a", "mode", choices=("a", "b")), Option("flag", bool, False, "flag"))
+OPTS = (
+    Option("iterations", int, 10, "steps", min=1),
+    Option("lr", float, 0.1, "rate", min=0.0, min_exclusive=True),
+    Option("mode", str, "a", "mode", choices=("a", "b")),
+    Option("flag", bool, False, "flag"),
+)
 
 
 def test_defaults_and_parsing():
@@ -13,15 +17,18 @@ def test_defaults_and_parsing():
     assert resolve_options(OPTS, {}, "attack 'x'") == {"iterations": 10, "lr": 0.1, "mode": "a", "flag": False}
 
 
-@pytest.mark.parametrize("given, fragment", [
-    ({"iterations": "many"}, "expects int"),
-    ({"iterations": "0"}, "must be >= 1"),
-    ({"lr": "0"}, "must be > 0.0"),
-    ({"mode": "c"}, "'a' or 'b'"),
-    ({"flag": "maybe"}, "expects bool"),
-    ({"nope": "1"}, "valid options: 'flag', 'iterations', 'lr' or 'mode'"),
-    ({"preset": "fast"}, "no preset 'fast'"),
-])
+@pytest.mark.parametrize(
+    "given, fragment",
+    [
+        ({"iterations": "many"}, "expects int"),
+        ({"iterations": "0"}, "must be >= 1"),
+        ({"lr": "0"}, "must be > 0.0"),
+        ({"mode": "c"}, "'a' or 'b'"),
+        ({"flag": "maybe"}, "expects bool"),
+        ({"nope": "1"}, "valid options: 'flag', 'iterations', 'lr' or 'mode'"),
+        ({"preset": "fast"}, "no preset 'fast'"),
+    ],
+)
 def test_bad_values_are_one_line_errors(given, fragment):
     with pytest.raises(BenchError) as exc:
         resolve_options(OPTS, given, "attack 'x'")

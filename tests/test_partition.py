@@ -100,7 +100,23 @@ def test_two_hundred_own_mnist_images_train_under_the_default_federation(tmp_pat
 
     make_mnist_like(tmp_path / "data", "MNIST", train_n=200, test_n=200)  # 20 per class
     out = tmp_path / "out"
-    assert main(["train", "--defense", "fedavg", "--dataset", "mnist", "--data-root", str(tmp_path / "data"),
-                 "--rounds", "1", "--output-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--defense",
+                "fedavg",
+                "--dataset",
+                "mnist",
+                "--data-root",
+                str(tmp_path / "data"),
+                "--rounds",
+                "1",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows, problems = read_rows(out / "results.jsonl")
     assert not problems and rows[0]["clients"] == 20

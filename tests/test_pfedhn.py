@@ -1,4 +1,5 @@
 """pFedHN: the server's vector-Jacobian step against a hand computation, the exact observation, a short training run."""
+
 import pytest
 import torch
 
@@ -72,11 +73,13 @@ def test_server_step_is_the_vjp_of_the_generated_weights_clipped_then_sgd():
 def test_uploads_step_in_order_each_with_the_vjp_at_the_rounds_hypernetwork():
     d = tiny(lr=0.05, momentum=0.5, weight_decay=0.0, max_grad_norm=1e9, inner_steps=1)
     server = d.init_server()
-    uploads = [d.client_update(server, d.init_client(i), data(seed=i), torch.Generator().manual_seed(i))
-               for i in (0, 1)]
+    uploads = [
+        d.client_update(server, d.init_client(i), data(seed=i), torch.Generator().manual_seed(i)) for i in (0, 1)
+    ]
     assert all(u.kind == "gradient" for u in uploads)  # one inner step: θ − θ̃ = inner_lr × direction
-    g0, g1 = (hand_gradient(d, server, i, {k: d.opt.inner_lr * u.payload[k] for k in d.shapes})
-              for i, u in enumerate(uploads))
+    g0, g1 = (
+        hand_gradient(d, server, i, {k: d.opt.inner_lr * u.payload[k] for k in d.shapes}) for i, u in enumerate(uploads)
+    )
     new = d.aggregate(server, uploads)
     for k in g0:
         after_first = server[k] - 0.05 * g0[k]
@@ -119,17 +122,40 @@ def test_predict_uses_each_clients_personalised_network():
 
 def test_too_many_clients_and_models_with_buffers_are_one_line_errors():
     d = tiny()
-    with pytest.raises(BenchError, match="max_clients=3 clients, so client 3 has none; use --defense-arg max_clients=N"):
+    with pytest.raises(
+        BenchError, match="max_clients=3 clients, so client 3 has none; use --defense-arg max_clients=N"
+    ):
         d.init_client(3)
     with pytest.raises(BenchError, match="without buffers"):
         registry.create("defense", "pfedhn", {}).setup(
-            lenet_task(model=registry.create("model", "convnet", {"width": 4})))
+            lenet_task(model=registry.create("model", "convnet", {"width": 4}))
+        )
 
 
 def test_two_rounds_of_training_run(tmp_path):
     out = tmp_path / "train"
-    assert main(["train", "--defense", "pfedhn", "--defense-arg", "inner_steps=5", "--rounds", "2", "--clients", "4",
-                 "--train-per-client", "20", "--test-per-client", "10", "--output-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--defense",
+                "pfedhn",
+                "--defense-arg",
+                "inner_steps=5",
+                "--rounds",
+                "2",
+                "--clients",
+                "4",
+                "--train-per-client",
+                "20",
+                "--test-per-client",
+                "10",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     row = read_rows(out / "results.jsonl")[0][0]
     assert row["defense"] == "pfedhn" and len(row["accuracy_per_round"]) == 2
     assert row["history"][-1]["server_seconds"] > 0 and row["bytes_uploaded_per_client_per_round"] > 0

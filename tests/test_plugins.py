@@ -3,6 +3,7 @@
 The worked example (examples/gradient-pruning) is "installed" into a temporary site directory with a
 throwaway dist-info, the way pip would register it, so the test needs no pip and leaves nothing behind.
 """
+
 import json
 from pathlib import Path
 
@@ -23,8 +24,10 @@ def installed(tmp_path, monkeypatch):
     dist = tmp_path / "site" / "bench_pruning_tmp-0.3.0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-pruning-tmp\nVersion: 0.3.0\n")
-    (dist / "entry_points.txt").write_text("[bench.defenses]\ntmp-pruning = bench_gradient_pruning:GradientPruning\n"
-                                           "fedavg = bench_gradient_pruning:GradientPruning\n")
+    (dist / "entry_points.txt").write_text(
+        "[bench.defenses]\ntmp-pruning = bench_gradient_pruning:GradientPruning\n"
+        "fedavg = bench_gradient_pruning:GradientPruning\n"
+    )
     monkeypatch.syspath_prepend(str(dist.parent))
     monkeypatch.syspath_prepend(str(EXAMPLE))
     registry.refresh()
@@ -51,21 +54,69 @@ def test_a_plugin_never_shadows_a_builtin(installed):
 
 
 def test_declared_options_validate_plugin_arguments(installed, tmp_path, capsys):
-    assert main(["run", "--defense", "tmp-pruning", "--attack", "dlg", "--defense-arg", "ratio=2",
-                 "--output-dir", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--defense",
+                "tmp-pruning",
+                "--attack",
+                "dlg",
+                "--defense-arg",
+                "ratio=2",
+                "--output-dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "defense 'pruning' option 'ratio' must be >= 0.0 and <= 1.0, got 2.0" in err and err.count("\n") == 1
-    assert main(["run", "--defense", "tmp-pruning", "--attack", "dlg", "--defense-arg", "scope=row",
-                 "--output-dir", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--defense",
+                "tmp-pruning",
+                "--attack",
+                "dlg",
+                "--defense-arg",
+                "scope=row",
+                "--output-dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "must be 'layer' or 'global', got 'row'" in capsys.readouterr().err
 
 
 def test_an_installed_plugin_passes_check_defense_and_runs(installed, tmp_path, capsys):
     assert main(["check-defense", "tmp-pruning", "--defense-arg", "ratio=0.5"]) == 0
     assert "conforms: 15 passed" in capsys.readouterr().out
-    assert main(["run", "--defense", "tmp-pruning", "--defense-arg", "ratio=0.5", "--attack", "dlg",
-                 "--attack-arg", "iterations=2", "--attack-arg", "max_iter=2", "--clients", "2", "--quiet",
-                 "--output-dir", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--defense",
+                "tmp-pruning",
+                "--defense-arg",
+                "ratio=0.5",
+                "--attack",
+                "dlg",
+                "--attack-arg",
+                "iterations=2",
+                "--attack-arg",
+                "max_iter=2",
+                "--clients",
+                "2",
+                "--quiet",
+                "--output-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     row = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])
     assert row["defense"] == "tmp-pruning" and row["config"]["defense"]["ratio"] == 0.5
     assert 0.45 < row["defense_metrics"]["kept_fraction"] < 0.55
@@ -84,17 +135,29 @@ def test_check_defense_accepts_a_file_path(capsys):
     assert "FAIL" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("source, spec, error, fragment", [
-    (None, "nosuchpackage.defense:X", BenchError, "no module named 'nosuchpackage' (is the plug-in installed?)"),
-    (None, "missing/file.py:X", BenchError, "does not exist"),
-    ("X = 1\n", "{file}:Y", BenchError, "has no attribute 'Y'"),
-    ("def broken(:\n", "{file}:X", PluginError, "failed to import the file: SyntaxError"),
-    ("import nosuchdependency\n", "{file}:X", PluginError, "ModuleNotFoundError: No module named 'nosuchdependency'"),
-    ("raise ValueError\n", "{file}:X", PluginError, "failed to import the file: ValueError"),
-    ("class X:\n    pass\n", "{file}:X", PluginError, "is not a subclass of bench.defense.Defense"),
-    ("from bench import Defense\nclass X(Defense):\n    pass\n", "{file}:X", PluginError,
-     "does not implement aggregate, client_update, init_server, observe, predict"),
-])
+@pytest.mark.parametrize(
+    "source, spec, error, fragment",
+    [
+        (None, "nosuchpackage.defense:X", BenchError, "no module named 'nosuchpackage' (is the plug-in installed?)"),
+        (None, "missing/file.py:X", BenchError, "does not exist"),
+        ("X = 1\n", "{file}:Y", BenchError, "has no attribute 'Y'"),
+        ("def broken(:\n", "{file}:X", PluginError, "failed to import the file: SyntaxError"),
+        (
+            "import nosuchdependency\n",
+            "{file}:X",
+            PluginError,
+            "ModuleNotFoundError: No module named 'nosuchdependency'",
+        ),
+        ("raise ValueError\n", "{file}:X", PluginError, "failed to import the file: ValueError"),
+        ("class X:\n    pass\n", "{file}:X", PluginError, "is not a subclass of bench.defense.Defense"),
+        (
+            "from bench import Defense\nclass X(Defense):\n    pass\n",
+            "{file}:X",
+            PluginError,
+            "does not implement aggregate, client_update, init_server, observe, predict",
+        ),
+    ],
+)
 def test_spec_errors_are_one_line_and_say_whose_fault(tmp_path, source, spec, error, fragment):
     file = tmp_path / "plug.py"
     if source is not None:
@@ -106,11 +169,15 @@ def test_spec_errors_are_one_line_and_say_whose_fault(tmp_path, source, spec, er
     assert (error is PluginError) == isinstance(exc.value, PluginError)
 
 
-@pytest.mark.parametrize("message, shown", [("first line\nsecond line", "RuntimeError: first line"), ("", "RuntimeError")])
+@pytest.mark.parametrize(
+    "message, shown", [("first line\nsecond line", "RuntimeError: first line"), ("", "RuntimeError")]
+)
 def test_a_plugin_crashing_in_init_is_refused_in_one_line(tmp_path, message, shown):
     file = tmp_path / "plug.py"
-    file.write_text(f"from defenses.fedavg import FedAvg\nclass X(FedAvg):\n    def __init__(self, **values):\n"
-                    f"        raise RuntimeError({message!r})\n")
+    file.write_text(
+        f"from defenses.fedavg import FedAvg\nclass X(FedAvg):\n    def __init__(self, **values):\n"
+        f"        raise RuntimeError({message!r})\n"
+    )
     with pytest.raises(PluginError) as exc:
         registry.create("defense", f"{file}:X")
     assert str(exc.value) == f"defense '{file}:X' failed to initialise: {shown}"

@@ -1,4 +1,5 @@
 """The worked example (examples/gradient-pruning): what it prunes, what the server sees and replays."""
+
 import math
 import sys
 from pathlib import Path

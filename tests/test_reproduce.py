@@ -1,5 +1,6 @@
 """Generated blocks regenerate from their sources, the committed ones are up to date, and publish keeps a
 sweep's rows and report images together."""
+
 from __future__ import annotations
 
 import json
@@ -18,11 +19,16 @@ def test_blocks_are_rewritten_from_their_source_and_check_finds_stale_ones(tmp_p
     write_fixture(tmp_path / "rows")
     (tmp_path / "m.json").write_text(json.dumps({"a": {"b": 0.23456}}))
     doc = tmp_path / "doc.md"
-    doc.write_text("Ratio <!-- bench:value m.json a.b .2f -->?<!-- /bench --> here.\n\n"
-                   "<!-- bench:ranking rows round=0 columns=rank,defense,PSNR -->\nold\n<!-- /bench -->\n")
+    doc.write_text(
+        "Ratio <!-- bench:value m.json a.b .2f -->?<!-- /bench --> here.\n\n"
+        "<!-- bench:ranking rows round=0 columns=rank,defense,PSNR -->\nold\n<!-- /bench -->\n"
+    )
     text, changed = regenerate(doc.read_text(), tmp_path)
     assert "Ratio <!-- bench:value m.json a.b .2f -->0.23<!-- /bench --> here." in text and len(changed) == 2
-    assert "| rank | defense | PSNR median ↓ | PSNR mean [95 % CI] |" in text and "| 1 | dp(noise_multiplier=0.1) |" in text
+    assert (
+        "| rank | defense | PSNR median ↓ | PSNR mean [95 % CI] |" in text
+        and "| 1 | dp(noise_multiplier=0.1) |" in text
+    )
     assert main(["reproduce", "--root", str(tmp_path), "--check", str(doc.name)]) == 1
     assert main(["reproduce", "--root", str(tmp_path), str(doc.name)]) == 0
     assert doc.read_text() == text

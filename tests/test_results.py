@@ -26,5 +26,6 @@ def test_corrupt_lines_are_reported_with_line_numbers_and_skipped(tmp_path):
 def test_to_jsonable_handles_tensors_and_arrays():
     import numpy as np
     import torch
+
     value = to_jsonable({"t": torch.tensor([1.0, float("inf")]), "n": np.float32(0.5), "p": (1, 2)})
     assert json.dumps(value, allow_nan=False) == '{"t": [1.0, null], "n": 0.5, "p": [1, 2]}'

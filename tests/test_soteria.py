@@ -1,4 +1,5 @@
 """Soteria: the feature scores, the column mask, what the server sees and replays."""
+
 import torch
 
 from bench.conformance import check_defense

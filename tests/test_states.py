@@ -1,4 +1,5 @@
 """Trained states are shared between the runs attacking the same training, and equal a fresh training."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -9,9 +10,15 @@ from bench.setup import Choice
 
 
 def test_a_cached_state_is_the_trained_one_and_is_trained_once(tmp_path):
-    base = RunSpec(defense=Choice("dp", {"noise_multiplier": 0.5}), attack=Choice("ig", {"iterations": 3}),
-                   output_dir=tmp_path / "plain", model=Choice("lenet"), num_targets=2, attack_round=1,
-                   federation=FLSettings(clients=2, train_per_client=20, test_per_client=10, batch_size=10))
+    base = RunSpec(
+        defense=Choice("dp", {"noise_multiplier": 0.5}),
+        attack=Choice("ig", {"iterations": 3}),
+        output_dir=tmp_path / "plain",
+        model=Choice("lenet"),
+        num_targets=2,
+        attack_round=1,
+        federation=FLSettings(clients=2, train_per_client=20, test_per_client=10, batch_size=10),
+    )
     plain = run(base)
     logs: list[str] = []
     cached = replace(base, output_dir=tmp_path / "a", state_cache=tmp_path / "states")
@@ -30,11 +37,27 @@ def test_a_training_runs_final_state_is_the_one_attacked_at_that_round(tmp_path)
     from bench.utility import TrainSpec, run_training
 
     fed = FLSettings(clients=2, train_per_client=20, test_per_client=10, batch_size=10)
-    row = run_training(TrainSpec(defense=Choice("fedavg"), output_dir=tmp_path / "t", model=Choice("lenet"),
-                                 federation=replace(fed, rounds=2, eval_every=2), state_cache=tmp_path / "states"))
+    row = run_training(
+        TrainSpec(
+            defense=Choice("fedavg"),
+            output_dir=tmp_path / "t",
+            model=Choice("lenet"),
+            federation=replace(fed, rounds=2, eval_every=2),
+            state_cache=tmp_path / "states",
+        )
+    )
     logs: list[str] = []
-    rows = run(RunSpec(defense=Choice("fedavg"), attack=Choice("ig", {"iterations": 2}), output_dir=tmp_path / "a",
-                       model=Choice("lenet"), attack_round=2, federation=fed, state_cache=tmp_path / "states"),
-               log=logs.append)
+    rows = run(
+        RunSpec(
+            defense=Choice("fedavg"),
+            attack=Choice("ig", {"iterations": 2}),
+            output_dir=tmp_path / "a",
+            model=Choice("lenet"),
+            attack_round=2,
+            federation=fed,
+            state_cache=tmp_path / "states",
+        ),
+        log=logs.append,
+    )
     assert any("trained state of round 2 from" in m for m in logs)
     assert rows[0]["state_accuracy"] == row["final_accuracy"]

@@ -1,4 +1,5 @@
 """Sweep files: the grid they define, stable cell ids, and one-line errors for bad input."""
+
 from dataclasses import replace
 from pathlib import Path
 
@@ -83,7 +84,9 @@ def test_cell_ids_are_stable_and_come_from_the_resolved_config(tmp_path):
     moved = BASE.replace('device = "cpu"', 'device = "auto"').replace('"OUT"', '"elsewhere"')
     assert ids == [c.id for c in plan(load_config(write(tmp_path, moved)))[0]]
     # giving a default value explicitly is the same cell (and reported as a duplicate entry)
-    explicit = BASE.replace('name = "fedavg"\n\n[[defenses]]', 'name = "fedavg"\nargs = { lr = 0.02 }\n\n[[defenses]]', 1)
+    explicit = BASE.replace(
+        'name = "fedavg"\n\n[[defenses]]', 'name = "fedavg"\nargs = { lr = 0.02 }\n\n[[defenses]]', 1
+    )
     cells, _ = plan(load_config(write(tmp_path, explicit)))
     assert [c.id for c in cells] == ids
     doubled = BASE + '\n[[defenses]]\nname = "fedavg"\nargs = { lr = 0.02 }\n'
@@ -107,28 +110,53 @@ def test_train_can_be_disabled(tmp_path):
     assert {c.kind for c in cells} == {"attack"}
 
 
-@pytest.mark.parametrize("edit, fragment", [
-    (lambda t: t + "\n[extra]\nx = 1\n", "top level: unknown key 'extra'; valid keys: 'sweep', 'grid'"),
-    (lambda t: t.replace("num_targets = 2", "num_target = 2"), "[grid]: unknown key 'num_target'; valid keys:"),
-    (lambda t: t.replace("clients = 4\n\n[train]", "clients = 4\nrounds = 3\n\n[train]"),
-     "[federation]: unknown key 'rounds'"),
-    (lambda t: t.replace('args = { lr = 0.1 }', 'arg = { lr = 0.1 }'), "defenses[1]: unknown key 'arg'; valid keys: 'name', 'args', 'knowledge' or 'attacks'"),
-    (lambda t: t.replace('name = "dlg"', 'name = "nope"'), "attacks[0]: unknown attack 'nope'; valid: 'analytic', 'dlg'"),
-    (lambda t: t.replace('name = "fedavg"', 'name = "fedsgd"', 1), "defenses[0]: unknown defense 'fedsgd'; valid: "),
-    (lambda t: t.replace("lr = 0.1", "learning_rate = 0.1"), "defenses[1]: defense 'fedavg' has no option 'learning_rate'"),
-    (lambda t: t.replace("lr = 0.1", "lr = -1.0"), "defenses[1]: defense 'fedavg' option 'lr' must be > 0.0"),
-    (lambda t: t.replace("num_targets = 2", 'num_targets = 2\ndatasets = ["cifar11"]'), "datasets[0]: unknown dataset 'cifar11'"),
-    (lambda t: t.replace("num_targets = 2", 'num_targets = 2\nmodels = ["vgg"]'), "models[0]: unknown model 'vgg'"),
-    (lambda t: t.replace("seeds = [0, 1]", "seeds = []"), "the grid is empty: seeds is an empty list"),
-    (lambda t: t.split("[[attacks]]")[0], "the grid is empty: no attacks listed"),
-    (lambda t: t.replace("[[defenses]]", "[[nothing]]"), "unknown key 'nothing'"),
-    (lambda t: "defenses = []\n" + t.split("[[defenses]]")[0] + "[[attacks]]" + t.split("[[attacks]]")[1],
-     "the grid is empty: defenses is an empty list"),
-    (lambda t: t.replace("seeds = [0, 1]", 'seeds = "0"'), "seeds must be an integer or a list of integers, got '0'"),
-    (lambda t: t.replace("num_targets = 2", "num_targets = 0"), "num_targets values must be >= 1, got 0"),
-    (lambda t: t.replace("clients = 4\n\n[train]", "clients = 0\n\n[train]"), "[federation]: clients must be >= 1"),
-    (lambda t: t.replace("[grid]", "[grid\n"), "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda t: t + "\n[extra]\nx = 1\n", "top level: unknown key 'extra'; valid keys: 'sweep', 'grid'"),
+        (lambda t: t.replace("num_targets = 2", "num_target = 2"), "[grid]: unknown key 'num_target'; valid keys:"),
+        (
+            lambda t: t.replace("clients = 4\n\n[train]", "clients = 4\nrounds = 3\n\n[train]"),
+            "[federation]: unknown key 'rounds'",
+        ),
+        (
+            lambda t: t.replace("args = { lr = 0.1 }", "arg = { lr = 0.1 }"),
+            "defenses[1]: unknown key 'arg'; valid keys: 'name', 'args', 'knowledge' or 'attacks'",
+        ),
+        (
+            lambda t: t.replace('name = "dlg"', 'name = "nope"'),
+            "attacks[0]: unknown attack 'nope'; valid: 'analytic', 'dlg'",
+        ),
+        (
+            lambda t: t.replace('name = "fedavg"', 'name = "fedsgd"', 1),
+            "defenses[0]: unknown defense 'fedsgd'; valid: ",
+        ),
+        (
+            lambda t: t.replace("lr = 0.1", "learning_rate = 0.1"),
+            "defenses[1]: defense 'fedavg' has no option 'learning_rate'",
+        ),
+        (lambda t: t.replace("lr = 0.1", "lr = -1.0"), "defenses[1]: defense 'fedavg' option 'lr' must be > 0.0"),
+        (
+            lambda t: t.replace("num_targets = 2", 'num_targets = 2\ndatasets = ["cifar11"]'),
+            "datasets[0]: unknown dataset 'cifar11'",
+        ),
+        (lambda t: t.replace("num_targets = 2", 'num_targets = 2\nmodels = ["vgg"]'), "models[0]: unknown model 'vgg'"),
+        (lambda t: t.replace("seeds = [0, 1]", "seeds = []"), "the grid is empty: seeds is an empty list"),
+        (lambda t: t.split("[[attacks]]")[0], "the grid is empty: no attacks listed"),
+        (lambda t: t.replace("[[defenses]]", "[[nothing]]"), "unknown key 'nothing'"),
+        (
+            lambda t: "defenses = []\n" + t.split("[[defenses]]")[0] + "[[attacks]]" + t.split("[[attacks]]")[1],
+            "the grid is empty: defenses is an empty list",
+        ),
+        (
+            lambda t: t.replace("seeds = [0, 1]", 'seeds = "0"'),
+            "seeds must be an integer or a list of integers, got '0'",
+        ),
+        (lambda t: t.replace("num_targets = 2", "num_targets = 0"), "num_targets values must be >= 1, got 0"),
+        (lambda t: t.replace("clients = 4\n\n[train]", "clients = 0\n\n[train]"), "[federation]: clients must be >= 1"),
+        (lambda t: t.replace("[grid]", "[grid\n"), "not valid TOML"),
+    ],
+)
 def test_bad_config_is_a_one_line_error(tmp_path, capsys, edit, fragment):
     path = write(tmp_path, edit(BASE))
     assert main(["sweep", str(path), "--quiet"]) == 2
@@ -139,12 +167,15 @@ def test_bad_config_is_a_one_line_error(tmp_path, capsys, edit, fragment):
     assert not (tmp_path / "out").exists()  # nothing was run or written
 
 
-@pytest.mark.parametrize("name, text, fragment", [
-    ("missing.toml", None, "does not exist"),
-    ("sweep.json", "{}", "must end in .toml, .yaml or .yml"),
-    ("bad.yaml", "grid: [unclosed", "not valid YAML"),
-    ("list.yaml", "- 1\n- 2\n", "the file must hold a table of sections"),
-])
+@pytest.mark.parametrize(
+    "name, text, fragment",
+    [
+        ("missing.toml", None, "does not exist"),
+        ("sweep.json", "{}", "must end in .toml, .yaml or .yml"),
+        ("bad.yaml", "grid: [unclosed", "not valid YAML"),
+        ("list.yaml", "- 1\n- 2\n", "the file must hold a table of sections"),
+    ],
+)
 def test_unreadable_config_files(tmp_path, capsys, name, text, fragment):
     if text is not None:
         (tmp_path / name).write_text(text)
@@ -189,12 +220,14 @@ def test_default_config_covers_the_benchmark_grid():
 
 
 def test_default_config_resolves_once_every_component_is_registered():
-    missing = sorted({c.name for c in load_config(DEFAULT).defenses if c.name not in registry.registered("defense")}
-                     | {c.name for c in load_config(DEFAULT).attacks if c.name not in registry.registered("attack")})
+    missing = sorted(
+        {c.name for c in load_config(DEFAULT).defenses if c.name not in registry.registered("defense")}
+        | {c.name for c in load_config(DEFAULT).attacks if c.name not in registry.registered("attack")}
+    )
     if missing:
         pytest.skip(f"not registered on this branch yet: {', '.join(missing)}")
     cells, notes = plan(replace(load_config(DEFAULT), tuning=None))
-    attack_cells = 6 * 4 * 2 * 2 + 2 * 1 * 2 * 2   # six defenses × four attacks, two with one; 2 rounds × 2 seeds
+    attack_cells = 6 * 4 * 2 * 2 + 2 * 1 * 2 * 2  # six defenses × four attacks, two with one; 2 rounds × 2 seeds
     assert not notes and len(cells) == attack_cells + 8 * 3
     with pytest.raises(BenchError, match="unknown attack 'nope'"):  # and the check is real
         plan(replace(load_config(DEFAULT), attacks=(Choice("nope"),)))

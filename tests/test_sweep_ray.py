@@ -1,4 +1,5 @@
 """The Ray executor, against a local Ray instance started here (what CI runs; a cluster works the same)."""
+
 import json
 
 import pytest
@@ -39,8 +40,9 @@ def test_ray_executor_runs_cells_and_resumes_a_half_finished_one(tmp_path, local
     # the Ray task got the partial cell, resumed it and sent back both targets; the first one untouched
     resumed = [r for r in rows if r["run_id"] == cell["id"]]
     assert [r["target"] for r in resumed] == [0, 1] and resumed[0]["timestamp"] == kept["timestamp"]
-    assert {r["psnr"] for r in rows if r["run_id"] == cell["id"]} == \
-        {r["psnr"] for r in first if r["run_id"] == cell["id"]}
+    assert {r["psnr"] for r in rows if r["run_id"] == cell["id"]} == {
+        r["psnr"] for r in first if r["run_id"] == cell["id"]
+    }
 
 
 def test_unreachable_ray_cluster_is_a_one_line_error(tmp_path, capsys, monkeypatch):

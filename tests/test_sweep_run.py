@@ -1,4 +1,5 @@
 """Running sweeps: every cell once, resumable after kill -9, no work when finished, failures retried."""
+
 import json
 import signal
 import subprocess
@@ -44,8 +45,11 @@ args = {{ iterations = {iterations}, max_iter = {iterations} }}
 def config(tmp_path, seeds="[0, 1]", targets=2, batch="1", train="true", iterations=2):
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "sweep.toml"
-    path.write_text(CONFIG.format(out=tmp_path / "out", seeds=seeds, targets=targets, batch=batch, train=train,
-                                  iterations=iterations))
+    path.write_text(
+        CONFIG.format(
+            out=tmp_path / "out", seeds=seeds, targets=targets, batch=batch, train=train, iterations=iterations
+        )
+    )
     return path, tmp_path / "out"
 
 
@@ -119,8 +123,11 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
 def test_kill_9_mid_sweep_loses_nothing_and_duplicates_nothing(tmp_path, capsys):
     path, out = config(tmp_path, seeds="[0, 1, 2]", targets=3, iterations=4)
-    proc = subprocess.Popen([sys.executable, "-m", "bench", "sweep", str(path), "--jobs", "2", "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "sweep", str(path), "--jobs", "2", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     partial: dict[str, list[dict]] = {}
     deadline = time.monotonic() + 240
     try:

@@ -1,4 +1,5 @@
 """Tiny data sets written in torchvision's exact on-disk formats (for loader tests; no download)."""
+
 from __future__ import annotations
 
 import pickle
@@ -17,8 +18,9 @@ def write_idx_labels(path: Path, labels: np.ndarray) -> None:
     path.write_bytes(struct.pack(">II", 0x00000801, len(labels)) + labels.astype(np.uint8).tobytes())
 
 
-def make_mnist_like(root: Path, folder: str, prefix: str = "", train_n: int = 12, test_n: int = 6,
-                    size: int = 28, classes: int = 10) -> np.ndarray:
+def make_mnist_like(
+    root: Path, folder: str, prefix: str = "", train_n: int = 12, test_n: int = 6, size: int = 28, classes: int = 10
+) -> np.ndarray:
     raw = root / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -53,7 +55,8 @@ def make_cifar100(root: Path, n: int = 6) -> None:
     rng = np.random.default_rng(0)
     for name in ("train", "test"):
         with open(base / name, "wb") as f:
-            pickle.dump({"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-                         "fine_labels": list(range(n))}, f)
+            pickle.dump(
+                {"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8), "fine_labels": list(range(n))}, f
+            )
     with open(base / "meta", "wb") as f:
         pickle.dump({"fine_label_names": [f"c{i}" for i in range(100)]}, f)

@@ -1,4 +1,5 @@
 """``bench list``: registered defenses, attacks, data sets and models, with their options."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,12 +9,16 @@ from bench.options import Option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="show registered defenses, attacks, data sets and models",
-                       description="Show every registered component (built-in or plug-in) with a one-line "
-                                   "description and its options with defaults. Plug-ins (components registered "
-                                   "by another installed distribution) are marked with that distribution.")
-    p.add_argument("kind", nargs="?", choices=["defense", "attack", "dataset", "model"],
-                   help="only this kind of component")
+    p = sub.add_parser(
+        "list",
+        help="show registered defenses, attacks, data sets and models",
+        description="Show every registered component (built-in or plug-in) with a one-line "
+        "description and its options with defaults. Plug-ins (components registered "
+        "by another installed distribution) are marked with that distribution.",
+    )
+    p.add_argument(
+        "kind", nargs="?", choices=["defense", "attack", "dataset", "model"], help="only this kind of component"
+    )
     p.set_defaults(handler=handle)
 
 
@@ -37,10 +42,14 @@ def handle(args: argparse.Namespace) -> int:
             if cls.presets:
                 print(f"      presets: {', '.join(cls.presets)}  (use preset=NAME)")
             levels = getattr(cls, "knowledge_levels", None)
+            default = getattr(cls, "default_knowledge", None)
             if kind == "defense" and levels:
-                others = [level for level in levels if level != cls.default_knowledge]
-                print(f"      knowledge: {cls.default_knowledge} (default)" + "".join(f", {o}" for o in others) +
-                      "  (use --knowledge NAME)")
+                others = [level for level in levels if level != default]
+                print(
+                    f"      knowledge: {default} (default)"
+                    + "".join(f", {o}" for o in others)
+                    + "  (use --knowledge NAME)"
+                )
         for clash in registry.clashes(kind):
             print(f"  note: {clash}")
         print()

@@ -6,6 +6,7 @@ shows. ``publish`` writes ``DEST/results.jsonl`` (every usable row, image paths 
 ``DEST/images/`` (the first ``--max-images`` targets per defense × knowledge × attack of each scenario,
 by seed and target, as the report's grids take them); other rows keep no image (``image_file: null``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,23 +20,37 @@ from bench.results import RESULTS_FILE, atomic_write_bytes, writable_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("publish", help="copy a sweep's rows and report images into one folder to commit",
-                       description="Write DEST/results.jsonl (every usable row of RESULTS, image paths relative to "
-                                   "DEST) and DEST/images/ (the images a report of those rows shows), so that "
-                                   "`bench leaderboard DEST` and `bench report DEST` need nothing else.")
+    p = sub.add_parser(
+        "publish",
+        help="copy a sweep's rows and report images into one folder to commit",
+        description="Write DEST/results.jsonl (every usable row of RESULTS, image paths relative to "
+        "DEST) and DEST/images/ (the images a report of those rows shows), so that "
+        "`bench leaderboard DEST` and `bench report DEST` need nothing else.",
+    )
     add_result_args(p)
     p.add_argument("--to", type=Path, required=True, metavar="DEST", help="the folder to write")
-    p.add_argument("--max-images", type=int, default=4, metavar="N",
-                   help="images kept per defense × knowledge × attack and scenario (default: 4, the report's)")
+    p.add_argument(
+        "--max-images",
+        type=int,
+        default=4,
+        metavar="N",
+        help="images kept per defense × knowledge × attack and scenario (default: 4, the report's)",
+    )
     p.set_defaults(handler=handle)
 
 
 def _image_key(row: dict) -> tuple:
     config = row["config"]
-    return (json.dumps(config["run"].get("federation"), sort_keys=True), json.dumps(config["dataset"], sort_keys=True),
-            config["run"].get("batch_size"), config["run"].get("attack_round"),
-            json.dumps(config["defense"], sort_keys=True), row.get("knowledge"), json.dumps(config["model"]),
-            config["attack"].get("name"))
+    return (
+        json.dumps(config["run"].get("federation"), sort_keys=True),
+        json.dumps(config["dataset"], sort_keys=True),
+        config["run"].get("batch_size"),
+        config["run"].get("attack_round"),
+        json.dumps(config["defense"], sort_keys=True),
+        row.get("knowledge"),
+        json.dumps(config["model"]),
+        config["attack"].get("name"),
+    )
 
 
 def handle(args: argparse.Namespace) -> int:

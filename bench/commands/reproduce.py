@@ -1,4 +1,5 @@
 """``bench reproduce``: regenerate every figure README.md and docs/ quote from its committed source."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,13 +11,21 @@ from bench.results import atomic_write_bytes
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reproduce", help="regenerate the figures quoted in README.md and docs/ from committed results",
-                       description="Rewrite every generated block (<!-- bench:KIND SOURCE ... -->...<!-- /bench -->) "
-                                   "of README.md, docs/*.md and results/README.md from its committed source (result "
-                                   "rows or a benchmark's JSON), and results/leaderboard.md from results/. With "
-                                   "--check, change nothing and exit 1 when anything differs.")
-    p.add_argument("files", nargs="*", type=Path, metavar="FILE", help="Markdown files (default: README.md, docs/*.md, "
-                   "results/README.md)")
+    p = sub.add_parser(
+        "reproduce",
+        help="regenerate the figures quoted in README.md and docs/ from committed results",
+        description="Rewrite every generated block (<!-- bench:KIND SOURCE ... -->...<!-- /bench -->) "
+        "of README.md, docs/*.md and results/README.md from its committed source (result "
+        "rows or a benchmark's JSON), and results/leaderboard.md from results/. With "
+        "--check, change nothing and exit 1 when anything differs.",
+    )
+    p.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
+        help="Markdown files (default: README.md, docs/*.md, results/README.md)",
+    )
     p.add_argument("--root", type=Path, default=Path("."), help="the repository root (sources are relative to it)")
     p.add_argument("--check", action="store_true", help="only check that everything is up to date (exit 1 if not)")
     p.set_defaults(handler=handle)
@@ -58,8 +67,10 @@ def handle(args: argparse.Namespace) -> int:
     for line in stale:
         print(("stale: " if args.check else "regenerated: ") + line)
     if args.check and stale:
-        print(f"{len(stale)} generated block(s) differ from their sources: run `python -m bench reproduce`",
-              file=sys.stderr)
+        print(
+            f"{len(stale)} generated block(s) differ from their sources: run `python -m bench reproduce`",
+            file=sys.stderr,
+        )
         return 1
     print(f"{len(files)} file(s) checked; {'all up to date' if not stale else f'{len(stale)} regenerated'}")
     return 0

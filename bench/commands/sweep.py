@@ -1,4 +1,5 @@
 """``bench sweep``: run a grid of attack and utility runs from a TOML/YAML file, resumably."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,22 +17,42 @@ from bench.sweeps.runner import EXECUTORS, check_writable, merge, run_cells, wri
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="run a grid of attacks × defenses (and their training runs) from a file",
-                       description="Expand CONFIG (TOML, or YAML) into cells — one attack run or one training run "
-                                   "each, with a stable id from its resolved configuration — and run the unfinished "
-                                   "ones. Re-running the same command resumes; finished cells are never rerun.")
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid of attacks × defenses (and their training runs) from a file",
+        description="Expand CONFIG (TOML, or YAML) into cells — one attack run or one training run "
+        "each, with a stable id from its resolved configuration — and run the unfinished "
+        "ones. Re-running the same command resumes; finished cells are never rerun.",
+    )
     p.add_argument("config", type=Path, metavar="CONFIG", help="sweep file (.toml, .yaml or .yml)")
-    p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
-                   help="run N cells at once in worker processes, each with cores/N torch threads (default: 1)")
-    p.add_argument("--executor", choices=EXECUTORS, default="local",
-                   help="local processes (default) or Ray tasks, one per cell, on a Ray cluster")
-    p.add_argument("--address", default=None, metavar="ADDR",
-                   help="Ray cluster to join (e.g. 'auto' or 'ray://head:10001'); default: a local instance")
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N cells at once in worker processes, each with cores/N torch threads (default: 1)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local processes (default) or Ray tasks, one per cell, on a Ray cluster",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="Ray cluster to join (e.g. 'auto' or 'ray://head:10001'); default: a local instance",
+    )
     p.add_argument("--output-dir", type=Path, default=None, metavar="DIR", help="override [sweep] output_dir")
     p.add_argument("--dry-run", action="store_true", help="list the cells and whether they are finished; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--offline", action="store_true",
-                   help="never download anything (LPIPS weights) in any cell; the same as BENCH_OFFLINE=1")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="never download anything (LPIPS weights) in any cell; the same as BENCH_OFFLINE=1",
+    )
     p.set_defaults(handler=handle)
 
 
@@ -51,8 +72,11 @@ def handle(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     todo = [c for c in cells if not is_done(root, c.id)]
     kinds = {k: sum(c.kind == k for c in cells) for k in ("attack", "train")}
-    print(f"sweep {cfg.source}: {len(cells)} cells ({kinds['attack']} attack, {kinds['train']} train), "
-          f"{len(cells) - len(todo)} finished, {len(todo)} to run; output {root}", flush=True)
+    print(
+        f"sweep {cfg.source}: {len(cells)} cells ({kinds['attack']} attack, {kinds['train']} train), "
+        f"{len(cells) - len(todo)} finished, {len(todo)} to run; output {root}",
+        flush=True,
+    )
     if args.dry_run:
         todo_ids = {c.id for c in todo}
         for c in cells:
@@ -70,9 +94,13 @@ def handle(args: argparse.Namespace) -> int:
         write_if_changed(root / LEADERBOARD_FILE, to_markdown(board, title=f"Leaderboard: {cfg.source.name}").encode())
     failed = [o for o in outcomes if o.status == "failed"]
     ran = sum(o.status == "done" for o in outcomes)
-    print(f"ran {ran} cell(s), {len(failed)} failed; {len(rows)} rows in {root / RESULTS_FILE}"
-          + (f"; leaderboard {root / LEADERBOARD_FILE}" if rows else ""))
+    print(
+        f"ran {ran} cell(s), {len(failed)} failed; {len(rows)} rows in {root / RESULTS_FILE}"
+        + (f"; leaderboard {root / LEADERBOARD_FILE}" if rows else "")
+    )
     if failed:
-        raise BenchError(f"{len(failed)} of {len(todo)} cell(s) failed (first: {failed[0].label}: {failed[0].error}); "
-                         f"finished cells are kept; re-run the same command to retry the others")
+        raise BenchError(
+            f"{len(failed)} of {len(todo)} cell(s) failed (first: {failed[0].label}: {failed[0].error}); "
+            f"finished cells are kept; re-run the same command to retry the others"
+        )
     return 0

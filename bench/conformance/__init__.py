@@ -5,6 +5,7 @@
 * :func:`check_defense` / :func:`check_attack` (``bench check-defense`` / ``check-attack``): every
   check on a tiny case, reported one line each as passed, failed (with the reason), warned or skipped.
 """
+
 from bench.conformance.attack_checks import check_attack
 from bench.conformance.contract import validate_observation, validate_reconstruction
 from bench.conformance.defense_checks import check_defense

@@ -6,6 +6,7 @@ Synthetic images (no data set to load) at the default data set's geometry (3×32
 a defense's own default model works; the task is built exactly as ``bench run`` builds it
 (:func:`bench.setup.build_task`), with the defense's default model unless one is named.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from bench.seeding import generator, seed_everything
 from bench.setup import Choice, build_task, model_choice
 from bench.sgd_client import initial_state, public_model, split_state
 from bench.threat import LocalData, Observation, PublicKnowledge, Tensors, Unknown
+from collections.abc import Mapping
 
 IMAGE_SHAPE = (3, 32, 32)
 NUM_CLASSES = 10
@@ -59,14 +61,16 @@ def tiny_case(defense: Defense, model: Choice | None, seed: int, device: torch.d
     x, y = data.normalise(data.train_x).to(device), data.train_y.to(device)
 
     def part(start: int, size: int) -> LocalData:
-        return LocalData(x[start:start + size], y[start:start + size], BATCH)
+        return LocalData(x[start : start + size], y[start : start + size], BATCH)
 
-    return TinyCase(task, chosen.name, part(0, BATCH), part(BATCH, BATCH),
-                    [part(2 * BATCH, 2 * BATCH), part(4 * BATCH, 2 * BATCH)])
+    return TinyCase(
+        task, chosen.name, part(0, BATCH), part(BATCH, BATCH), [part(2 * BATCH, 2 * BATCH), part(4 * BATCH, 2 * BATCH)]
+    )
 
 
-def start_case(defense: Defense, model: Choice | None, seed: int, device: torch.device
-               ) -> tuple[TinyCase, ServerState, list[ClientState]]:
+def start_case(
+    defense: Defense, model: Choice | None, seed: int, device: torch.device
+) -> tuple[TinyCase, ServerState, list[ClientState]]:
     """The tiny case, the defense set up on its task, the initial server state and two clients' states
     (drawn from torch's global RNG seeded for ``"init"``)."""
     case = tiny_case(defense, model, seed, device)
@@ -77,10 +81,13 @@ def start_case(defense: Defense, model: Choice | None, seed: int, device: torch.
     return case, server, clients
 
 
-def observe_case(defense: Defense, case: TinyCase, server: ServerState, clients: list[ClientState], seed: int) -> Observation:
+def observe_case(
+    defense: Defense, case: TinyCase, server: ServerState, clients: list[ClientState], seed: int
+) -> Observation:
     """What the server observes of client 0's target batch, client 1 (with the cohort batch) taking part."""
-    return defense.observe(server, clients[0], case.target, [(clients[1], case.cohort)],
-                           generator(seed, "check", "observe"))
+    return defense.observe(
+        server, clients[0], case.target, [(clients[1], case.cohort)], generator(seed, "check", "observe")
+    )
 
 
 def private_head_observation(task: FLTask, target: LocalData, seed: int) -> tuple[Observation, Tensors]:
@@ -95,24 +102,46 @@ def private_head_observation(task: FLTask, target: LocalData, seed: int) -> tupl
     head = [k for k in params if k.startswith(task.classifier + ".")]
     body = [k for k in params if k not in head]
     g = generator(seed, "check", "head")
-    truth = {f"head.{k.rsplit('.', 1)[1]}": params[k] + 0.1 * torch.randn(params[k].shape, generator=g).to(params[k])
-             for k in head}
+    truth = {
+        f"head.{k.rsplit('.', 1)[1]}": params[k] + 0.1 * torch.randn(params[k].shape, generator=g).to(params[k])
+        for k in head
+    }
 
-    def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: dict[str, torch.Tensor]) -> Tensors:
-        full = {**{k: params[k] for k in body}, **{f"{task.classifier}.{n.split('.', 1)[1]}": v for n, v in unknowns.items()}}
+    def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
+        full = {
+            **{k: params[k] for k in body},
+            **{f"{task.classifier}.{n.split('.', 1)[1]}": v for n, v in unknowns.items()},
+        }
         grads = loss_gradient(model, full, x, y, buffers, create_graph=True)
         return {k: grads[k] for k in body}
 
     observed = {k: v.detach() for k, v in simulate(target.x, target.y, truth).items()}
-    unknowns = {name: Unknown(tuple(value.shape), f"the client's private classifier {name.split('.')[1]}",
-                              guess=params[f"{task.classifier}.{name.split('.')[1]}"].clone(),
-                              optimisable=name.endswith("weight"))
-                for name, value in truth.items()}
-    public = PublicKnowledge(model=public_model(model, initial_state(model)), num_images=len(target),
-                             image_shape=task.image_shape, num_classes=task.num_classes, mean=task.mean,
-                             std=task.std, observed_kind="gradient", classifier_key=None,
-                             protocol={"batch_size": target.batch_size})
-    obs = Observation(observed=observed, public=public, simulate=simulate, unknowns=unknowns,
-                      knowledge="conformance fixture: private classifier head",
-                      notes=("the classifier head is private: only the body's gradient is observed",))
+    unknowns = {
+        name: Unknown(
+            tuple(value.shape),
+            f"the client's private classifier {name.split('.')[1]}",
+            guess=params[f"{task.classifier}.{name.split('.')[1]}"].clone(),
+            optimisable=name.endswith("weight"),
+        )
+        for name, value in truth.items()
+    }
+    public = PublicKnowledge(
+        model=public_model(model, initial_state(model)),
+        num_images=len(target),
+        image_shape=task.image_shape,
+        num_classes=task.num_classes,
+        mean=task.mean,
+        std=task.std,
+        observed_kind="gradient",
+        classifier_key=None,
+        protocol={"batch_size": target.batch_size},
+    )
+    obs = Observation(
+        observed=observed,
+        public=public,
+        simulate=simulate,
+        unknowns=unknowns,
+        knowledge="adaptive",
+        notes=("the classifier head is private: only the body's gradient is observed",),
+    )
     return obs, truth

@@ -2,12 +2,14 @@
 
 :func:`open_report` starts a conformance report: the ``interface`` check (the class imports, is a
 subclass of its kind's base class and implements every abstract method), the ``options`` check, and
-the instance built with the user's option values. The options declaration drives ``--defense-arg`` parsing, ``bench list`` and the config recorded in rows, so
+the instance built with the user's option values. The options declaration drives ``--defense-arg``
+parsing, ``bench list`` and the config recorded in rows, so
 it must be sound: Option instances with unique names and help, defaults that pass their own
 validation, presets that name declared options with valid values, bad values refused with a
 BenchError (a plug-in overriding ``__init__`` must still call ``super().__init__(**values)``), and a
 resolved config that holds every option and can be recorded as JSON.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,7 +37,7 @@ def _declaration(cls: type[Component]) -> list[Option]:
             raise Failed(f"option {o.name!r} has no help text (shown by `bench list`)")
         if o.type not in (bool, int, float, str):
             raise Failed(f"option {o.name!r} has type {o.type!r}; use bool, int, float or str")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted({str(n) for n in names if names.count(n) > 1})
     if duplicates:
         raise Failed(f"option(s) declared twice: {', '.join(map(repr, duplicates))}")
     if "preset" in names:
@@ -80,8 +82,10 @@ def check_options(cls: type[Component]) -> str:
         raise Failed(f"cannot be created with its default options: {first_line(exc)}") from None
     missing = [o.name for o in options if o.name not in instance.config]
     if missing:
-        raise Failed(f"self.config lacks {', '.join(map(repr, missing))}: call super().__init__(**values) "
-                     f"so options are resolved and recorded")
+        raise Failed(
+            f"self.config lacks {', '.join(map(repr, missing))}: call super().__init__(**values) "
+            f"so options are resolved and recorded"
+        )
     require_jsonable(dict(instance.config), "self.config")
     refused = 0
     for o in options:
@@ -92,10 +96,13 @@ def check_options(cls: type[Component]) -> str:
                 refused += 1
                 continue
             except Exception as exc:
-                raise Failed(f"option {o.name!r}={value!r} raised {first_line(exc)} instead of a one-line "
-                             f"BenchError") from None
-            raise Failed(f"option {o.name!r} accepted the invalid value {value!r} (declared: "
-                         f"{o.type.__name__}{', ' + o.describe_range() if o.describe_range() else ''})")
+                raise Failed(
+                    f"option {o.name!r}={value!r} raised {first_line(exc)} instead of a one-line BenchError"
+                ) from None
+            raise Failed(
+                f"option {o.name!r} accepted the invalid value {value!r} (declared: "
+                f"{o.type.__name__}{', ' + o.describe_range() if o.describe_range() else ''})"
+            )
     try:
         cls(__no_such_option__="1")
     except BenchError:

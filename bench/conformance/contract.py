@@ -6,6 +6,7 @@ so a broken plug-in is refused in one line before it produces numbers; ``bench c
 ``check-attack`` call the same functions, one named check each, and add the slower checks. A broken
 contract raises :class:`~bench.errors.PluginError` whose message says what is wrong.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,11 @@ def check_observation(obs: object, num_images: int, image_shape: Sequence[int], 
     if not isinstance(public, PublicKnowledge):
         raise PluginError(f"Observation.public is a {type(public).__name__}, not a bench.PublicKnowledge")
     # An aggregate over several clients may ask the attacker for more images than the target holds.
-    if isinstance(public.num_images, bool) or not isinstance(public.num_images, numbers.Integral) \
-            or public.num_images < num_images:
+    if (
+        isinstance(public.num_images, bool)
+        or not isinstance(public.num_images, numbers.Integral)
+        or public.num_images < num_images
+    ):
         raise PluginError(f"public.num_images is {public.num_images!r}, but the target batch has {num_images} images")
     if tuple(public.image_shape) != tuple(image_shape):
         raise PluginError(f"public.image_shape is {tuple(public.image_shape)}, the images are {tuple(image_shape)}")
@@ -80,11 +84,14 @@ def check_observation(obs: object, num_images: int, image_shape: Sequence[int], 
     if public.observed_kind not in OBSERVED_KINDS:
         raise PluginError(f"public.observed_kind is {public.observed_kind!r}, expected 'gradient' or 'update'")
     if public.classifier_key is not None and public.classifier_key not in observed:
-        raise PluginError(f"public.classifier_key {public.classifier_key!r} is not a key of observed "
-                          f"(use None when the server does not see the classifier)")
+        raise PluginError(
+            f"public.classifier_key {public.classifier_key!r} is not a key of observed "
+            f"(use None when the server does not see the classifier)"
+        )
     if len(public.mean) != image_shape[0] or len(public.std) != image_shape[0]:
-        raise PluginError(f"public.mean/std have {len(public.mean)}/{len(public.std)} values for "
-                          f"{image_shape[0]} channels")
+        raise PluginError(
+            f"public.mean/std have {len(public.mean)}/{len(public.std)} values for {image_shape[0]} channels"
+        )
     if not callable(obs.simulate):
         raise PluginError("Observation.simulate is not callable")
     if not isinstance(obs.unknowns, Mapping):
@@ -104,21 +111,26 @@ def check_observation(obs: object, num_images: int, image_shape: Sequence[int], 
     return obs
 
 
-def candidate(obs: Observation, generator: torch.Generator, restarts: int | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Tensors]:
+def candidate(
+    obs: Observation, generator: torch.Generator, restarts: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Tensors]:
     """A random candidate as an attack would start (:mod:`bench.inversion.variables`): images, integer
     labels, label probabilities and the server's guesses of the unknowns (with a leading dimension
     ``restarts`` when given). The guesses are detached copies, whether optimisable or not."""
     public = obs.public
     lead = () if restarts is None else (restarts,)
     x = image_init(obs, generator, restarts)
-    y = torch.randint(0, public.num_classes, (*lead, public.num_images), generator=generator).to(observation_device(obs))
+    y = torch.randint(0, public.num_classes, (*lead, public.num_images), generator=generator).to(
+        observation_device(obs)
+    )
     soft = torch.softmax(label_logits_init(obs, generator, restarts), -1)
     guesses = {k: v.detach() for k, v in unknown_variables(obs, restarts)[0].items()}
     return x, y, soft, guesses
 
 
-def simulate_checked(obs: Observation, x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
+def simulate_checked(
+    obs: Observation, x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]
+) -> Tensors:
     """Call ``simulate`` and check its output against ``observed``: same keys, shapes, dtypes and devices."""
     labels = "label probabilities" if y.is_floating_point() else "integer labels"
     try:
@@ -131,8 +143,9 @@ def simulate_checked(obs: Observation, x: torch.Tensor, y: torch.Tensor, unknown
         raise PluginError(f"simulate() returned a {type(out).__name__}, not a dict of tensors")
     missing, extra = sorted(set(obs.observed) - set(out)), sorted(set(out) - set(obs.observed))
     if missing or extra:
-        parts = ([f"misses {', '.join(map(repr, missing[:3]))}"] if missing else []) + \
-                ([f"adds {', '.join(map(repr, extra[:3]))}"] if extra else [])
+        parts = ([f"misses {', '.join(map(repr, missing[:3]))}"] if missing else []) + (
+            [f"adds {', '.join(map(repr, extra[:3]))}"] if extra else []
+        )
         raise PluginError(f"simulate() returned other keys than observed: it {' and '.join(parts)}")
     for key, want in obs.observed.items():
         got = out[key]
@@ -148,8 +161,9 @@ def matching_loss(simulated: Mapping[str, torch.Tensor], observed: Mapping[str, 
     return l2_distance([simulated[k] for k in observed], [observed[k].detach() for k in observed])
 
 
-def input_gradients(obs: Observation, x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]
-                    ) -> dict[str, torch.Tensor | None]:
+def input_gradients(
+    obs: Observation, x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor | None]:
     """Gradients of the matching loss with respect to x, y (when floating) and each unknown.
 
     ``None`` marks an input the simulated output does not depend on differentiably.
@@ -164,8 +178,10 @@ def input_gradients(obs: Observation, x: torch.Tensor, y: torch.Tensor, unknowns
     u_in = {name: inputs[f"unknown {name!r}"] for name in unknowns}
     out = simulate_checked(obs, inputs["x"], y_in, u_in)
     if not any(t.requires_grad for t in out.values()):
-        raise PluginError("simulate() is not differentiable: none of its outputs requires grad for candidate "
-                          "images that do (was it detached, or computed outside torch?)")
+        raise PluginError(
+            "simulate() is not differentiable: none of its outputs requires grad for candidate "
+            "images that do (was it detached, or computed outside torch?)"
+        )
     wrt = {k: v for k, v in inputs.items() if v.requires_grad}
     grads = torch.autograd.grad(matching_loss(out, obs.observed), list(wrt.values()), allow_unused=True)
     return dict(zip(wrt, grads))
@@ -173,12 +189,15 @@ def input_gradients(obs: Observation, x: torch.Tensor, y: torch.Tensor, unknowns
 
 def require_x_gradient(grads: Mapping[str, torch.Tensor | None]) -> None:
     if grads.get("x") is None:
-        raise PluginError("simulate() is not differentiable in the candidate images x (its output does not "
-                          "depend on x through autograd)")
+        raise PluginError(
+            "simulate() is not differentiable in the candidate images x (its output does not "
+            "depend on x through autograd)"
+        )
 
 
-def validate_observation(obs: object, num_images: int, image_shape: Sequence[int], num_classes: int,
-                         generator: torch.Generator) -> Observation:
+def validate_observation(
+    obs: object, num_images: int, image_shape: Sequence[int], num_classes: int, generator: torch.Generator
+) -> Observation:
     """The harness's cheap per-target check: structure, simulate on a random candidate (integer and
     soft labels) has observed's keys/shapes/dtypes, and it is differentiable in x."""
     obs = check_observation(obs, num_images, image_shape, num_classes)
@@ -207,13 +226,19 @@ def validate_reconstruction(rec: object, obs: Observation) -> Reconstruction:
         raise PluginError("Reconstruction.images has non-finite values (return the best finite iterate)")
     if rec.labels is not None:
         labels = rec.labels
-        if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.is_complex() \
-                or labels.dtype == torch.bool:
+        if (
+            not isinstance(labels, torch.Tensor)
+            or labels.is_floating_point()
+            or labels.is_complex()
+            or labels.dtype == torch.bool
+        ):
             got = describe(labels) if isinstance(labels, torch.Tensor) else type(labels).__name__
             raise PluginError(f"Reconstruction.labels is {got}, expected integer labels or None")
         if tuple(labels.shape) != (images.shape[0],):
-            raise PluginError(f"Reconstruction.labels is {describe(labels)}, expected [{images.shape[0]}] "
-                              f"(one per reconstructed image)")
+            raise PluginError(
+                f"Reconstruction.labels is {describe(labels)}, expected [{images.shape[0]}] "
+                f"(one per reconstructed image)"
+            )
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= public.num_classes):
             raise PluginError(f"Reconstruction.labels has values outside 0..{public.num_classes - 1}")
     try:

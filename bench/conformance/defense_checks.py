@@ -8,6 +8,7 @@ unknowns, reproduces the observation on the true inputs (unless the Observation 
 ``predict`` return the right things and one round trains; that nothing of a client's private state
 reaches the server; and that the same seed gives the same tensors.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,8 +21,17 @@ import torch
 from bench import registry
 from bench.conformance.case import BATCH, TinyCase, observe_case, start_case
 from bench.conformance.component import open_report
-from bench.conformance.contract import (OBSERVED_KINDS, candidate, check_observation, describe, input_gradients,
-                                        require_jsonable, require_x_gradient, simulate_checked, tensor_dict)
+from bench.conformance.contract import (
+    OBSERVED_KINDS,
+    candidate,
+    check_observation,
+    describe,
+    input_gradients,
+    require_jsonable,
+    require_x_gradient,
+    simulate_checked,
+    tensor_dict,
+)
 from bench.conformance.report import Failed, Report, Skipped, Warned
 from bench.defense import KNOWLEDGE_LEVELS, Defense
 from bench.errors import first_line
@@ -81,8 +91,15 @@ def check_upload(upload: Any, num_examples: int) -> Upload:
 class DefenseChecks:
     """The checks of one defense, sharing the state they build up (ctx)."""
 
-    def __init__(self, spec: str, args: Mapping[str, Any], model: Choice | None, seed: int,
-                 device: torch.device, knowledge: str | None = None) -> None:
+    def __init__(
+        self,
+        spec: str,
+        args: Mapping[str, Any],
+        model: Choice | None,
+        seed: int,
+        device: torch.device,
+        knowledge: str | None = None,
+    ) -> None:
         self.spec, self.args, self.model, self.seed, self.device = spec, dict(args), model, seed, device
         self.knowledge = knowledge
         self.ctx = SimpleNamespace()
@@ -106,8 +123,10 @@ class DefenseChecks:
         c.initial_clients = [_clone(s) for s in c.clients]
         values = sum(t.numel() for t in c.server.values())
         private = f"{len(c.clients[0])} tensors" if c.clients[0] else "none"
-        return (f"model {c.case.model_name}; server state {len(c.server)} tensors ({values:,} values); "
-                f"private client state: {private}")
+        return (
+            f"model {c.case.model_name}; server state {len(c.server)} tensors ({values:,} values); "
+            f"private client state: {private}"
+        )
 
     def knowledge_check(self) -> str:
         """The declared knowledge levels are sound, and every one of them builds an Observation that says so."""
@@ -124,8 +143,10 @@ class DefenseChecks:
             case, server, clients = self.start(other)
             obs = observe_case(other, case, server, clients, self.seed)
             if getattr(obs, "knowledge", None) != level:
-                raise Failed(f"asked for knowledge level {level!r}, observe() returned an Observation with "
-                             f"knowledge {getattr(obs, 'knowledge', None)!r}")
+                raise Failed(
+                    f"asked for knowledge level {level!r}, observe() returned an Observation with "
+                    f"knowledge {getattr(obs, 'knowledge', None)!r}"
+                )
         note = f" (not standard, document them: {', '.join(unknown)})" if unknown else ""
         return f"levels {', '.join(levels)}{note}; default {d.default_knowledge}; each builds its own Observation"
 
@@ -133,15 +154,18 @@ class DefenseChecks:
         c = self.ctx
         server, clients = _clone(c.server), [_clone(s) for s in c.clients]
         task = c.case.task
-        c.obs = check_observation(observe_case(c.defense, c.case, c.server, c.clients, self.seed), BATCH,
-                                  task.image_shape, task.num_classes)
+        c.obs = check_observation(
+            observe_case(c.defense, c.case, c.server, c.clients, self.seed), BATCH, task.image_shape, task.num_classes
+        )
         _unchanged(server, c.server, "server", "observe()")
         for i, before in enumerate(clients):
             _unchanged(before, c.clients[i], f"client {i} state", "observe()")
         obs = c.obs
         unknowns = f", unknowns {', '.join(obs.unknowns)}" if obs.unknowns else ""
-        return (f"{len(obs.observed)} {obs.public.observed_kind} tensors{unknowns}; knowledge {obs.knowledge!r}; "
-                f"exact={obs.exact}")
+        return (
+            f"{len(obs.observed)} {obs.public.observed_kind} tensors{unknowns}; knowledge {obs.knowledge!r}; "
+            f"exact={obs.exact}"
+        )
 
     def simulate_shapes(self) -> str:
         c = self.ctx
@@ -157,11 +181,13 @@ class DefenseChecks:
         hints = {"y": " (DLG-style attacks optimise label probabilities)"}
         for name, g in grads.items():
             if g is None:
-                raise Failed(f"simulate() is not differentiable in {name}"
-                             f"{hints.get(name, ' (an adaptive attack optimises it)')}")
+                raise Failed(
+                    f"simulate() is not differentiable in {name}{hints.get(name, ' (an adaptive attack optimises it)')}"
+                )
             if not bool(torch.isfinite(g).all()):
                 raise Failed(f"the matching loss has a non-finite gradient with respect to {name}")
-        if not bool(grads["x"].abs().sum() > 0):
+        x_grad = grads["x"]
+        if x_grad is None or not bool(x_grad.abs().sum() > 0):
             raise Failed("the gradient of the matching loss with respect to x is identically zero")
         return f"gradients reach x{', the soft labels and every unknown' if c.obs.unknowns else ' and the soft labels'}"
 
@@ -169,25 +195,33 @@ class DefenseChecks:
         c = self.ctx
         obs, target = c.obs, c.case.target
         if not obs.exact:
-            raise Skipped("the Observation declares exact=False (its simulator does not replay the client "
-                          "exactly: noise, or an unaware attacker), so simulate(true inputs) may differ")
+            raise Skipped(
+                "the Observation declares exact=False (its simulator does not replay the client "
+                "exactly: noise, or an unaware attacker), so simulate(true inputs) may differ"
+            )
         # the state observe() saw: later checks (client-update) may change the client state in place
         truth = c.defense.true_unknowns(c.initial_clients[0], obs) if obs.unknowns else {}
         if truth is None:
-            raise Skipped(f"the true values of unknowns {', '.join(map(repr, obs.unknowns))} are not in the "
-                          f"client state under those names; override Defense.true_unknowns")
-        labels = (("true labels", target.y),
-                  ("one-hot label probabilities", torch.nn.functional.one_hot(target.y, c.case.task.num_classes).float()))
+            raise Skipped(
+                f"the true values of unknowns {', '.join(map(repr, obs.unknowns))} are not in the "
+                f"client state under those names; override Defense.true_unknowns"
+            )
+        labels = (
+            ("true labels", target.y),
+            ("one-hot label probabilities", torch.nn.functional.one_hot(target.y, c.case.task.num_classes).float()),
+        )
         worst = 0.0
         for what, y in labels:
             simulated = simulate_checked(obs, target.x, y, truth)
             bad = mismatch(simulated, obs.observed)
             if bad:
                 key, diff, tol = bad
-                raise Failed(f"simulate(true x, {what}{', true unknowns' if truth else ''}) differs from "
-                             f"observed[{key!r}] by up to {diff:.3g} (tolerance {tol:.2g}): replay exactly what "
-                             f"the client computes, or declare Observation(exact=False) if it adds randomness "
-                             f"the server cannot replay")
+                raise Failed(
+                    f"simulate(true x, {what}{', true unknowns' if truth else ''}) differs from "
+                    f"observed[{key!r}] by up to {diff:.3g} (tolerance {tol:.2g}): replay exactly what "
+                    f"the client computes, or declare Observation(exact=False) if it adds randomness "
+                    f"the server cannot replay"
+                )
             worst = max(worst, max(float((simulated[k].detach() - v).abs().max()) for k, v in obs.observed.items()))
         return f"simulate(true inputs) reproduces observed (largest difference {worst:.2g})"
 
@@ -197,8 +231,10 @@ class DefenseChecks:
         try:
             batched = torch.func.vmap(c.obs.simulate)(xs, softs, guesses)
         except Exception as exc:
-            raise Warned(f"simulate() does not run under torch.func.vmap ({first_line(exc)}); "
-                         f"attacks fall back to a slower loop over restarts") from None
+            raise Warned(
+                f"simulate() does not run under torch.func.vmap ({first_line(exc)}); "
+                f"attacks fall back to a slower loop over restarts"
+            ) from None
         for r in range(2):
             single = simulate_checked(c.obs, xs[r], softs[r], {k: v[r] for k, v in guesses.items()})
             try:
@@ -206,8 +242,10 @@ class DefenseChecks:
             except (KeyError, IndexError, TypeError):
                 raise Failed("under vmap simulate() returns other keys or shapes than without it") from None
             if bad:
-                raise Failed(f"under vmap simulate()[{bad[0]!r}] differs from the unbatched result by "
-                             f"{bad[1]:.3g}: batched restarts would optimise the wrong objective")
+                raise Failed(
+                    f"under vmap simulate()[{bad[0]!r}] differs from the unbatched result by "
+                    f"{bad[1]:.3g}: batched restarts would optimise the wrong objective"
+                )
         return "vmap over 2 candidates runs and matches a loop"
 
     def client_update(self) -> str:
@@ -215,42 +253,59 @@ class DefenseChecks:
         c.uploads = []
         for i, (client, data) in enumerate(zip(c.clients, c.case.clients)):
             server = _clone(c.server)
-            upload = check_upload(c.defense.client_update(c.server, client, data,
-                                                          generator(self.seed, "check", "round", i)), len(data))
+            upload = check_upload(
+                c.defense.client_update(c.server, client, data, generator(self.seed, "check", "round", i)), len(data)
+            )
             _unchanged(server, c.server, "server", "client_update()")
             c.uploads.append(upload)
         first = c.uploads[0]
         metrics = ", ".join(sorted(first.metrics)) or "none"
-        return (f"{first.kind} of {len(first.payload)} tensors from each of 2 clients "
-                f"({c.case.clients[0].steps_per_epoch()} mini-batches each); metrics: {metrics}")
+        return (
+            f"{first.kind} of {len(first.payload)} tensors from each of 2 clients "
+            f"({c.case.clients[0].steps_per_epoch()} mini-batches each); metrics: {metrics}"
+        )
 
     def matches_client(self) -> str:
         c = self.ctx
         try:
-            obs = c.defense.observe(c.server, copy.deepcopy(c.clients[0]), c.case.target, [],
-                                    generator(self.seed, "check", "observe"))
+            obs = c.defense.observe(
+                c.server, copy.deepcopy(c.clients[0]), c.case.target, [], generator(self.seed, "check", "observe")
+            )
         except Exception as exc:
             raise Skipped(f"observe() with no other client raised {type(exc).__name__}; not comparable") from None
         upload = c.defense.client_update(c.server, copy.deepcopy(c.clients[0]), c.case.target, None)
-        common = {k: v for k, v in obs.observed.items()
-                  if k in upload.payload and isinstance(upload.payload[k], torch.Tensor)
-                  and upload.payload[k].shape == v.shape}
+        common = {
+            k: v
+            for k, v in obs.observed.items()
+            if k in upload.payload
+            and isinstance(upload.payload[k], torch.Tensor)
+            and upload.payload[k].shape == v.shape
+        }
         if not common:
             raise Skipped("observed and uploaded tensors share no name and shape; not comparable")
         bad = mismatch(upload.payload, common)
         if bad and not obs.exact:
-            raise Skipped("observe() and client_update() differ on the target batch, as expected for an "
-                          "Observation that declares exact=False (randomness is drawn independently)")
+            raise Skipped(
+                "observe() and client_update() differ on the target batch, as expected for an "
+                "Observation that declares exact=False (randomness is drawn independently)"
+            )
         if bad:
-            raise Warned(f"observe() and client_update() disagree on the target batch (observed[{bad[0]!r}] by up "
-                         f"to {bad[1]:.3g}): fine when the server sees an aggregate or observes in eval mode, "
-                         f"otherwise privacy and utility measure different protocols")
+            raise Warned(
+                f"observe() and client_update() disagree on the target batch (observed[{bad[0]!r}] by up "
+                f"to {bad[1]:.3g}): fine when the server sees an aggregate or observes in eval mode, "
+                f"otherwise privacy and utility measure different protocols"
+            )
         return f"observe() sees what client_update() sends for the same batch ({len(common)} tensors compared)"
 
     def private_state(self) -> str:
         c = self.ctx
-        private = {f"client {i} state[{k!r}]": t for i, states in enumerate(zip(c.initial_clients, c.clients))
-                   for s in states for k, t in s.items() if isinstance(t, torch.Tensor) and _informative(t)}
+        private = {
+            f"client {i} state[{k!r}]": t
+            for i, states in enumerate(zip(c.initial_clients, c.clients))
+            for s in states
+            for k, t in s.items()
+            if isinstance(t, torch.Tensor) and _informative(t)
+        }
         sent = {f"observed[{k!r}]": t for k, t in c.obs.observed.items()}
         for i, u in enumerate(c.uploads):
             sent |= {f"client {i}'s Upload.payload[{k!r}]": t for k, t in u.payload.items()}
@@ -266,8 +321,10 @@ class DefenseChecks:
             if c.obs.unknowns[name].revealed:  # handed over by declaration (an oracle), not leaked
                 continue
             if guess.shape == value.shape and torch.equal(guess.detach(), value.detach()):
-                raise Failed(f"the server's guess of unknown {name!r} is the client's true value: the guess must "
-                             f"be the server's own stand-in (or declared Unknown(revealed=True), an oracle's)")
+                raise Failed(
+                    f"the server's guess of unknown {name!r} is the client's true value: the guess must "
+                    f"be the server's own stand-in (or declared Unknown(revealed=True), an oracle's)"
+                )
         if not private:
             return "the client keeps no private state"
         return f"none of {len(private)} private tensors appears in an upload or the observation"
@@ -278,8 +335,9 @@ class DefenseChecks:
         new = tensor_dict(c.defense.aggregate(c.server, c.uploads), "aggregate()", floating=False)
         _unchanged(server, c.server, "server", "aggregate()")
         if set(new) != set(c.server):
-            raise Failed(f"aggregate() returned keys {sorted(set(new) ^ set(c.server))[:3]} that differ from the "
-                         f"server state's")
+            raise Failed(
+                f"aggregate() returned keys {sorted(set(new) ^ set(c.server))[:3]} that differ from the server state's"
+            )
         for k, v in c.server.items():
             if new[k].shape != v.shape or new[k].dtype != v.dtype or new[k].device != v.device:
                 raise Failed(f"aggregate()[{k!r}] is {describe(new[k])}, the server state has {describe(v)}")
@@ -310,17 +368,26 @@ class DefenseChecks:
             obs = observe_case(d, case, server, clients, self.seed)
             x, _, soft, guesses = candidate(obs, generator(self.seed, "check", "candidate"))
             upload = d.client_update(server, clients[0], case.clients[0], generator(self.seed, "check", "round", 0))
-            return {"init_server()": _clone(server), "observed": _clone(obs.observed),
-                    "simulate()": _clone(obs.simulate(x, soft, guesses)), "Upload.payload": _clone(upload.payload)}
+            return {
+                "init_server()": _clone(server),
+                "observed": _clone(obs.observed),
+                "simulate()": _clone(obs.simulate(x, soft, guesses)),
+                "Upload.payload": _clone(upload.payload),
+            }
 
         a, b = one_run(), one_run()
         for what, tensors in a.items():
             for key, value in tensors.items():
                 if not torch.equal(value, b[what][key]):
-                    diff = (f" by up to {float((value.double() - b[what][key].double()).abs().max()):.3g}"
-                            if value.is_floating_point() and value.shape == b[what][key].shape else "")
-                    raise Failed(f"two runs with seed {self.seed} differ in {what}[{key!r}]{diff}: "
-                                 f"draw randomness only from the generator passed in (or torch's seeded global RNG)")
+                    diff = (
+                        f" by up to {float((value.double() - b[what][key].double()).abs().max()):.3g}"
+                        if value.is_floating_point() and value.shape == b[what][key].shape
+                        else ""
+                    )
+                    raise Failed(
+                        f"two runs with seed {self.seed} differ in {what}[{key!r}]{diff}: "
+                        f"draw randomness only from the generator passed in (or torch's seeded global RNG)"
+                    )
         return "two runs with the same seed give identical initial state, observation, simulation and upload"
 
     # -- orchestration ---------------------------------------------------------------------------
@@ -331,8 +398,10 @@ class DefenseChecks:
         defense.use_knowledge(self.knowledge)  # type: ignore[attr-defined]  # an unknown level: bad input (exit 2)
         self.ctx.defense = defense
         model = model_choice(self.model, self.ctx.defense).name
-        report.title = (f"check-defense {self.spec!r} on a tiny case: {BATCH} synthetic 3x32x32 images per batch, "
-                        f"10 classes, model {model}, seed {self.seed}, device {self.device}")
+        report.title = (
+            f"check-defense {self.spec!r} on a tiny case: {BATCH} synthetic 3x32x32 images per batch, "
+            f"10 classes, model {model}, seed {self.seed}, device {self.device}"
+        )
         steps = [
             ("setup", self.setup, ()),
             ("observe", self.observe_check, ("setup",)),
@@ -353,8 +422,14 @@ class DefenseChecks:
         return report
 
 
-def check_defense(spec: str, args: Mapping[str, Any] | None = None, model: Choice | None = None, seed: int = 0,
-                  device: torch.device | str = "cpu", knowledge: str | None = None) -> Report:
+def check_defense(
+    spec: str,
+    args: Mapping[str, Any] | None = None,
+    model: Choice | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    knowledge: str | None = None,
+) -> Report:
     """Run every defense check; the report says which passed (``report.failed`` when any failed).
 
     Raises BenchError for bad input (an unknown name, invalid option values, an unknown model).

@@ -6,6 +6,7 @@ as attacks expect), :class:`Skipped` (cannot be checked here). Any other excepti
 is the plug-in crashing; it fails the check with the exception and the plug-in's line that raised it.
 A check whose prerequisite did not pass is skipped, naming the prerequisite.
 """
+
 from __future__ import annotations
 
 import traceback

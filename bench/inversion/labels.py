@@ -13,6 +13,7 @@ Two rules, both reading the classifier layer's observed gradient (or update):
 Both need the server to observe the classifier layer (``public.classifier_key``). When it does not
 (e.g. HyperFL keeps the head private) they return ``None`` and attacks optimise labels instead.
 """
+
 from __future__ import annotations
 
 import torch
@@ -137,8 +138,9 @@ def infer_labels(obs: Observation, generator: torch.Generator | None = None) -> 
     weight_key = obs.public.classifier_key
     if weight_key is None or weight_key not in obs.observed:
         return None
-    if classifier_bias_signal(obs) is not None:
-        key, source = _bias_key(weight_key), "counts (classifier bias)"
+    bias_key = _bias_key(weight_key)
+    if bias_key is not None and classifier_bias_signal(obs) is not None:
+        key, source = bias_key, "counts (classifier bias)"
     else:
         key, source = weight_key, "counts (classifier weight rows)"
     signal = _per_class(obs, dict(obs.observed), key)

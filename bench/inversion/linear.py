@@ -13,6 +13,7 @@ The formulas are exact for a FedSGD gradient of one example; for what else a def
 they are estimates, and :func:`read_layer` says which (an update after several local steps, an
 aggregate over clients, noise, entries zeroed by pruning: the ratio then mixes, blurs or skips).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -70,8 +71,10 @@ def leaky_layers(obs: Observation) -> list[LeakyLayer]:
         for h in handles:
             h.remove()
     order = list(dict.fromkeys(reached))
-    return [LeakyLayer(n, order.index(n), candidates[n].in_features, candidates[n].out_features)
-            for n in sorted(candidates, key=lambda n: order.index(n) if n in order else len(order))]
+    return [
+        LeakyLayer(n, order.index(n), candidates[n].in_features, candidates[n].out_features)
+        for n in sorted(candidates, key=lambda n: order.index(n) if n in order else len(order))
+    ]
 
 
 def as_gradient(obs: Observation, key: str) -> torch.Tensor:
@@ -94,10 +97,10 @@ class LayerReading:
     """What one leaky layer gives away: its input (one example) and the upstream gradient δ at its output."""
 
     layer: LeakyLayer
-    features: torch.Tensor           # [in_features], the layer's input
-    delta: torch.Tensor              # [out_features], ∂L/∂(layer output)
-    known: torch.Tensor              # [in_features] bool: input features the observation determines
-    exact: bool                      # True: the formula is exact for this observation
+    features: torch.Tensor  # [in_features], the layer's input
+    delta: torch.Tensor  # [out_features], ∂L/∂(layer output)
+    known: torch.Tensor  # [in_features] bool: input features the observation determines
+    exact: bool  # True: the formula is exact for this observation
     why_not_exact: list[str] = field(default_factory=list)
 
 
@@ -112,12 +115,14 @@ def read_layer(obs: Observation, layer: LeakyLayer) -> LayerReading:
     db = as_gradient(obs, layer.bias_key).double()
     mask = (dw != 0) & (db != 0)[:, None]
     numerator = (dw * db[:, None] * mask).sum(0)
-    denominator = ((db ** 2)[:, None] * mask).sum(0)
+    denominator = ((db**2)[:, None] * mask).sum(0)
     known = denominator > 0
     features = torch.where(known, numerator / denominator.clamp_min(1e-300), torch.zeros_like(numerator))
     why = []
     if obs.public.num_images != 1:
-        why.append(f"the observation mixes {obs.public.num_images} examples (the ratio is a weighted mix of their inputs)")
+        why.append(
+            f"the observation mixes {obs.public.num_images} examples (the ratio is a weighted mix of their inputs)"
+        )
     if obs.public.observed_kind == "update":
         why.append("an update after local steps (the ratio mixes the steps' inputs and upstream gradients)")
     if not obs.exact:
@@ -130,8 +135,7 @@ def read_layer(obs: Observation, layer: LeakyLayer) -> LayerReading:
     return LayerReading(layer, features.to(dtype), db.to(dtype), known, not why, why)
 
 
-def layer_input(model: nn.Module, layer: str, params: Mapping[str, torch.Tensor],
-                x: torch.Tensor) -> torch.Tensor:
+def layer_input(model: nn.Module, layer: str, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """The input of ``layer`` (flattened per example) when ``model`` runs on ``x`` with ``params``;
     the forward pass stops there (nothing above the layer is computed)."""
     seen: list[torch.Tensor] = []
@@ -156,8 +160,11 @@ def lower_keys(obs: Observation, layer: LeakyLayer) -> list[str]:
     """The observed parameters that feed ``layer``'s input (the layers below it), in the model's order."""
     model = obs.public.model
     params = {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
-    keys = [k for k in params if k in obs.observed and obs.observed[k].shape == params[k].shape
-            and not k.startswith(layer.name + ".")]
+    keys = [
+        k
+        for k in params
+        if k in obs.observed and obs.observed[k].shape == params[k].shape and not k.startswith(layer.name + ".")
+    ]
     if not keys:
         return []
     device = next(iter(obs.observed.values())).device
@@ -168,8 +175,9 @@ def lower_keys(obs: Observation, layer: LeakyLayer) -> list[str]:
     return [k for k, g in zip(keys, grads) if g is not None]
 
 
-def replay_function(obs: Observation, layer: LeakyLayer, keys: list[str]
-                    ) -> Callable[[Tensors, torch.Tensor, torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]:
+def replay_function(
+    obs: Observation, layer: LeakyLayer, keys: list[str]
+) -> Callable[[Tensors, torch.Tensor, torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]:
     """f(params, x, u) → (the layer's input for one image x [C, H, W], the gradients of the ``keys``
     parameters of the loss whose upstream gradient at that input is ``u``): the head-free replay
     J_θ(x)ᵀ u of the layers below. Pure (``torch.func``), so it runs under ``vmap`` over targets."""
@@ -183,7 +191,7 @@ def replay_function(obs: Observation, layer: LeakyLayer, keys: list[str]
         def feats(low: Tensors) -> torch.Tensor:
             return layer_input(model, layer.name, {**rest, **low}, x[None])[0]
 
-        features, pullback = torch.func.vjp(feats, lower)
+        features, pullback = torch.func.vjp(feats, lower)[:2]
         (grads,) = pullback(u)
         return features, [grads[k] for k in names]
 

@@ -3,9 +3,11 @@
 Written once and shared by every optimisation-based attack. ``GradientMatching`` evaluates one
 candidate, or many at once (restarts) with ``torch.func.vmap`` when the defense's simulator allows it.
 """
+
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import cast
 
 import torch
 
@@ -15,29 +17,34 @@ from bench.threat import Observation
 Distance = Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], torch.Tensor]
 
 
+def _total(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The sum of scalar tensors (Python's ``sum``, typed: the same arithmetic, starting from 0)."""
+    return cast(torch.Tensor, sum(terms))
+
+
 def l2_distance(simulated: Sequence[torch.Tensor], observed: Sequence[torch.Tensor]) -> torch.Tensor:
     """Σ‖s − o‖² over all tensors, unweighted (DLG, iDLG)."""
-    return sum(((s - o) ** 2).sum() for s, o in zip(simulated, observed))
+    return _total(((s - o) ** 2).sum() for s, o in zip(simulated, observed))
 
 
 def cosine_distance(simulated: Sequence[torch.Tensor], observed: Sequence[torch.Tensor]) -> torch.Tensor:
     """1 − ⟨s, o⟩ / (‖s‖‖o‖) with all tensors concatenated: one global cosine (Inverting Gradients)."""
-    dot = sum((s * o).sum() for s, o in zip(simulated, observed))
-    s_norm = sum(s.pow(2).sum() for s in simulated).sqrt()
-    o_norm = sum(o.pow(2).sum() for o in observed).sqrt()
+    dot = _total((s * o).sum() for s, o in zip(simulated, observed))
+    s_norm = _total(s.pow(2).sum() for s in simulated).sqrt()
+    o_norm = _total(o.pow(2).sum() for o in observed).sqrt()
     return 1 - dot / (s_norm * o_norm).clamp_min(1e-20)
 
 
 def layerwise_cosine_distance(simulated: Sequence[torch.Tensor], observed: Sequence[torch.Tensor]) -> torch.Tensor:
     """Σ over tensors of (1 − cos(s, o)): each layer counts equally (IG's per-layer option)."""
-    total = 0
-    for s, o in zip(simulated, observed):
-        cos = (s * o).sum() / (s.norm() * o.norm()).clamp_min(1e-20)
-        total = total + (1 - cos)
-    return total
+    return _total(1 - (s * o).sum() / (s.norm() * o.norm()).clamp_min(1e-20) for s, o in zip(simulated, observed))
 
 
-DISTANCES: dict[str, Distance] = {"l2": l2_distance, "cosine": cosine_distance, "cosine-layer": layerwise_cosine_distance}
+DISTANCES: dict[str, Distance] = {
+    "l2": l2_distance,
+    "cosine": cosine_distance,
+    "cosine-layer": layerwise_cosine_distance,
+}
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:

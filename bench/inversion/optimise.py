@@ -1,4 +1,5 @@
 """Optimisation loops shared by attacks, with best-iterate tracking and divergence detection."""
+
 from __future__ import annotations
 
 import math
@@ -56,9 +57,16 @@ def lbfgs_options(tol: float = 0.0) -> tuple[Option, ...]:
     )
 
 
-def lbfgs(variables: Sequence[torch.Tensor], objective: Callable[[], torch.Tensor], iterations: int,
-          progress: Progress, lr: float = 1.0, max_iter: int = 20, tol: float = 0.0,
-          description: str = "") -> OptimisationResult:
+def lbfgs(
+    variables: Sequence[torch.Tensor],
+    objective: Callable[[], torch.Tensor],
+    iterations: int,
+    progress: Progress,
+    lr: float = 1.0,
+    max_iter: int = 20,
+    tol: float = 0.0,
+    description: str = "",
+) -> OptimisationResult:
     """Minimise ``objective`` over ``variables`` with L-BFGS as DLG/iDLG do.
 
     Each of ``iterations`` steps is one ``torch.optim.LBFGS.step`` with PyTorch's defaults (up to
@@ -88,7 +96,7 @@ def lbfgs(variables: Sequence[torch.Tensor], objective: Callable[[], torch.Tenso
 
     progress.start(iterations, description)
     try:
-        for done in range(1, iterations + 1):
+        for done in range(1, iterations + 1):  # noqa: B007 (read after the loop: the steps taken)
             try:
                 optimiser.step(closure)
             except Diverged:
@@ -100,8 +108,9 @@ def lbfgs(variables: Sequence[torch.Tensor], objective: Callable[[], torch.Tenso
                 break
     finally:
         progress.close()
-    return OptimisationResult(best.values, best.loss, done, diverged, history,
-                              initial_loss=initial[0] if initial else math.nan)
+    return OptimisationResult(
+        best.values, best.loss, done, diverged, history, initial_loss=initial[0] if initial else math.nan
+    )
 
 
 def step_milestones(iterations: int) -> list[int]:
@@ -167,9 +176,17 @@ class RestartsResult:
         return bool(self.losses[restart] < self.initial_losses[restart])
 
 
-def adam(variables: Sequence[torch.Tensor], objective: Callable[[], torch.Tensor], iterations: int,
-         progress: Progress, lr: float = 0.1, signed: Sequence[torch.Tensor] = (), decay: bool = True,
-         project: Callable[[], None] | None = None, description: str = "") -> RestartsResult:
+def adam(
+    variables: Sequence[torch.Tensor],
+    objective: Callable[[], torch.Tensor],
+    iterations: int,
+    progress: Progress,
+    lr: float = 0.1,
+    signed: Sequence[torch.Tensor] = (),
+    decay: bool = True,
+    project: Callable[[], None] | None = None,
+    description: str = "",
+) -> RestartsResult:
     """Minimise R independent objectives at once with Adam, as Inverting Gradients does.
 
     Every variable has a leading restart dimension R and ``objective()`` returns the R losses [R].
@@ -211,7 +228,7 @@ def adam(variables: Sequence[torch.Tensor], objective: Callable[[], torch.Tensor
 
     progress.start(iterations, description)
     try:
-        for done in range(1, iterations + 1):
+        for done in range(1, iterations + 1):  # noqa: B007 (read after the loop: the steps taken)
             losses = evaluate()
             some_diverged = bool(diverged.any())
             if some_diverged and bool(diverged.all()):
@@ -236,5 +253,11 @@ def adam(variables: Sequence[torch.Tensor], objective: Callable[[], torch.Tensor
             evaluate()  # the final iterate is a candidate too
     finally:
         progress.close()
-    return RestartsResult([v.clone() for v in best.values], best.loss.clone(), diverged.clone(), done, history,
-                          initial_losses=initial[0] if initial else None)
+    return RestartsResult(
+        [v.clone() for v in best.values],
+        best.loss.clone(),
+        diverged.clone(),
+        done,
+        history,
+        initial_losses=initial[0] if initial else None,
+    )

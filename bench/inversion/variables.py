@@ -3,6 +3,7 @@
 With ``restarts=R`` every variable gets a leading restart dimension, so all restarts are optimised
 in one tensor (see :func:`bench.inversion.optimise.adam`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,7 +17,7 @@ def observation_device(obs: Observation) -> torch.device:
 
 def image_init(obs: Observation, generator: torch.Generator, restarts: int | None = None) -> torch.Tensor:
     """Random-normal candidate images in normalised space: [N, C, H, W], or [R, N, C, H, W]."""
-    shape = (obs.public.num_images, *obs.public.image_shape)
+    shape: tuple[int, ...] = (obs.public.num_images, *obs.public.image_shape)
     if restarts is not None:
         shape = (restarts, *shape)
     return torch.randn(shape, generator=generator).to(observation_device(obs))
@@ -24,7 +25,7 @@ def image_init(obs: Observation, generator: torch.Generator, restarts: int | Non
 
 def label_logits_init(obs: Observation, generator: torch.Generator, restarts: int | None = None) -> torch.Tensor:
     """Random-normal label logits (DLG's soft labels): [N, K], or [R, N, K]."""
-    shape = (obs.public.num_images, obs.public.num_classes)
+    shape: tuple[int, ...] = (obs.public.num_images, obs.public.num_classes)
     if restarts is not None:
         shape = (restarts, *shape)
     return torch.randn(shape, generator=generator).to(observation_device(obs))

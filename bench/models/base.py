@@ -3,7 +3,10 @@
 Every network names its classifier head in ``classifier_name`` (the module path of its final
 linear layer): HyperFL keeps that head private, and label inference reads its gradient.
 """
+
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from abc import abstractmethod
 from typing import ClassVar
@@ -24,7 +27,7 @@ class Model(Component):
         """A freshly initialised network (drawn from torch's global RNG) with ``classifier_name`` set."""
 
 
-def flat_features(body: nn.Module, image_shape: tuple[int, int, int]) -> int:
+def flat_features(body: Callable[[torch.Tensor], torch.Tensor], image_shape: tuple[int, int, int]) -> int:
     """Number of features ``body`` produces for one image, found with a dry run."""
     with torch.no_grad():
         return int(body(torch.zeros(1, *image_shape)).flatten(1).shape[1])

@@ -1,4 +1,5 @@
 """The small CNNs of the HyperFL paper (feature extractor + linear classifier head)."""
+
 from __future__ import annotations
 
 import torch

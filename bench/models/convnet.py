@@ -1,4 +1,5 @@
 """The ConvNet of Inverting Gradients (Geiping et al. 2020, inversefed's ``ConvNet``)."""
+
 from __future__ import annotations
 
 from collections import OrderedDict

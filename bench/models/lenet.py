@@ -1,4 +1,5 @@
 """The sigmoid LeNet of DLG (Zhu et al. 2019) and iDLG (Zhao et al. 2020)."""
+
 from __future__ import annotations
 
 import torch
@@ -19,9 +20,12 @@ class SigmoidLeNet(nn.Module):
         super().__init__()
         channels = image_shape[0]
         self.body = nn.Sequential(
-            nn.Conv2d(channels, 12, kernel_size=5, padding=2, stride=2), nn.Sigmoid(),
-            nn.Conv2d(12, 12, kernel_size=5, padding=2, stride=2), nn.Sigmoid(),
-            nn.Conv2d(12, 12, kernel_size=5, padding=2, stride=1), nn.Sigmoid(),
+            nn.Conv2d(channels, 12, kernel_size=5, padding=2, stride=2),
+            nn.Sigmoid(),
+            nn.Conv2d(12, 12, kernel_size=5, padding=2, stride=2),
+            nn.Sigmoid(),
+            nn.Conv2d(12, 12, kernel_size=5, padding=2, stride=1),
+            nn.Sigmoid(),
         )
         self.fc = nn.Linear(flat_features(self.body, image_shape), num_classes)
 
@@ -34,8 +38,15 @@ class LeNet(Model):
 
     name = "lenet"
     description = __doc__
-    options = (Option("init", str, "uniform", "weight init: 'uniform' is DLG's U(-0.5, 0.5) for all "
-                      "weights and biases; 'default' is PyTorch's", choices=("uniform", "default")),)
+    options = (
+        Option(
+            "init",
+            str,
+            "uniform",
+            "weight init: 'uniform' is DLG's U(-0.5, 0.5) for all weights and biases; 'default' is PyTorch's",
+            choices=("uniform", "default"),
+        ),
+    )
 
     def build(self, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         net = SigmoidLeNet(image_shape, num_classes)

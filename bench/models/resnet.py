@@ -1,4 +1,5 @@
 """torchvision's ResNet-18 adapted to 32×32 inputs (3×3 stem, no stem max-pool), as on CIFAR."""
+
 from __future__ import annotations
 
 from torch import nn

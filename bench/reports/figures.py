@@ -7,9 +7,11 @@
 * ``reconstruction_grid``: defense × attack, each cell the per-target PNGs the runs wrote (ground
   truth above reconstruction), side by side.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,8 +35,11 @@ def entry_label(entry: Entry, table: Table) -> str:
 
 
 def _rows_of(frame: pd.DataFrame, entry: Entry, attack: str | None = None) -> pd.DataFrame:
-    mask = ((frame["defense_label"] == entry.defense) & (frame["model_label"] == entry.model)
-            & (frame["knowledge"] == entry.knowledge))
+    mask = (
+        (frame["defense_label"] == entry.defense)
+        & (frame["model_label"] == entry.model)
+        & (frame["knowledge"] == entry.knowledge)
+    )
     if attack is not None:
         mask &= frame["attack_label"] == attack
     return frame[mask].sort_values(["seed", "target"])
@@ -54,21 +59,36 @@ def privacy_utility(table: Table) -> tuple[bytes, list[str]]:
             if e.accuracy.mean is None or cell is None or cell.stats["psnr"].median is None:
                 continue
             psnr = cell.stats["psnr"]
-            low, high = psnr.low if psnr.low is not None else psnr.mean, psnr.high if psnr.high is not None else psnr.mean
-            ax.errorbar(e.accuracy.mean * 100, psnr.median, xerr=(e.accuracy.std or 0) * 100,
-                        yerr=[[max(0.0, psnr.median - low)], [max(0.0, high - psnr.median)]],
-                        fmt="o", color=colors(i % 10), ms=7, capsize=3, label=entry_label(e, table))
+            below, above = psnr.interval_bars()
+            ax.errorbar(
+                e.accuracy.mean * 100,
+                psnr.median,
+                xerr=(e.accuracy.std or 0) * 100,
+                yerr=[[below], [above]],
+                fmt="o",
+                color=colors(i % 10),
+                ms=7,
+                capsize=3,
+                label=entry_label(e, table),
+            )
         ax.set_title(panel if panel != "strongest attack" else "strongest attack (per defense)", fontsize=10)
         ax.set_xlabel("accuracy % (more useful →)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("attack PSNR median, dB (↓ more private)")
-    handles = {}
+    handles: dict[str, Any] = {}
     for ax in axes[0]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     if handles:
-        fig.legend(handles.values(), handles.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                   ncol=min(4, len(handles)), fontsize=9, frameon=False)
+        fig.legend(
+            handles.values(),
+            handles.keys(),
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=min(4, len(handles)),
+            fontsize=9,
+            frameon=False,
+        )
     fig.tight_layout()
     return _png(fig), unplaced
 
@@ -83,8 +103,11 @@ def round_groups(tables: Sequence[Table]) -> list[list[Table]]:
         fields = {k: v for k, v in t.fields.items() if k != "attack_round"}
         fed = {k: v for k, v in (fields.get("federation") or {}).items() if k != "rounds"}
         groups.setdefault(json.dumps({**fields, "federation": fed}, sort_keys=True, default=str), []).append(t)
-    return [sorted(g, key=lambda t: t.fields.get("attack_round") or 0) for g in groups.values()
-            if len({t.fields.get("attack_round") for t in g}) > 1]
+    return [
+        sorted(g, key=lambda t: t.fields.get("attack_round") or 0)
+        for g in groups.values()
+        if len({t.fields.get("attack_round") for t in g}) > 1
+    ]
 
 
 def psnr_by_round(tables: Sequence[Table]) -> bytes:
@@ -101,17 +124,22 @@ def psnr_by_round(tables: Sequence[Table]) -> bytes:
         for i, (defense, knowledge, model) in enumerate(names):
             xs, ys, lows, highs = [], [], [], []
             for t in tables:
-                entry = next((e for e in t.entries if (e.defense, e.knowledge, e.model) == (defense, knowledge, model)),
-                             None)
-                cell = None if entry is None else (entry.strongest_cell if panel == "strongest attack"
-                                                   else entry.attacks.get(panel))
+                entry = next(
+                    (e for e in t.entries if (e.defense, e.knowledge, e.model) == (defense, knowledge, model)), None
+                )
+                cell = (
+                    None
+                    if entry is None
+                    else (entry.strongest_cell if panel == "strongest attack" else entry.attacks.get(panel))
+                )
                 if cell is None or cell.stats["psnr"].median is None:
                     continue
                 psnr = cell.stats["psnr"]
+                below, above = psnr.interval_bars()
                 xs.append(t.fields.get("attack_round") or 0)
                 ys.append(psnr.median)
-                lows.append(max(0.0, psnr.median - (psnr.low if psnr.low is not None else psnr.median)))
-                highs.append(max(0.0, (psnr.high if psnr.high is not None else psnr.median) - psnr.median))
+                lows.append(below)
+                highs.append(above)
             if xs:
                 label = defense + (f" [{knowledge}]" if multi_knowledge else "")
                 ax.errorbar(xs, ys, yerr=[lows, highs], marker="o", ms=5, capsize=3, color=colors(i % 10), label=label)
@@ -119,13 +147,20 @@ def psnr_by_round(tables: Sequence[Table]) -> bytes:
         ax.set_xlabel("training round attacked")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("attack PSNR median, dB (↓ more private)")
-    handles = {}
+    handles: dict[str, Any] = {}
     for ax in axes[0]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     if handles:
-        fig.legend(handles.values(), handles.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                   ncol=min(4, len(handles)), fontsize=9, frameon=False)
+        fig.legend(
+            handles.values(),
+            handles.keys(),
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=min(4, len(handles)),
+            fontsize=9,
+            frameon=False,
+        )
     fig.tight_layout()
     return _png(fig)
 
@@ -147,8 +182,15 @@ def psnr_distributions(table: Table, frame: pd.DataFrame) -> bytes:
                 positions.append(i)
                 ax.scatter(i + rng.uniform(-0.15, 0.15, len(ok)), ok, s=12, color="tab:blue", alpha=0.7, zorder=3)
             if len(bad):
-                ax.scatter(i + rng.uniform(-0.15, 0.15, len(bad)), bad, s=30, color="tab:red", marker="x", zorder=4,
-                           label="diverged")
+                ax.scatter(
+                    i + rng.uniform(-0.15, 0.15, len(bad)),
+                    bad,
+                    s=30,
+                    color="tab:red",
+                    marker="x",
+                    zorder=4,
+                    label="diverged",
+                )
         if data:
             ax.boxplot(data, positions=positions, widths=0.5, showfliers=False, medianprops={"color": "black"})
         for i, e in enumerate(table.entries):
@@ -185,7 +227,7 @@ def _strip(images: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
     parts = []
     for img in images:
         pad = np.full((height, img.shape[1], 3), 255, np.uint8)
-        pad[:img.shape[0]] = img
+        pad[: img.shape[0]] = img
         parts += [pad, np.full((height, gap, 3), 255, np.uint8)]
     return np.concatenate(parts[:-1], axis=1)
 
@@ -229,8 +271,7 @@ def reconstruction_grid(table: Table, frame: pd.DataFrame, max_images: int) -> t
                 ax.imshow(strip, interpolation="nearest")
                 ax.set_xlabel(caption, fontsize=7)
             else:
-                ax.text(0.5, 0.5, "not run", ha="center", va="center", fontsize=8, color="gray",
-                        transform=ax.transAxes)
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", fontsize=8, color="gray", transform=ax.transAxes)
             if r == 0:
                 ax.set_title(attack, fontsize=10)
             if c == 0:

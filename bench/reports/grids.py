@@ -1,5 +1,6 @@
 """Reconstruction grids: ground truth above reconstruction, saved as PNG (and the matplotlib set-up
 every figure of ``bench.reports`` uses)."""
+
 from __future__ import annotations
 
 import io
@@ -38,7 +39,7 @@ def _to_hwc(images: torch.Tensor) -> torch.Tensor:
     n, _, h, w = images.shape
     row = torch.ones(3, h, n * (w + 1) - 1)
     for i, img in enumerate(images):
-        row[:, :, i * (w + 1):i * (w + 1) + w] = img
+        row[:, :, i * (w + 1) : i * (w + 1) + w] = img
     return row.permute(1, 2, 0)
 
 
@@ -59,8 +60,13 @@ def save_pair_png(path: Path, truth: torch.Tensor, recon: torch.Tensor) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def save_grid(path: Path, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], captions: Sequence[str],
-              title: str = "", inches_per_pixel: float = 0.025) -> None:
+def save_grid(
+    path: Path,
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    captions: Sequence[str],
+    title: str = "",
+    inches_per_pixel: float = 0.025,
+) -> None:
     """One panel per target (truth above reconstruction) with a caption, stacked vertically.
 
     Images keep a fixed scale (``inches_per_pixel``) whatever their number, so small images stay small.

@@ -18,6 +18,7 @@ tuning, say), the cell is the strongest of them: the settings with the highest m
   statistics unless ``diverged="include"``.
 * Lower PSNR/SSIM, higher LPIPS, lower label accuracy and a lower success rate mean *more* privacy.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,36 +31,48 @@ from bench.metrics import REGISTRY
 from bench.reports import DEFAULT_TOLERANCE, DIVERGED_MODES
 from bench.reports.stats import DEFAULT_SUCCESS, SUCCESS_WHY, Rate, SuccessRule, Summary
 
-PRIVACY_NOTE = ("Privacy: lower PSNR and SSIM, higher LPIPS, lower label accuracy and fewer recovered targets mean "
-                "MORE privacy (the attacker's reconstruction is worse). Arrows point the way that is better for "
-                "the defense: more privacy, more accuracy, less cost.")
-KNOWLEDGE_NOTE = ("Knowledge: what the attacker knows (unaware: ignores the defense; adaptive: knows and exploits "
-                  "its mechanism; oracle: is handed the client's private state). An oracle bounds knowledge, not "
-                  "leakage: a weaker optimiser with more knowledge can reconstruct worse.")
-VALUES_NOTE = ("Values per attack: over all attacked targets of all seeds (N), the median, the mean ± sample std and "
-               "a 95 % bootstrap interval of the mean; 'recovered' is the success rate; 'gain' is the median of "
-               "PSNR minus the target's no-information baseline (the better of the training set's mean image and its "
-               "flat mean colour). An attack run under several settings (e.g. defaults and a tuning) shows its "
-               "strongest. Accuracy: mean over clients of local-test accuracy after the defense's training runs, "
-               "mean ± std over training seeds (n); s/round and MB/round (uploaded per client) from the same runs; "
-               "ε (δ) of the training run and of the attacked exchange where the defense reports them.")
+PRIVACY_NOTE = (
+    "Privacy: lower PSNR and SSIM, higher LPIPS, lower label accuracy and fewer recovered targets mean "
+    "MORE privacy (the attacker's reconstruction is worse). Arrows point the way that is better for "
+    "the defense: more privacy, more accuracy, less cost."
+)
+KNOWLEDGE_NOTE = (
+    "Knowledge: what the attacker knows (unaware: ignores the defense; adaptive: knows and exploits "
+    "its mechanism; oracle: is handed the client's private state). An oracle bounds knowledge, not "
+    "leakage: a weaker optimiser with more knowledge can reconstruct worse."
+)
+VALUES_NOTE = (
+    "Values per attack: over all attacked targets of all seeds (N), the median, the mean ± sample std and "
+    "a 95 % bootstrap interval of the mean; 'recovered' is the success rate; 'gain' is the median of "
+    "PSNR minus the target's no-information baseline (the better of the training set's mean image and its "
+    "flat mean colour). An attack run under several settings (e.g. defaults and a tuning) shows its "
+    "strongest. Accuracy: mean over clients of local-test accuracy after the defense's training runs, "
+    "mean ± std over training seeds (n); s/round and MB/round (uploaded per client) from the same runs; "
+    "ε (δ) of the training run and of the attacked exchange where the defense reports them."
+)
 
 
 def ranking_rule(tolerance: float) -> str:
-    return (f"Ranking (privacy at equal utility): defenses are put in utility tiers by how far their accuracy is "
-            f"below the best in the table, {tolerance:g} accuracy points per tier (tier 0: within {tolerance:g} "
-            f"points of the best); entries without a training run come after all tiers. Within a tier, the lower "
-            f"the strongest attack's median PSNR (the worst case over attacks and their settings) the better; ties by "
-            f"success rate, then accuracy.")
+    return (
+        f"Ranking (privacy at equal utility): defenses are put in utility tiers by how far their accuracy is "
+        f"below the best in the table, {tolerance:g} accuracy points per tier (tier 0: within {tolerance:g} "
+        f"points of the best); entries without a training run come after all tiers. Within a tier, the lower "
+        f"the strongest attack's median PSNR (the worst case over attacks and their settings) the better; ties by "
+        f"success rate, then accuracy."
+    )
 
 
 def diverged_rule(mode: str) -> str:
     if mode == "include":
-        return ("Diverged attack runs (non-finite objective; their best finite iterate is scored) are INCLUDED in "
-                "the statistics and counted in N; '(k div.)' says how many of N diverged.")
-    return ("Diverged attack runs (non-finite objective) are EXCLUDED from the statistics, so a failed optimisation "
-            "is never averaged in as a result; '+k div.' after N counts them. An attack with only diverged runs "
-            "shows n/a and does not count as the strongest attack.")
+        return (
+            "Diverged attack runs (non-finite objective; their best finite iterate is scored) are INCLUDED in "
+            "the statistics and counted in N; '(k div.)' says how many of N diverged."
+        )
+    return (
+        "Diverged attack runs (non-finite objective) are EXCLUDED from the statistics, so a failed optimisation "
+        "is never averaged in as a result; '+k div.' after N counts them. An attack with only diverged runs "
+        "shows n/a and does not count as the strongest attack."
+    )
 
 
 def success_note(rule: SuccessRule) -> str:
@@ -71,12 +84,12 @@ def success_note(rule: SuccessRule) -> str:
 class AttackCell:
     """One attack (at its strongest settings) against one entry."""
 
-    attack: str                      # the attack's name
-    label: str                       # its settings, e.g. ig(tv=0.1)
-    stats: dict[str, Summary]        # per registered metric
+    attack: str  # the attack's name
+    label: str  # its settings, e.g. ig(tv=0.1)
+    stats: dict[str, Summary]  # per registered metric
     success: Rate
-    gain: Summary                    # PSNR minus the target's no-information baseline
-    baseline: Summary                # the targets' no-information PSNR
+    gain: Summary  # PSNR minus the target's no-information baseline
+    baseline: Summary  # the targets' no-information PSNR
     total: int
     diverged: int
     tunings: tuple[str, ...] = ()
@@ -132,8 +145,14 @@ class Leaderboard:
     notes: list[str] = field(default_factory=list)
 
     def header_lines(self) -> list[str]:
-        return [PRIVACY_NOTE, KNOWLEDGE_NOTE, ranking_rule(self.tolerance), diverged_rule(self.diverged),
-                success_note(self.success), VALUES_NOTE]
+        return [
+            PRIVACY_NOTE,
+            KNOWLEDGE_NOTE,
+            ranking_rule(self.tolerance),
+            diverged_rule(self.diverged),
+            success_note(self.success),
+            VALUES_NOTE,
+        ]
 
 
 def canonical(value: Any) -> str:
@@ -171,8 +190,12 @@ def _epsilon(row: Mapping[str, Any], key: str = "epsilon") -> tuple[float | None
 
 def scenario_of(row: Mapping[str, Any]) -> dict[str, Any]:
     run = row["config"]["run"]
-    return {"dataset": row["config"]["dataset"], "batch_size": run.get("batch_size"),
-            "attack_round": run.get("attack_round"), "federation": run.get("federation")}
+    return {
+        "dataset": row["config"]["dataset"],
+        "batch_size": run.get("batch_size"),
+        "attack_round": run.get("attack_round"),
+        "federation": run.get("federation"),
+    }
 
 
 def _scenario_label(scenario: Mapping[str, Any], dataset_label: str, distinguish: Sequence[str] = ()) -> str:
@@ -213,23 +236,41 @@ def _collect(rows: Sequence[Mapping[str, Any]], rule: SuccessRule) -> _Rows:
             configs[part][key] = c[part]
         if r["kind"] == "attack":
             eps, delta = _epsilon(r)
-            record = {"scenario": canonical(scenario_of(r)), **keys, "knowledge": str(r.get("knowledge")),
-                      "attack_name": c["attack"].get("name"), "ok": r.get("status") == "ok" and not r.get("diverged"),
-                      "seed": r.get("seed"), "target": r.get("target"), "epsilon": eps, "delta": delta,
-                      "epsilon_exchange": _epsilon(r, "epsilon_exchange")[0], "image": r.get("_image_path"),
-                      "tuning": (r.get("tuning") or {}).get("id") if isinstance(r.get("tuning"), Mapping) else None,
-                      "success": rule.passes(r), "psnr_gain": None, "baseline_psnr": r.get("baseline_psnr"),
-                      "state_accuracy": r.get("state_accuracy")}
+            record = {
+                "scenario": canonical(scenario_of(r)),
+                **keys,
+                "knowledge": str(r.get("knowledge")),
+                "attack_name": c["attack"].get("name"),
+                "ok": r.get("status") == "ok" and not r.get("diverged"),
+                "seed": r.get("seed"),
+                "target": r.get("target"),
+                "epsilon": eps,
+                "delta": delta,
+                "epsilon_exchange": _epsilon(r, "epsilon_exchange")[0],
+                "image": r.get("_image_path"),
+                "tuning": (r.get("tuning") or {}).get("id") if isinstance(r.get("tuning"), Mapping) else None,
+                "success": rule.passes(r),
+                "psnr_gain": None,
+                "baseline_psnr": r.get("baseline_psnr"),
+                "state_accuracy": r.get("state_accuracy"),
+            }
             record.update({m: r.get(m) for m in REGISTRY})
             if r.get("psnr") is not None and r.get("baseline_psnr") is not None:
                 record["psnr_gain"] = float(r["psnr"]) - float(r["baseline_psnr"])
             attack.append(record)
         elif r["kind"] == "train":
             eps, delta = _epsilon(r)
-            train.append({**keys, "final_accuracy": r.get("final_accuracy"),
-                          "seconds_per_round": r.get("seconds_per_round"),
-                          "bytes_per_round": r.get("bytes_uploaded_per_client_per_round"),
-                          "epsilon": eps, "delta": delta, "evaluated": r.get("evaluated")})
+            train.append(
+                {
+                    **keys,
+                    "final_accuracy": r.get("final_accuracy"),
+                    "seconds_per_round": r.get("seconds_per_round"),
+                    "bytes_per_round": r.get("bytes_uploaded_per_client_per_round"),
+                    "epsilon": eps,
+                    "delta": delta,
+                    "evaluated": r.get("evaluated"),
+                }
+            )
     return _Rows(attack, train, {part: config_labels(found) for part, found in configs.items()})
 
 
@@ -243,17 +284,26 @@ def _group(records: Sequence[dict[str, Any]], *keys: str) -> dict[tuple, list[di
 def _cell(attack: str, label: str, rows: list[dict[str, Any]], diverged: str) -> AttackCell:
     used = rows if diverged == "include" else [r for r in rows if r["ok"]]
     verdicts = [r["success"] for r in used if r["success"] is not None]
-    return AttackCell(attack, label, {m: Summary.of(r[m] for r in used) for m in REGISTRY},
-                      Rate(sum(verdicts), len(verdicts)), Summary.of(r["psnr_gain"] for r in used),
-                      Summary.of((r["baseline_psnr"] for r in used), interval=False), len(rows),
-                      sum(not r["ok"] for r in rows), tuple(sorted({r["tuning"] for r in rows if r["tuning"]})))
+    return AttackCell(
+        attack,
+        label,
+        {m: Summary.of(r[m] for r in used) for m in REGISTRY},
+        Rate(sum(verdicts), len(verdicts)),
+        Summary.of(r["psnr_gain"] for r in used),
+        Summary.of((r["baseline_psnr"] for r in used), interval=False),
+        len(rows),
+        sum(not r["ok"] for r in rows),
+        tuple(sorted({r["tuning"] for r in rows if r["tuning"]})),
+    )
 
 
 def _strongest_setting(cells: list[AttackCell]) -> AttackCell:
     """Of one attack's settings, the one with the highest median PSNR (cells without a score last)."""
+
     def key(c: AttackCell) -> float:
         m = c.stats["psnr"].median
         return -math.inf if m is None else m
+
     best = max(cells, key=key)
     best.settings_tried = len(cells)
     return best
@@ -269,8 +319,14 @@ def _rank(entries: list[Entry], tolerance: float) -> list[Entry]:
     def key(e: Entry) -> tuple[float, float, float, float, str, str]:
         cell = e.strongest_cell
         success = cell.success.value if cell is not None and cell.success.value is not None else math.inf
-        return (math.inf if e.tier is None else e.tier, math.inf if e.privacy is None else e.privacy, success,
-                -(e.accuracy.mean if e.accuracy.mean is not None else -math.inf), e.defense, e.knowledge)
+        return (
+            math.inf if e.tier is None else e.tier,
+            math.inf if e.privacy is None else e.privacy,
+            success,
+            -(e.accuracy.mean if e.accuracy.mean is not None else -math.inf),
+            e.defense,
+            e.knowledge,
+        )
 
     ranked = sorted(entries, key=key)
     for i, e in enumerate(ranked, start=1):
@@ -290,8 +346,12 @@ def _train_summary(entry: Entry, train: list[dict[str, Any]]) -> None:
     entry.evaluated = ", ".join(sorted(evaluated)) or None
 
 
-def build(rows: Sequence[Mapping[str, Any]], diverged: str = "exclude", tolerance: float = DEFAULT_TOLERANCE,
-          success: str | SuccessRule = DEFAULT_SUCCESS) -> Leaderboard:
+def build(
+    rows: Sequence[Mapping[str, Any]],
+    diverged: str = "exclude",
+    tolerance: float = DEFAULT_TOLERANCE,
+    success: str | SuccessRule = DEFAULT_SUCCESS,
+) -> Leaderboard:
     """The leaderboard of ``rows`` (attack and train rows, as ``load_results`` returns them)."""
     if diverged not in DIVERGED_MODES:
         raise ValueError(f"diverged must be one of {DIVERGED_MODES}")
@@ -310,15 +370,26 @@ def build(rows: Sequence[Mapping[str, Any]], diverged: str = "exclude", toleranc
         scenario = json.loads(scenario_key)
         dataset_key = canonical(scenario["dataset"])
         entries = []
-        for (defense_key, knowledge, model_key), entry_rows in _group(scenario_rows, "defense", "knowledge",
-                                                                      "model").items():
+        for (defense_key, knowledge, model_key), entry_rows in _group(
+            scenario_rows, "defense", "knowledge", "model"
+        ).items():
             cells: dict[str, AttackCell] = {}
             for (name,), named in sorted(_group(entry_rows, "attack_name").items()):
-                settings = [_cell(name, labels["attack"][key], rows_, diverged)
-                            for (key,), rows_ in _group(named, "attack").items()]
+                settings = [
+                    _cell(name, labels["attack"][key], rows_, diverged)
+                    for (key,), rows_ in _group(named, "attack").items()
+                ]
                 cells[name] = _strongest_setting(settings)
-            entry = Entry(labels["defense"][defense_key], json.loads(defense_key), knowledge, labels["model"][model_key],
-                          cells, Summary(0), Summary(0), Summary(0))
+            entry = Entry(
+                labels["defense"][defense_key],
+                json.loads(defense_key),
+                knowledge,
+                labels["model"][model_key],
+                cells,
+                Summary(0),
+                Summary(0),
+                Summary(0),
+            )
             train = trains.get((dataset_key, defense_key, model_key), [])
             if train:
                 matched.add((dataset_key, defense_key, model_key))
@@ -327,7 +398,8 @@ def build(rows: Sequence[Mapping[str, Any]], diverged: str = "exclude", toleranc
                 eps = [r["epsilon"] for r in entry_rows if r["epsilon"] is not None]
                 entry.epsilon = sum(eps) / len(eps) if eps else None
             entry.state_accuracy = Summary.of(
-                {(r["seed"], r["attack"]): r["state_accuracy"] for r in entry_rows}.values(), interval=False)
+                {(r["seed"], r["attack"]): r["state_accuracy"] for r in entry_rows}.values(), interval=False
+            )
             exchange = [r["epsilon_exchange"] for r in entry_rows if r["epsilon_exchange"] is not None]
             entry.epsilon_exchange = sum(exchange) / len(exchange) if exchange else None
             medians = {n: c.stats["psnr"].median for n, c in cells.items() if c.stats["psnr"].median is not None}
@@ -336,12 +408,21 @@ def build(rows: Sequence[Mapping[str, Any]], diverged: str = "exclude", toleranc
                 entry.privacy = medians[entry.strongest]
             entries.append(entry)
         attacks = sorted({name for e in entries for name in e.attacks})
-        board.tables.append(Table(_scenario_label(scenario, labels["dataset"][dataset_key], distinguish), attacks,
-                                  _rank(entries, tolerance), key=scenario_key, fields=scenario))
+        board.tables.append(
+            Table(
+                _scenario_label(scenario, labels["dataset"][dataset_key], distinguish),
+                attacks,
+                _rank(entries, tolerance),
+                key=scenario_key,
+                fields=scenario,
+            )
+        )
     unmatched = {labels["defense"][key[1]] for key in trains if key not in matched}
     if unmatched:
-        board.notes.append(f"training rows without attack rows in the same data set and model, not shown: "
-                           f"{', '.join(sorted(unmatched))}")
+        board.notes.append(
+            f"training rows without attack rows in the same data set and model, not shown: "
+            f"{', '.join(sorted(unmatched))}"
+        )
     return board
 
 
@@ -358,6 +439,8 @@ def attack_frame(rows: Sequence[Mapping[str, Any]]):  # -> pandas.DataFrame (imp
         frame[f"{part}_label"] = [data.labels[part][k] for k in frame[part]]
     frame["attack_label"] = frame["attack_name"]
     distinguish = _differing_federation(list(frame["scenario"].unique()))
-    frame["scenario_label"] = [_scenario_label(json.loads(k), data.labels["dataset"][canonical(json.loads(k)["dataset"])],
-                                               distinguish) for k in frame["scenario"]]
+    frame["scenario_label"] = [
+        _scenario_label(json.loads(k), data.labels["dataset"][canonical(json.loads(k)["dataset"])], distinguish)
+        for k in frame["scenario"]
+    ]
     return frame

@@ -9,6 +9,7 @@
 Each row gets two in-memory annotations for the reports: ``_source`` (``file:line``) and, for attack
 rows with a picture, ``_image_path`` (the PNG, resolved against the row's results file).
 """
+
 from __future__ import annotations
 
 import json
@@ -90,7 +91,8 @@ def _read_file(path: Path, out: ResultSet) -> list[dict[str, Any]]:
         rows.append(row)
     if len(problems) > MAX_PROBLEMS_PER_FILE:
         problems = problems[:MAX_PROBLEMS_PER_FILE] + [
-            f"{path}: ... and {len(problems) - MAX_PROBLEMS_PER_FILE} more bad line(s) skipped"]
+            f"{path}: ... and {len(problems) - MAX_PROBLEMS_PER_FILE} more bad line(s) skipped"
+        ]
     out.problems.extend(problems)
     out.files.append(path)
     return rows
@@ -105,8 +107,10 @@ def _sweep_cells(root: Path, out: ResultSet) -> list[Path]:
         ids = sorted(p.name for p in (root / CELLS_DIR).iterdir()) if (root / CELLS_DIR).is_dir() else []
     finished = [i for i in ids if is_done(root, i)]
     if len(finished) < len(ids):
-        out.notes.append(f"{root}: {len(ids) - len(finished)} of {len(ids)} cell(s) unfinished, left out "
-                         f"(re-run the sweep to finish them)")
+        out.notes.append(
+            f"{root}: {len(ids) - len(finished)} of {len(ids)} cell(s) unfinished, left out "
+            f"(re-run the sweep to finish them)"
+        )
     return [cell_dir(root, i) / RESULTS_FILE for i in finished]
 
 

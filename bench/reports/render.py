@@ -5,6 +5,7 @@ model, its strongest attack's statistics, utility and cost) and **every attack**
 entry and attack, at the attack's strongest settings). The CSV is long-form, one line per cell
 (scenario × defense × knowledge × model × attack) with every number, for re-plotting.
 """
+
 from __future__ import annotations
 
 import csv
@@ -47,25 +48,37 @@ def ranking_records(table: Table, mode: str) -> list[Record]:
     for e in table.entries:
         cell = e.strongest_cell
         s = cell.stats if cell else {}
-        records.append({
-            "rank": str(e.rank), "defense": e.defense, "knowledge": e.knowledge, "model": e.model,
-            "tier": "—" if e.tier is None else str(e.tier),
-            "strongest attack": cell.label if cell else "n/a",
-            f"PSNR median {psnr.privacy_arrow}": s["psnr"].median_text(2) if cell else "n/a",
-            "PSNR mean [95 % CI]": (f"{s['psnr'].text(2)} {s['psnr'].interval_text(2)}" if cell else "n/a"),
-            "recovered ↓": cell.success.text() if cell else "n/a",
-            "gain over baseline, dB ↓": _gain_text(cell.gain) if cell else "n/a",
-            f"SSIM median {ssim.privacy_arrow}": s["ssim"].median_text(3) if cell else "n/a",
-            f"label acc {acc.privacy_arrow}": s["label_acc"].text(2) if cell else "n/a",
-            "N": _n_text(cell, mode) if cell else "0",
-            "accuracy % ↑": _accuracy_text(e) + (f" [{e.evaluated}]" if e.evaluated else ""),
-            **({"attacked model's accuracy %": mean_std_text(e.state_accuracy.mean, e.state_accuracy.std, 1, 100.0)}
-               if any(x.state_accuracy.n for x in table.entries) else {}),
-            "s/round ↓": "n/a" if e.seconds_per_round.mean is None else f"{e.seconds_per_round.mean:.2f}",
-            "MB/round ↓": "n/a" if e.bytes_per_round.mean is None else f"{e.bytes_per_round.mean / 1e6:.3f}",
-            "ε training ↓": _epsilon_text(e.epsilon, e.delta),
-            "ε exchange ↓": _epsilon_text(e.epsilon_exchange),
-        })
+        records.append(
+            {
+                "rank": str(e.rank),
+                "defense": e.defense,
+                "knowledge": e.knowledge,
+                "model": e.model,
+                "tier": "—" if e.tier is None else str(e.tier),
+                "strongest attack": cell.label if cell else "n/a",
+                f"PSNR median {psnr.privacy_arrow}": s["psnr"].median_text(2) if cell else "n/a",
+                "PSNR mean [95 % CI]": (f"{s['psnr'].text(2)} {s['psnr'].interval_text(2)}" if cell else "n/a"),
+                "recovered ↓": cell.success.text() if cell else "n/a",
+                "gain over baseline, dB ↓": _gain_text(cell.gain) if cell else "n/a",
+                f"SSIM median {ssim.privacy_arrow}": s["ssim"].median_text(3) if cell else "n/a",
+                f"label acc {acc.privacy_arrow}": s["label_acc"].text(2) if cell else "n/a",
+                "N": _n_text(cell, mode) if cell else "0",
+                "accuracy % ↑": _accuracy_text(e) + (f" [{e.evaluated}]" if e.evaluated else ""),
+                **(
+                    {
+                        "attacked model's accuracy %": mean_std_text(
+                            e.state_accuracy.mean, e.state_accuracy.std, 1, 100.0
+                        )
+                    }
+                    if any(x.state_accuracy.n for x in table.entries)
+                    else {}
+                ),
+                "s/round ↓": "n/a" if e.seconds_per_round.mean is None else f"{e.seconds_per_round.mean:.2f}",
+                "MB/round ↓": "n/a" if e.bytes_per_round.mean is None else f"{e.bytes_per_round.mean / 1e6:.3f}",
+                "ε training ↓": _epsilon_text(e.epsilon, e.delta),
+                "ε exchange ↓": _epsilon_text(e.epsilon_exchange),
+            }
+        )
     return records
 
 
@@ -77,12 +90,19 @@ def attack_records(table: Table, mode: str) -> list[Record]:
             if cell is None:
                 continue
             s = cell.stats
-            record = {"defense": e.defense, "knowledge": e.knowledge, "model": e.model,
-                      "attack (settings)": cell.label + (" ★" if name == e.strongest else ""),
-                      "N": _n_text(cell, mode), "PSNR median": s["psnr"].median_text(2),
-                      "PSNR mean ± std": s["psnr"].text(2), "95 % CI": s["psnr"].interval_text(2),
-                      "recovered": cell.success.text(), "baseline PSNR": cell.baseline.median_text(2),
-                      "gain, dB": _gain_text(cell.gain)}
+            record = {
+                "defense": e.defense,
+                "knowledge": e.knowledge,
+                "model": e.model,
+                "attack (settings)": cell.label + (" ★" if name == e.strongest else ""),
+                "N": _n_text(cell, mode),
+                "PSNR median": s["psnr"].median_text(2),
+                "PSNR mean ± std": s["psnr"].text(2),
+                "95 % CI": s["psnr"].interval_text(2),
+                "recovered": cell.success.text(),
+                "baseline PSNR": cell.baseline.median_text(2),
+                "gain, dB": _gain_text(cell.gain),
+            }
             for m in REGISTRY.values():
                 if m.name not in ("psnr", "mse"):
                     record[f"{m.title} median"] = s[m.name].median_text(m.digits)
@@ -109,10 +129,11 @@ def html_table(records: list[Record]) -> str:
         return "<p>(no rows)</p>"
     titles = list(records[0])
     head = "".join(f"<th>{html.escape(t)}</th>" for t in titles)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(r.get(t, ''))}</td>" for t in titles) + "</tr>"
-                   for r in records)
-    return (f"<div class='scroll'><table class='leaderboard'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table></div>")
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(r.get(t, ''))}</td>" for t in titles) + "</tr>" for r in records)
+    return (
+        f"<div class='scroll'><table class='leaderboard'><thead><tr>{head}</tr></thead>"
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def footnotes(board: Leaderboard) -> list[str]:
@@ -123,9 +144,18 @@ def to_markdown(board: Leaderboard, title: str = "Leaderboard", level: int = 1) 
     hashes = "#" * level
     out = [f"{hashes} {title}", ""] + [f"* {line}" for line in board.header_lines()] + [""]
     for table in board.tables:
-        out += [f"{hashes}# {table.scenario}", "", f"{hashes}## Ranking", "",
-                markdown_table(ranking_records(table, board.diverged)), "", f"{hashes}## Every attack", "",
-                markdown_table(attack_records(table, board.diverged)), ""]
+        out += [
+            f"{hashes}# {table.scenario}",
+            "",
+            f"{hashes}## Ranking",
+            "",
+            markdown_table(ranking_records(table, board.diverged)),
+            "",
+            f"{hashes}## Every attack",
+            "",
+            markdown_table(attack_records(table, board.diverged)),
+            "",
+        ]
     out += [f"* {note}" for note in footnotes(board)]
     return "\n".join(out).rstrip() + "\n"
 
@@ -135,8 +165,12 @@ def html_list(lines: Iterable[str]) -> str:
 
 
 def html_tables(table: Table, mode: str, level: int = 3) -> str:
-    return (f"<h{level}>Ranking</h{level}>" + html_table(ranking_records(table, mode)) +
-            f"<h{level}>Every attack</h{level}>" + html_table(attack_records(table, mode)))
+    return (
+        f"<h{level}>Ranking</h{level}>"
+        + html_table(ranking_records(table, mode))
+        + f"<h{level}>Every attack</h{level}>"
+        + html_table(attack_records(table, mode))
+    )
 
 
 def html_fragment(board: Leaderboard, level: int = 2) -> str:
@@ -166,8 +200,10 @@ img.figure { max-width: 100%; height: auto; border: 1px solid #eee; }
 
 def page(title: str, body: str) -> str:
     """A self-contained HTML page: ``title`` as its title and heading, then ``body`` (HTML)."""
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
+    )
 
 
 def to_html(board: Leaderboard, title: str = "Leaderboard") -> str:
@@ -175,8 +211,14 @@ def to_html(board: Leaderboard, title: str = "Leaderboard") -> str:
 
 
 def _summary_fields(prefix: str, s: Summary) -> dict[str, Any]:
-    return {f"{prefix}_n": s.n, f"{prefix}_mean": s.mean, f"{prefix}_std": s.std, f"{prefix}_median": s.median,
-            f"{prefix}_ci_low": s.low, f"{prefix}_ci_high": s.high}
+    return {
+        f"{prefix}_n": s.n,
+        f"{prefix}_mean": s.mean,
+        f"{prefix}_std": s.std,
+        f"{prefix}_median": s.median,
+        f"{prefix}_ci_low": s.low,
+        f"{prefix}_ci_high": s.high,
+    }
 
 
 def csv_records(board: Leaderboard) -> list[dict[str, Any]]:
@@ -187,24 +229,50 @@ def csv_records(board: Leaderboard) -> list[dict[str, Any]]:
         for e in table.entries:
             for name, cell in e.attacks.items():
                 rec: dict[str, Any] = {
-                    "scenario": table.scenario, "dataset": (table.fields.get("dataset") or {}).get("name"),
-                    "batch_size": table.fields.get("batch_size"), "attack_round": table.fields.get("attack_round"),
-                    "clients": fed.get("clients"), "federation": canonical(fed), "rank": e.rank, "tier": e.tier,
-                    "defense": e.defense, "defense_config": canonical(e.defense_config), "knowledge": e.knowledge,
-                    "model": e.model, "attack": name, "attack_settings": cell.label,
-                    "strongest": name == e.strongest, "n": cell.used, "runs": cell.total, "diverged": cell.diverged,
-                    "settings_tried": cell.settings_tried, "tuning": ";".join(cell.tunings)}
+                    "scenario": table.scenario,
+                    "dataset": (table.fields.get("dataset") or {}).get("name"),
+                    "batch_size": table.fields.get("batch_size"),
+                    "attack_round": table.fields.get("attack_round"),
+                    "clients": fed.get("clients"),
+                    "federation": canonical(fed),
+                    "rank": e.rank,
+                    "tier": e.tier,
+                    "defense": e.defense,
+                    "defense_config": canonical(e.defense_config),
+                    "knowledge": e.knowledge,
+                    "model": e.model,
+                    "attack": name,
+                    "attack_settings": cell.label,
+                    "strongest": name == e.strongest,
+                    "n": cell.used,
+                    "runs": cell.total,
+                    "diverged": cell.diverged,
+                    "settings_tried": cell.settings_tried,
+                    "tuning": ";".join(cell.tunings),
+                }
                 for metric in REGISTRY:
                     rec.update(_summary_fields(metric, cell.stats[metric]))
-                rec.update({"success_rule": board.success.text(), "success_k": cell.success.k,
-                            "success_n": cell.success.n, "success_rate": cell.success.value,
-                            "baseline_psnr_median": cell.baseline.median, "psnr_gain_median": cell.gain.median,
-                            "psnr_gain_mean": cell.gain.mean,
-                            "accuracy_mean": e.accuracy.mean, "accuracy_std": e.accuracy.std,
-                            "accuracy_n": e.accuracy.n, "evaluated": e.evaluated,
-                            "attacked_state_accuracy": e.state_accuracy.mean,
-                            "seconds_per_round": e.seconds_per_round.mean, "bytes_per_round": e.bytes_per_round.mean,
-                            "epsilon": e.epsilon, "delta": e.delta, "epsilon_exchange": e.epsilon_exchange})
+                rec.update(
+                    {
+                        "success_rule": board.success.text(),
+                        "success_k": cell.success.k,
+                        "success_n": cell.success.n,
+                        "success_rate": cell.success.value,
+                        "baseline_psnr_median": cell.baseline.median,
+                        "psnr_gain_median": cell.gain.median,
+                        "psnr_gain_mean": cell.gain.mean,
+                        "accuracy_mean": e.accuracy.mean,
+                        "accuracy_std": e.accuracy.std,
+                        "accuracy_n": e.accuracy.n,
+                        "evaluated": e.evaluated,
+                        "attacked_state_accuracy": e.state_accuracy.mean,
+                        "seconds_per_round": e.seconds_per_round.mean,
+                        "bytes_per_round": e.bytes_per_round.mean,
+                        "epsilon": e.epsilon,
+                        "delta": e.delta,
+                        "epsilon_exchange": e.epsilon_exchange,
+                    }
+                )
                 out.append(rec)
     return out
 

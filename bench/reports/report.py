@@ -5,6 +5,7 @@ Contents: how to read it, the leaderboard, then per scenario a privacy-utility s
 PSNR distributions and reconstruction grids (defense × attack, ground truth above reconstruction),
 and the provenance of the rows (files, git commits, versions, machines, caveats).
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,16 +18,26 @@ from typing import Any
 
 from bench.reports import DEFAULT_SUCCESS, DEFAULT_TOLERANCE, figures
 from bench.reports.leaderboard import Leaderboard, attack_frame, build
-from bench.reports.render import (attack_records, footnotes, html_list, html_tables, markdown_table, page,
-                                  ranking_records, to_csv)
+from bench.reports.render import (
+    attack_records,
+    footnotes,
+    html_list,
+    html_tables,
+    markdown_table,
+    page,
+    ranking_records,
+    to_csv,
+)
 from bench.reports.loading import ResultSet
 from bench.results import atomic_write_bytes
 
-SCORING_NOTE = ("Scores compare images in [0, 1] pixel space after undoing the normalisation: PSNR (data range 1) "
-                "and scikit-image's windowed SSIM per image, then averaged; LPIPS (AlexNet) where its weights were "
-                "available; in a batch, each true image is matched to one reconstruction by a minimum-MSE one-to-one "
-                "assignment (scipy linear_sum_assignment) before scoring. Every target is also scored against the "
-                "no-information baseline (the training set's mean image and its flat mean colour).")
+SCORING_NOTE = (
+    "Scores compare images in [0, 1] pixel space after undoing the normalisation: PSNR (data range 1) "
+    "and scikit-image's windowed SSIM per image, then averaged; LPIPS (AlexNet) where its weights were "
+    "available; in a batch, each true image is matched to one reconstruction by a minimum-MSE one-to-one "
+    "assignment (scipy linear_sum_assignment) before scoring. Every target is also scored against the "
+    "no-information baseline (the training set's mean image and its flat mean colour)."
+)
 
 
 @dataclass
@@ -41,15 +52,27 @@ class Figure:
 def _provenance(results: ResultSet) -> list[str]:
     rows = results.rows
     kinds = Counter(r["kind"] for r in rows)
-    commits = Counter(f"{(r.get('git') or {}).get('commit') or 'unknown'}"[:10]
-                      + ("+dirty" if (r.get("git") or {}).get("dirty") else "") for r in rows)
-    versions = Counter(f"bench-fl {v.get('bench-fl')}, torch {v.get('torch')}, python {v.get('python')}"
-                       for r in rows if isinstance(v := r.get("versions"), dict))
-    machines = Counter(f"{m.get('platform')}, {m.get('cpu_threads')} torch thread(s), device {m.get('device')}"
-                       + (f" ({m['gpu']})" if m.get("gpu") else "") for r in rows if isinstance(m := r.get("machine"), dict))
+    commits = Counter(
+        f"{(r.get('git') or {}).get('commit') or 'unknown'}"[:10]
+        + ("+dirty" if (r.get("git") or {}).get("dirty") else "")
+        for r in rows
+    )
+    versions = Counter(
+        f"bench-fl {v.get('bench-fl')}, torch {v.get('torch')}, python {v.get('python')}"
+        for r in rows
+        if isinstance(v := r.get("versions"), dict)
+    )
+    machines = Counter(
+        f"{m.get('platform')}, {m.get('cpu_threads')} torch thread(s), device {m.get('device')}"
+        + (f" ({m['gpu']})" if m.get("gpu") else "")
+        for r in rows
+        if isinstance(m := r.get("machine"), dict)
+    )
     stamps = sorted(r["timestamp"] for r in rows if r.get("timestamp"))
-    lines = [f"{len(rows)} rows ({kinds.get('attack', 0)} attack, {kinds.get('train', 0)} train) from "
-             f"{len(results.files)} results file(s)"]
+    lines = [
+        f"{len(rows)} rows ({kinds.get('attack', 0)} attack, {kinds.get('train', 0)} train) from "
+        f"{len(results.files)} results file(s)"
+    ]
     if stamps:
         lines.append(f"runs from {stamps[0]} to {stamps[-1]}")
     lines += [f"git commit {c}: {n} rows" for c, n in commits.most_common()]
@@ -64,8 +87,11 @@ def _caveats(results: ResultSet, figure_caveats: Sequence[str] = ()) -> list[str
     out = [f"{n} (in {k} rows)" for n, k in notes.most_common()]
     lpips = Counter(r["lpips_note"] for r in attack_rows if r.get("lpips") is None and r.get("lpips_note"))
     out += [f"LPIPS n/a in {k} rows: {n}" for n, k in lpips.most_common()]
-    knowledge = Counter(f"{r['config']['defense'].get('name')}: attacker knowledge '{r.get('knowledge')}'"
-                        for r in attack_rows if r.get("knowledge"))
+    knowledge = Counter(
+        f"{r['config']['defense'].get('name')}: attacker knowledge '{r.get('knowledge')}'"
+        for r in attack_rows
+        if r.get("knowledge")
+    )
     out += [f"{k} ({n} rows)" for k, n in sorted(knowledge.items())]
     return out + results.notes + list(figure_caveats) + results.problems
 
@@ -74,32 +100,43 @@ def build_figures(board: Leaderboard, results: ResultSet, max_images: int) -> tu
     """Three figures per scenario, and how many target images the grids showed and missed (a grid with
     missing images carries a ``caveat``; ``results`` is not changed)."""
     frame = attack_frame(results.rows)
-    per_table, images = [], Counter()
+    per_table: list[list[Figure]] = []
+    images: Counter[str] = Counter()
     for i, table in enumerate(board.tables, start=1):
         rows = frame[frame["scenario"] == table.key]
         scatter, unplaced = figures.privacy_utility(table)
-        caption = ("Attack PSNR (median over targets × seeds, bars: 95 % bootstrap interval of the mean) against "
-                   "the defense's accuracy (bars: std over training seeds), one point per defense configuration and "
-                   "knowledge level. Bottom right is best: useful and private.")
+        caption = (
+            "Attack PSNR (median over targets × seeds, bars: 95 % bootstrap interval of the mean) against "
+            "the defense's accuracy (bars: std over training seeds), one point per defense configuration and "
+            "knowledge level. Bottom right is best: useful and private."
+        )
         if unplaced:
             caption += f" Not placed (no training run): {', '.join(unplaced)}."
         grid, shown, missing = figures.reconstruction_grid(table, rows, max_images)
         images.update(shown=shown, missing=missing)
-        grid_caption = (f"Per defense (rows, in rank order) and attack (columns): the first {max_images} attacked "
-                        f"targets by seed and target, each ground truth (top) above the matched reconstruction "
-                        f"(bottom), with their PSNR in dB († diverged).")
+        grid_caption = (
+            f"Per defense (rows, in rank order) and attack (columns): the first {max_images} attacked "
+            f"targets by seed and target, each ground truth (top) above the matched reconstruction "
+            f"(bottom), with their PSNR in dB († diverged)."
+        )
         grid_caveat = None
         if missing:
             grid_caption += f" {missing} image file(s) missing on disk, drawn grey."
             grid_caveat = f"{table.scenario}: {missing} reconstruction image file(s) missing on disk"
-        per_table.append([
-            Figure(f"privacy_utility_{i}", "Privacy against utility", caption, scatter),
-            Figure(f"psnr_distributions_{i}", "PSNR per target", "Every target's PSNR per defense configuration "
-                   "and attack (box: quartiles of non-diverged runs; red ×: diverged runs; grey line: the median "
-                   "no-information baseline).",
-                   figures.psnr_distributions(table, rows)),
-            Figure(f"reconstructions_{i}", "Reconstructions", grid_caption, grid, grid_caveat),
-        ])
+        per_table.append(
+            [
+                Figure(f"privacy_utility_{i}", "Privacy against utility", caption, scatter),
+                Figure(
+                    f"psnr_distributions_{i}",
+                    "PSNR per target",
+                    "Every target's PSNR per defense configuration "
+                    "and attack (box: quartiles of non-diverged runs; red ×: diverged runs; grey line: the median "
+                    "no-information baseline).",
+                    figures.psnr_distributions(table, rows),
+                ),
+                Figure(f"reconstructions_{i}", "Reconstructions", grid_caption, grid, grid_caveat),
+            ]
+        )
     return per_table, images
 
 
@@ -108,24 +145,42 @@ def training_figures(board: Leaderboard) -> list[Figure]:
     out = []
     for i, group in enumerate(figures.round_groups(board.tables), start=1):
         rounds = ", ".join(str(t.fields.get("attack_round")) for t in group)
-        out.append(Figure(f"psnr_by_round_{i}", f"Privacy across training: {group[0].scenario.split(' · ')[0]}",
-                          f"Attack PSNR (median over targets × seeds; bars: 95 % bootstrap interval of the mean) "
-                          f"against the training round attacked (rounds {rounds}; each defense attacked in the state "
-                          f"its own training reached), per defense configuration: the strongest attack, then each "
-                          f"attack.", figures.psnr_by_round(group)))
+        out.append(
+            Figure(
+                f"psnr_by_round_{i}",
+                f"Privacy across training: {group[0].scenario.split(' · ')[0]}",
+                f"Attack PSNR (median over targets × seeds; bars: 95 % bootstrap interval of the mean) "
+                f"against the training round attacked (rounds {rounds}; each defense attacked in the state "
+                f"its own training reached), per defense configuration: the strongest attack, then each "
+                f"attack.",
+                figures.psnr_by_round(group),
+            )
+        )
     return out
 
 
 def _figure_html(fig: Figure) -> str:
     data = base64.b64encode(fig.png).decode("ascii")
-    return (f"<figure><h3>{html.escape(fig.title)}</h3><img class='figure' alt='{html.escape(fig.title)}' "
-            f"src='data:image/png;base64,{data}'><figcaption>{html.escape(fig.caption)}</figcaption></figure>")
+    return (
+        f"<figure><h3>{html.escape(fig.title)}</h3><img class='figure' alt='{html.escape(fig.title)}' "
+        f"src='data:image/png;base64,{data}'><figcaption>{html.escape(fig.caption)}</figcaption></figure>"
+    )
 
 
-def _html(board: Leaderboard, per_table: list[list[Figure]], files: Sequence[Path], provenance: list[str],
-          caveats: list[str], title: str, across: Sequence[Figure] = ()) -> str:
-    parts = [html_list(provenance), "<h2>How to read this report</h2>",
-             html_list([*board.header_lines(), SCORING_NOTE])]
+def _html(
+    board: Leaderboard,
+    per_table: list[list[Figure]],
+    files: Sequence[Path],
+    provenance: list[str],
+    caveats: list[str],
+    title: str,
+    across: Sequence[Figure] = (),
+) -> str:
+    parts = [
+        html_list(provenance),
+        "<h2>How to read this report</h2>",
+        html_list([*board.header_lines(), SCORING_NOTE]),
+    ]
     if across:
         parts += ["<h2>Privacy across training</h2>", *(_figure_html(f) for f in across)]
     for table, figs in zip(board.tables, per_table):
@@ -137,8 +192,15 @@ def _html(board: Leaderboard, per_table: list[list[Figure]], files: Sequence[Pat
     return page(title, "\n".join(parts))
 
 
-def _markdown(board: Leaderboard, per_table: list[list[Figure]], files: Sequence[Path], provenance: list[str],
-              caveats: list[str], title: str, across: Sequence[Figure] = ()) -> str:
+def _markdown(
+    board: Leaderboard,
+    per_table: list[list[Figure]],
+    files: Sequence[Path],
+    provenance: list[str],
+    caveats: list[str],
+    title: str,
+    across: Sequence[Figure] = (),
+) -> str:
     out = [f"# {title}", ""] + [f"* {x}" for x in provenance] + ["", "## How to read this report", ""]
     out += [f"* {line}" for line in [*board.header_lines(), SCORING_NOTE]] + [""]
     if across:
@@ -146,8 +208,18 @@ def _markdown(board: Leaderboard, per_table: list[list[Figure]], files: Sequence
         for fig in across:
             out += [f"### {fig.title}", "", f"![{fig.title}](figures/{fig.name}.png)", "", fig.caption, ""]
     for table, figs in zip(board.tables, per_table):
-        out += [f"## {table.scenario}", "", "### Ranking", "", markdown_table(ranking_records(table, board.diverged)),
-                "", "### Every attack", "", markdown_table(attack_records(table, board.diverged)), ""]
+        out += [
+            f"## {table.scenario}",
+            "",
+            "### Ranking",
+            "",
+            markdown_table(ranking_records(table, board.diverged)),
+            "",
+            "### Every attack",
+            "",
+            markdown_table(attack_records(table, board.diverged)),
+            "",
+        ]
         for fig in figs:
             out += [f"### {fig.title}", "", f"![{fig.title}](figures/{fig.name}.png)", "", fig.caption, ""]
     if caveats:
@@ -156,8 +228,15 @@ def _markdown(board: Leaderboard, per_table: list[list[Figure]], files: Sequence
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_report(results: ResultSet, out_dir: Path, diverged: str = "exclude", tolerance: float = DEFAULT_TOLERANCE,
-                 max_images: int = 4, title: str = "bench report", success: str = DEFAULT_SUCCESS) -> dict[str, Any]:
+def write_report(
+    results: ResultSet,
+    out_dir: Path,
+    diverged: str = "exclude",
+    tolerance: float = DEFAULT_TOLERANCE,
+    max_images: int = 4,
+    title: str = "bench report",
+    success: str = DEFAULT_SUCCESS,
+) -> dict[str, Any]:
     """Write ``report.html`` (self-contained), ``report.md`` + ``figures/`` and ``leaderboard.csv``."""
     out_dir = Path(out_dir)
     board = build(results.rows, diverged, tolerance, success)
@@ -171,9 +250,14 @@ def write_report(results: ResultSet, out_dir: Path, diverged: str = "exclude", t
         atomic_write_bytes(out_dir / "figures" / f"{fig.name}.png", fig.png)
     html_page = _html(board, per_table, results.files, provenance, caveats, title, across)
     atomic_write_bytes(out_dir / "report.html", html_page.encode())
-    atomic_write_bytes(out_dir / "report.md",
-                       _markdown(board, per_table, results.files, provenance, caveats, title, across).encode())
+    atomic_write_bytes(
+        out_dir / "report.md", _markdown(board, per_table, results.files, provenance, caveats, title, across).encode()
+    )
     atomic_write_bytes(out_dir / "leaderboard.csv", to_csv(board).encode())
-    return {"html": out_dir / "report.html", "markdown": out_dir / "report.md",
-            "figures": len(all_figures), "images_shown": images["shown"],
-            "images_missing": images["missing"]}
+    return {
+        "html": out_dir / "report.html",
+        "markdown": out_dir / "report.md",
+        "figures": len(all_figures),
+        "images_shown": images["shown"],
+        "images_missing": images["missing"],
+    }

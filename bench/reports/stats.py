@@ -6,6 +6,7 @@ deviation (ddof 1; the one convention everywhere), the median, a 95 % percentile
 of the mean (fixed resampling seed, so a leaderboard is a pure function of its rows) and a success
 rate under one documented :class:`SuccessRule`.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,6 +74,14 @@ class Summary:
     def text(self, digits: int, scale: float = 1.0) -> str:
         return mean_std_text(self.mean, self.std, digits, scale)
 
+    def interval_bars(self) -> tuple[float, float]:
+        """How far the interval of the mean reaches below and above the median (for error bars; 0 when unknown)."""
+        if self.median is None:
+            return 0.0, 0.0
+        low = self.low if self.low is not None else self.median
+        high = self.high if self.high is not None else self.median
+        return max(0.0, self.median - low), max(0.0, high - self.median)
+
     def median_text(self, digits: int) -> str:
         return "n/a" if self.median is None else f"{self.median:.{digits}f}"
 
@@ -83,10 +92,12 @@ class Summary:
 
 
 _RULE = re.compile(r"^\s*([a-z_]+?)(_gain)?\s*(>=|<=)\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
-SUCCESS_WHY = ("a target counts as recovered when its PSNR is at least 6 dB above the best no-information guess "
-               "(the training set's mean image or its flat mean colour), i.e. the reconstruction's MSE is at most a "
-               "quarter of the guess's; a fixed PSNR or SSIM threshold would mean different things on different "
-               "data sets, while the gain over the guess does not")
+SUCCESS_WHY = (
+    "a target counts as recovered when its PSNR is at least 6 dB above the best no-information guess "
+    "(the training set's mean image or its flat mean colour), i.e. the reconstruction's MSE is at most a "
+    "quarter of the guess's; a fixed PSNR or SSIM threshold would mean different things on different "
+    "data sets, while the gain over the guess does not"
+)
 
 
 @dataclass(frozen=True)
@@ -104,8 +115,10 @@ class SuccessRule:
         match = _RULE.match(text or "")
         valid = ", ".join(m for m in REGISTRY)
         if not match:
-            raise BenchError(f"success rule {text!r} must look like METRIC>=X, METRIC<=X or METRIC_gain>=X "
-                             f"(e.g. {DEFAULT_SUCCESS!r} or 'ssim>=0.5'); metrics: {valid}")
+            raise BenchError(
+                f"success rule {text!r} must look like METRIC>=X, METRIC<=X or METRIC_gain>=X "
+                f"(e.g. {DEFAULT_SUCCESS!r} or 'ssim>=0.5'); metrics: {valid}"
+            )
         metric, gain, op, value = match.groups()
         if metric not in REGISTRY:
             raise BenchError(f"success rule {text!r}: unknown metric {metric!r}; valid: {valid}")
@@ -132,8 +145,11 @@ class SuccessRule:
         return f"{self.metric}{'_gain' if self.gain else ''}{self.op}{self.threshold:g}"
 
     def describe(self) -> str:
-        what = f"{REGISTRY[self.metric].title} gain over the no-information baseline" if self.gain \
+        what = (
+            f"{REGISTRY[self.metric].title} gain over the no-information baseline"
+            if self.gain
             else REGISTRY[self.metric].title
+        )
         return f"{what} {self.op} {self.threshold:g}"
 
 

@@ -12,6 +12,7 @@ Why this is crash-safe:
 * an exclusive lock on ``cells/<id>/.lock`` (released by the kernel when its holder dies) keeps two
   processes — a resumed sweep and a still-running orphan worker, or two sweeps — off the same cell.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -96,10 +97,18 @@ def finalize(cell: Cell, directory: Path, seconds: float) -> None:
     ours = [r for r in rows if r.get("run_id") == cell.id and r.get("kind") == cell.kind]
     keys = [r.get("target") for r in ours]
     if problems or len(ours) != cell.expected_rows or len(set(keys)) != len(keys) or len(rows) != len(ours):
-        raise RuntimeError(f"cell {cell.id} ({cell.label}) left {len(ours)} row(s) of its own, {len(rows)} in all "
-                           f"and {len(problems)} bad line(s); expected {cell.expected_rows}: not marked done")
-    done = {"id": cell.id, "kind": cell.kind, "label": cell.label, "rows": len(ours), "seconds": round(seconds, 3),
-            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        raise RuntimeError(
+            f"cell {cell.id} ({cell.label}) left {len(ours)} row(s) of its own, {len(rows)} in all "
+            f"and {len(problems)} bad line(s); expected {cell.expected_rows}: not marked done"
+        )
+    done = {
+        "id": cell.id,
+        "kind": cell.kind,
+        "label": cell.label,
+        "rows": len(ours),
+        "seconds": round(seconds, 3),
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     atomic_write_bytes(directory / DONE_FILE, (json.dumps(done, indent=1) + "\n").encode())
 
 
@@ -129,6 +138,7 @@ def settle(cell: Cell, root: Path, work: Callable[[Path], tuple[str | None, floa
 
 def execute(cell: Cell, root: Path, progress: Progress | None = None) -> Outcome:
     """Run a cell of the sweep in ``root`` unless it is finished (the local executors' unit of work)."""
+
     def work(directory: Path) -> tuple[str | None, float]:
         began = time.perf_counter()
         error = compute(cell, directory, progress)
@@ -141,8 +151,11 @@ def snapshot(directory: Path) -> dict[str, bytes]:
     """The cell's files (relative path → bytes), to ship a cell to a machine without shared storage."""
     if not directory.is_dir():
         return {}
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
-            if p.is_file() and p.name not in (LOCK_FILE, DONE_FILE) and not p.name.endswith(".tmp")}
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name not in (LOCK_FILE, DONE_FILE) and not p.name.endswith(".tmp")
+    }
 
 
 def restore(directory: Path, files: Mapping[str, bytes]) -> None:

@@ -47,13 +47,14 @@ output_dir = "results/sweeps/default-tuning"
 
 Relative paths are taken from the current directory, as on the command line.
 """
+
 from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, overload
 
 from bench.data.partition import PARTITIONS
 from bench.errors import BenchError, choices_text
@@ -70,8 +71,17 @@ else:  # pragma: no cover - Python 3.10
 SECTIONS = ("sweep", "grid", "federation", "train", "tune", "defenses", "attacks")
 SWEEP_KEYS = ("output_dir", "device", "data_root", "lpips_weights", "tuning")
 TUNE_KEYS = ("seeds", "num_targets", "attack_round", "output_dir")
-GRID_KEYS = ("datasets", "models", "seeds", "num_targets", "trained_num_targets", "batch_size", "attack_round",
-             "knowledge", "optimiser")
+GRID_KEYS = (
+    "datasets",
+    "models",
+    "seeds",
+    "num_targets",
+    "trained_num_targets",
+    "batch_size",
+    "attack_round",
+    "knowledge",
+    "optimiser",
+)
 FEDERATION_KEYS = ("clients", "partition", "train_per_client", "test_per_client", "batch_size", "local_epochs")
 TRAIN_KEYS = ("enabled", "rounds", "eval_every", "seeds") + FEDERATION_KEYS
 COMPONENT_KEYS = ("name", "args")
@@ -97,7 +107,7 @@ class TuneGrid:
     num_targets: int
     attack_round: int
     output_dir: Path
-    grids: tuple[Mapping[str, tuple[Any, ...]], ...]   # per [[attacks]] entry (empty: not tuned)
+    grids: tuple[Mapping[str, tuple[Any, ...]], ...]  # per [[attacks]] entry (empty: not tuned)
 
 
 @dataclass(frozen=True)
@@ -117,7 +127,7 @@ class SweepConfig:
     models: tuple[Choice | None, ...]
     seeds: tuple[int, ...]
     num_targets: tuple[int, ...]
-    trained_num_targets: tuple[int, ...]   # targets of cells attacking a trained round (attack_round > 0)
+    trained_num_targets: tuple[int, ...]  # targets of cells attacking a trained round (attack_round > 0)
     batch_sizes: tuple[int, ...]
     attack_rounds: tuple[int, ...]
     federation: FLSettings
@@ -128,7 +138,7 @@ class SweepConfig:
     optimiser: str = COMPARISON_OPTIMISER
     #: per defense entry: the names of the [[attacks]] to run against it (None: all of them)
     defense_attacks: tuple[tuple[str, ...] | None, ...] = ()
-    tuning: Path | None = None          # the tuning file whose settings the attack cells use
+    tuning: Path | None = None  # the tuning file whose settings the attack cells use
     tune: TuneGrid | None = None
 
 
@@ -144,8 +154,13 @@ class _Reader:
             self.fail(f"unknown key {unknown[0]!r}; valid keys: {choices_text(allowed)}")
         self.table = table
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str) -> NoReturn:
         raise BenchError(f"{self.source}: {self.where}: {message}")
+
+    @overload
+    def text(self, key: str, default: str) -> str: ...
+    @overload
+    def text(self, key: str, default: None) -> str | None: ...
 
     def text(self, key: str, default: str | None) -> str | None:
         value = self.table.get(key, default)
@@ -153,15 +168,16 @@ class _Reader:
             self.fail(f"{key} must be a string, got {_show(value)}")
         return value
 
-    def integer(self, key: str, default: int | None, minimum: int, optional: bool = False) -> int | None:
+    def integer(self, key: str, default: int, minimum: int) -> int:
         value = self.table.get(key, default)
-        if value is None and optional:
-            return None
         if not _is_int(value):
             self.fail(f"{key} must be an integer, got {_show(value)}")
         if value < minimum:
             self.fail(f"{key} must be >= {minimum}, got {value}")
         return int(value)
+
+    def optional_integer(self, key: str, minimum: int) -> int | None:
+        return None if self.table.get(key) is None else self.integer(key, 0, minimum)
 
     def integers(self, key: str, default: tuple[int, ...], minimum: int) -> tuple[int, ...]:
         """A scalar or a non-empty list of integers (an axis of the grid)."""
@@ -258,7 +274,9 @@ def _defense_attacks(source: Path, value: Any, attacks: tuple[Choice, ...]) -> t
         wanted = wanted if isinstance(wanted, list) else [wanted]
         bad = [w for w in wanted if not isinstance(w, str) or w not in names]
         if bad:
-            reader.fail(f"attacks lists {bad[0]!r}, which is not an [[attacks]] entry; valid: {choices_text(sorted(names))}")
+            reader.fail(
+                f"attacks lists {bad[0]!r}, which is not an [[attacks]] entry; valid: {choices_text(sorted(names))}"
+            )
         out.append(tuple(wanted))
     return tuple(out)
 
@@ -312,18 +330,20 @@ def _tune_grids(source: Path, value: Any) -> tuple[Mapping[str, tuple[Any, ...]]
 
 
 def _federation(table: _Reader, rounds: int = 0, eval_every: int = 1) -> FLSettings:
-    defaults = {f.name: f.default for f in fields(FLSettings)}
-    partition = table.text("partition", defaults["partition"])
+    defaults = FLSettings()
+    partition = table.text("partition", defaults.partition)
     if partition not in PARTITIONS:
         table.fail(f"partition must be {choices_text(PARTITIONS)}, got {partition!r}")
     return FLSettings(
-        clients=table.integer("clients", defaults["clients"], 1),
+        clients=table.integer("clients", defaults.clients, 1),
         partition=partition,
-        train_per_client=table.integer("train_per_client", None, 1, optional=True),
-        test_per_client=table.integer("test_per_client", None, 1, optional=True),
-        batch_size=table.integer("batch_size", defaults["batch_size"], 1),
-        local_epochs=table.integer("local_epochs", defaults["local_epochs"], 1),
-        rounds=rounds, eval_every=eval_every)
+        train_per_client=table.optional_integer("train_per_client", 1),
+        test_per_client=table.optional_integer("test_per_client", 1),
+        batch_size=table.integer("batch_size", defaults.batch_size, 1),
+        local_epochs=table.integer("local_epochs", defaults.local_epochs, 1),
+        rounds=rounds,
+        eval_every=eval_every,
+    )
 
 
 def _path(value: str | None) -> Path | None:
@@ -344,8 +364,9 @@ def load_config(path: Path) -> SweepConfig:
         train = _Reader(path, "[train]", data.get("train", {}), TRAIN_KEYS)
         if train.flag("enabled", True):
             rounds = train.integer("rounds", DEFAULT_TRAIN_ROUNDS, 1)
-            train_grid = TrainGrid(_federation(train, rounds, train.integer("eval_every", 1, 1)),
-                                   train.integers("seeds", seeds, 0))
+            train_grid = TrainGrid(
+                _federation(train, rounds, train.integer("eval_every", 1, 1)), train.integers("seeds", seeds, 0)
+            )
     models = _choices(path, "model", "models", grid.table.get("models"), required=False)
     defenses = _choices(path, "defense", "defenses", data.get("defenses"), required=True)
     attacks = _choices(path, "attack", "attacks", data.get("attacks"), required=True)
@@ -359,9 +380,13 @@ def load_config(path: Path) -> SweepConfig:
             tune_seeds = check_tuning_seeds(table.integers("seeds", DEFAULT_TUNING_SEEDS, 0))
         except BenchError as exc:
             raise BenchError(f"{path}: [tune]: {exc}") from None
-        tune = TuneGrid(tune_seeds, table.integer("num_targets", 8, 1), table.integer("attack_round", 0, 0),
-                        Path(table.text("output_dir", str(output_dir.parent / f"{output_dir.name}-tuning"))),
-                        _tune_grids(path, data.get("attacks")))
+        tune = TuneGrid(
+            tune_seeds,
+            table.integer("num_targets", 8, 1),
+            table.integer("attack_round", 0, 0),
+            Path(table.text("output_dir", str(output_dir.parent / f"{output_dir.name}-tuning"))),
+            _tune_grids(path, data.get("attacks")),
+        )
     optimiser = grid.text("optimiser", COMPARISON_OPTIMISER)
     if optimiser not in OPTIMISERS:
         grid.fail(f"optimiser must be {choices_text(OPTIMISERS)}, got {optimiser!r}")

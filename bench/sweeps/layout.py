@@ -16,6 +16,7 @@ OUTPUT_DIR/
 A cell is finished exactly when ``done.json`` exists; rows of an unfinished cell are partial and never
 read by leaderboards or reports (a resumed cell continues from them instead).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

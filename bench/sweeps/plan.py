@@ -5,14 +5,16 @@ utility). Its id is the ``run_id`` its rows carry: a hash of the configuration w
 resolved (defaults filled in), so ``args = {}`` and ``args = {lr = 0.02}`` are the same cell when 0.02
 is the default, and a cell keeps its id when the file is reordered or other cells are added.
 """
+
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 from bench import registry
+from bench.defense import Defense
 from bench.errors import BenchError
 from bench.experiment import RunSpec, resolved_config, run_id
 from bench.presets import equal_optimiser
@@ -54,8 +56,12 @@ def choice_text(choice: Choice | None) -> str:
 
 def _check_components(cfg: SweepConfig) -> None:
     """Every named component exists and accepts its options (errors say which entry of the file)."""
-    for key, kind, entries in (("defenses", "defense", cfg.defenses), ("attacks", "attack", cfg.attacks),
-                               ("datasets", "dataset", cfg.datasets), ("models", "model", cfg.models)):
+    for key, kind, entries in (
+        ("defenses", "defense", cfg.defenses),
+        ("attacks", "attack", cfg.attacks),
+        ("datasets", "dataset", cfg.datasets),
+        ("models", "model", cfg.models),
+    ):
         for i, choice in enumerate(entries):
             if choice is None:
                 continue
@@ -80,7 +86,7 @@ def _axes_label(cfg: SweepConfig, dataset: Choice, model: Choice | None, extra: 
 def _levels(cfg: SweepConfig, defense: Choice, wanted: tuple[str, ...], notes: list[str]) -> list[str]:
     """The knowledge levels to attack ``defense`` at: those of ``wanted`` it declares ("default": its own
     default, "all": every level it declares); a named level it lacks is skipped with a note."""
-    cls = type(registry.create("defense", defense.name, defense.args))
+    cls = cast(type[Defense], type(registry.create("defense", defense.name, defense.args)))
     declared = tuple(getattr(cls, "knowledge_levels", ()))
     out: list[str] = []
     for level in wanted:
@@ -91,8 +97,9 @@ def _levels(cfg: SweepConfig, defense: Choice, wanted: tuple[str, ...], notes: l
         elif level in declared:
             out.append(level)
         else:
-            notes.append(f"{choice_text(defense)} has no knowledge level {level!r} (it has "
-                         f"{', '.join(declared)}): skipped")
+            notes.append(
+                f"{choice_text(defense)} has no knowledge level {level!r} (it has {', '.join(declared)}): skipped"
+            )
     return list(dict.fromkeys(out))
 
 
@@ -108,15 +115,18 @@ def plan(cfg: SweepConfig, use_tuning: bool = True) -> tuple[list[Cell], list[st
     tuning = None
     if use_tuning and cfg.tuning is not None:
         if not cfg.tuning.is_file():
-            raise BenchError(f"{cfg.source}: [sweep] tuning file {str(cfg.tuning)!r} does not exist: run "
-                             f"`bench tune --sweep {cfg.source}` first (or remove the key)")
+            raise BenchError(
+                f"{cfg.source}: [sweep] tuning file {str(cfg.tuning)!r} does not exist: run "
+                f"`bench tune --sweep {cfg.source}` first (or remove the key)"
+            )
         tuning = TuningFile.read(cfg.tuning)
 
     def add(kind: Literal["attack", "train"], spec: RunSpec | TrainSpec, label: str) -> None:
         if tuning is not None and isinstance(spec, RunSpec):
-            spec = tuned(spec, tuning, resolved_config)
-            if spec.tuning:
+            tuned_spec: RunSpec = tuned(spec, tuning, resolved_config)
+            if tuned_spec.tuning:
                 label += " · tuned"
+            spec = tuned_spec
         config = resolved_config(spec) if isinstance(spec, RunSpec) else resolved_train_config(spec)
         cell = Cell(kind, run_id(config), label, spec)
         if cell.id in cells:
@@ -124,32 +134,67 @@ def plan(cfg: SweepConfig, use_tuning: bool = True) -> tuple[list[Cell], list[st
         else:
             cells[cell.id] = cell
 
-    common = {"device": cfg.device, "data_root": cfg.data_root, "output_dir": Path(".")}
-    states = {"state_cache": cfg.output_dir.resolve() / STATES_DIR}
+    common: dict[str, Any] = {"device": cfg.device, "data_root": cfg.data_root, "output_dir": Path(".")}
+    states: dict[str, Any] = {"state_cache": cfg.output_dir.resolve() / STATES_DIR}
     chosen = cfg.defense_attacks or (None,) * len(cfg.defenses)
-    for dataset, model, (named, knowledge, only) in itertools.product(cfg.datasets, cfg.models,
-                                                                      zip(cfg.defenses, cfg.knowledge, chosen)):
+    for dataset, model, (named, knowledge, only) in itertools.product(
+        cfg.datasets, cfg.models, zip(cfg.defenses, cfg.knowledge, chosen)
+    ):
         attacks = [a for a in cfg.attacks if only is None or a.name in only]
         defense, optimiser = equal_optimiser(named, cfg.optimiser)  # attack and training cells alike
         if cfg.train is not None:
             for seed in cfg.train.seeds:
-                label = " · ".join([f"train {choice_text(named)}",
-                                    *_axes_label(cfg, dataset, model, []), f"seed {seed}"])
-                add("train", TrainSpec(defense=defense, federation=cfg.train.federation, dataset=dataset, model=model,
-                                       seed=seed, extra=optimiser, **common, **states), label)
+                label = " · ".join(
+                    [f"train {choice_text(named)}", *_axes_label(cfg, dataset, model, []), f"seed {seed}"]
+                )
+                add(
+                    "train",
+                    TrainSpec(
+                        defense=defense,
+                        federation=cfg.train.federation,
+                        dataset=dataset,
+                        model=model,
+                        seed=seed,
+                        extra=optimiser,
+                        **common,
+                        **states,
+                    ),
+                    label,
+                )
         levels = _levels(cfg, named, knowledge, notes)
-        rounds_targets = [(r, t) for r in cfg.attack_rounds
-                          for t in (cfg.trained_num_targets if r > 0 else cfg.num_targets)]
+        rounds_targets = [
+            (r, t) for r in cfg.attack_rounds for t in (cfg.trained_num_targets if r > 0 else cfg.num_targets)
+        ]
         for level, attack, batch, (attack_round, targets), seed in itertools.product(
-                levels, attacks, cfg.batch_sizes, rounds_targets, cfg.seeds):
-            extra = [f"knowledge {level}"] * (len(levels) > 1) + [f"batch {batch}"] * (len(cfg.batch_sizes) > 1) \
-                + [f"round {attack_round}"] * (len(cfg.attack_rounds) > 1) \
-                + [f"{targets} targets"] * (len(set(cfg.num_targets + cfg.trained_num_targets)) > 1) \
+            levels, attacks, cfg.batch_sizes, rounds_targets, cfg.seeds
+        ):
+            extra = (
+                [f"knowledge {level}"] * (len(levels) > 1)
+                + [f"batch {batch}"] * (len(cfg.batch_sizes) > 1)
+                + [f"round {attack_round}"] * (len(cfg.attack_rounds) > 1)
+                + [f"{targets} targets"] * (len(set(cfg.num_targets + cfg.trained_num_targets)) > 1)
                 + [f"seed {seed}"]
-            label = " · ".join([f"{choice_text(named)} × {choice_text(attack)}",
-                                *_axes_label(cfg, dataset, model, extra)])
-            add("attack", RunSpec(defense=defense, attack=attack, dataset=dataset, model=model, batch_size=batch,
-                                  num_targets=targets, seed=seed, lpips_weights=cfg.lpips_weights,
-                                  federation=cfg.federation, attack_round=attack_round, knowledge=level,
-                                  **common, **states), label)
+            )
+            label = " · ".join(
+                [f"{choice_text(named)} × {choice_text(attack)}", *_axes_label(cfg, dataset, model, extra)]
+            )
+            add(
+                "attack",
+                RunSpec(
+                    defense=defense,
+                    attack=attack,
+                    dataset=dataset,
+                    model=model,
+                    batch_size=batch,
+                    num_targets=targets,
+                    seed=seed,
+                    lpips_weights=cfg.lpips_weights,
+                    federation=cfg.federation,
+                    attack_round=attack_round,
+                    knowledge=level,
+                    **common,
+                    **states,
+                ),
+                label,
+            )
     return list(cells.values()), notes

@@ -4,6 +4,7 @@ Finished cells are skipped before anything starts, so re-running a finished swee
 executor runs the same unit (``cells.compute`` + ``cells.finalize``), and a failing cell is reported
 and retried on the next run without stopping the others.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,6 +26,7 @@ from bench.sweeps.cells import Outcome, compute, execute, restore, settle, snaps
 from bench.sweeps.config import SweepConfig
 from bench.sweeps.layout import CELLS_DIR, PLAN_FILE, cell_dir, is_done
 from bench.sweeps.plan import Cell
+import logging
 
 EXECUTORS = ("local", "ray")
 Report = Callable[[Outcome], None]
@@ -47,8 +49,12 @@ def write_if_changed(path: Path, data: bytes) -> bool:
 
 def write_plan(root: Path, cfg: SweepConfig, cells: Sequence[Cell]) -> None:
     """``sweep.json``: the cells of the current grid (readers take only these from ``cells/``)."""
-    plan = {"format": 1, "source": str(cfg.source), "config": json.loads(json.dumps(cfg.raw, default=str)),
-            "cells": [{"id": c.id, "kind": c.kind, "label": c.label} for c in cells]}
+    plan = {
+        "format": 1,
+        "source": str(cfg.source),
+        "config": json.loads(json.dumps(cfg.raw, default=str)),
+        "cells": [{"id": c.id, "kind": c.kind, "label": c.label} for c in cells],
+    }
     root.mkdir(parents=True, exist_ok=True)
     write_if_changed(root / PLAN_FILE, (json.dumps(plan, indent=1) + "\n").encode())
 
@@ -80,6 +86,7 @@ def merge(root: Path, cells: Sequence[Cell]) -> list[dict[str, Any]]:
 
 # --- local executors ------------------------------------------------------------------------------
 
+
 def run_sequential(cells: Sequence[Cell], root: Path, report: Report, quiet: bool) -> None:
     for cell in cells:
         report(execute(cell, root, None if quiet else TqdmProgress(position=1)))
@@ -109,8 +116,12 @@ def run_processes(cells: Sequence[Cell], root: Path, report: Report, jobs: int) 
     """``jobs`` worker processes (spawned, not forked: torch and fork do not mix), each with
     ``cpus // jobs`` torch threads so the workers do not oversubscribe the cores."""
     threads = max(1, available_cpus() // jobs)
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(threads, os.getpid()))
+    pool = ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(threads, os.getpid()),
+    )
     try:
         futures = {pool.submit(execute, cell, root): cell for cell in cells}
         for future in as_completed(futures):
@@ -118,8 +129,10 @@ def run_processes(cells: Sequence[Cell], root: Path, report: Report, jobs: int) 
             try:
                 outcome = future.result()
             except BrokenProcessPool:
-                raise BenchError("a worker process died (killed, or out of memory?); finished cells are kept; "
-                                 "re-run the same command to resume") from None
+                raise BenchError(
+                    "a worker process died (killed, or out of memory?); finished cells are kept; "
+                    "re-run the same command to resume"
+                ) from None
             except Exception as exc:
                 outcome = Outcome(cell.id, cell.label, "failed", error=f"{type(exc).__name__}: {exc}")
             report(outcome)
@@ -130,6 +143,7 @@ def run_processes(cells: Sequence[Cell], root: Path, report: Report, jobs: int) 
 
 
 # --- Ray --------------------------------------------------------------------------------------------
+
 
 def ray_cell(cell: Cell, files: dict[str, bytes]) -> tuple[str | None, float, dict[str, bytes]]:
     """A Ray task: run the cell in a scratch directory seeded with its partial files (so it resumes),
@@ -165,7 +179,7 @@ def run_ray(cells: Sequence[Cell], root: Path, report: Report, address: str | No
     started = False
     if not ray.is_initialized():
         try:
-            ray.init(address=address, include_dashboard=False, logging_level="WARNING")
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
         except Exception as exc:  # ConnectionError, ValueError, RuntimeError, depending on the failure
             where = f"at {address!r}" if address else "(local)"
             raise BenchError(f"cannot start or reach the Ray cluster {where}: {' '.join(str(exc).split())}") from None
@@ -192,14 +206,22 @@ def run_ray(cells: Sequence[Cell], root: Path, report: Report, address: str | No
             ray.shutdown()
 
 
-def run_cells(cells: Sequence[Cell], root: Path, jobs: int, executor: str, address: str | None,
-              quiet: bool) -> list[Outcome]:
+def run_cells(
+    cells: Sequence[Cell], root: Path, jobs: int, executor: str, address: str | None, quiet: bool
+) -> list[Outcome]:
     """Run ``cells`` (the unfinished ones) with a progress bar over cells; returns their outcomes."""
     from tqdm.auto import tqdm
 
     outcomes: list[Outcome] = []
-    bar = tqdm(total=len(cells), desc="cells", unit="cell", disable=quiet or not cells, file=sys.stderr,
-               dynamic_ncols=True, position=0)
+    bar = tqdm(
+        total=len(cells),
+        desc="cells",
+        unit="cell",
+        disable=quiet or not cells,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        position=0,
+    )
 
     def report(outcome: Outcome) -> None:
         outcomes.append(outcome)

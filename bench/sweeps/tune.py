@@ -1,5 +1,6 @@
 """Tuning as cells: every grid point × tuning seed is one attack cell, run (and resumed) by the sweep
 runner; the winners go to a tuning file (see :mod:`bench.tuning`)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -80,8 +81,13 @@ def winners(jobs: Sequence[TuneJob], seeds: Sequence[int], root: Path) -> list[E
     return entries
 
 
-def jobs_of_sweep(cells: Sequence[Cell], grids: Sequence[Mapping[str, Sequence[Any]]], attacks: Sequence[Choice],
-                  num_targets: int, attack_round: int) -> list[TuneJob]:
+def jobs_of_sweep(
+    cells: Sequence[Cell],
+    grids: Sequence[Mapping[str, Sequence[Any]]],
+    attacks: Sequence[Choice],
+    num_targets: int,
+    attack_round: int,
+) -> list[TuneJob]:
     """One job per distinct defense × knowledge × attack × data set × model of a sweep's attack cells whose
     attack entry has a grid, at the tuning round, with the tuning number of targets."""
     grid_of = {choice_text(a) + repr(sorted(a.args.items())): g for a, g in zip(attacks, grids)}

@@ -3,6 +3,7 @@
 :mod:`defenses.he.defense` is the defense and its threat model; :mod:`defenses.he.ckks` the scheme (parameters,
 noise and cost models, the clients', server's and key holder's roles, real or simulated).
 """
+
 from defenses.he.ckks import MEASURED, MODELLED, TENSEAL_RATES, CKKSParams, make_roles, modelled_rates
 from defenses.he.defense import HE
 

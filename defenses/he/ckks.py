@@ -1,6 +1,7 @@
 """CKKS for bench's he defense: parameters, the noise and cost models, and the three roles (clients
 encrypt under a public context, the server adds ciphertexts, a key holder alone decrypts the aggregate),
 real (TenSEAL) or simulated."""
+
 from __future__ import annotations
 
 import math
@@ -33,18 +34,25 @@ class CKKSParams:
     def validate(self) -> None:
         where = "defense 'he'"
         if self.poly_modulus not in SEAL_MAX_COEFF_BITS:
-            raise BenchError(f"{where} option 'poly_modulus' must be one of {sorted(SEAL_MAX_COEFF_BITS)}, "
-                             f"got {self.poly_modulus}")
+            raise BenchError(
+                f"{where} option 'poly_modulus' must be one of {sorted(SEAL_MAX_COEFF_BITS)}, got {self.poly_modulus}"
+            )
         if len(self.coeff_bits) < 2 or not all(20 <= b <= 60 for b in self.coeff_bits):
-            raise BenchError(f"{where} option 'coeff_bits' needs at least 2 prime sizes, each 20..60 bits, "
-                             f"got {','.join(map(str, self.coeff_bits))}")
+            raise BenchError(
+                f"{where} option 'coeff_bits' needs at least 2 prime sizes, each 20..60 bits, "
+                f"got {','.join(map(str, self.coeff_bits))}"
+            )
         if sum(self.coeff_bits) > SEAL_MAX_COEFF_BITS[self.poly_modulus]:
-            raise BenchError(f"{where}: coeff_bits sum to {sum(self.coeff_bits)} bits, more than the "
-                             f"{SEAL_MAX_COEFF_BITS[self.poly_modulus]} that N={self.poly_modulus} allows "
-                             f"(128-bit security)")
+            raise BenchError(
+                f"{where}: coeff_bits sum to {sum(self.coeff_bits)} bits, more than the "
+                f"{SEAL_MAX_COEFF_BITS[self.poly_modulus]} that N={self.poly_modulus} allows "
+                f"(128-bit security)"
+            )
         if not 1 <= self.scale_bits < sum(self.coeff_bits[:-1]) - 1:
-            raise BenchError(f"{where} option 'scale_bits' must be in 1..{sum(self.coeff_bits[:-1]) - 2} "
-                             f"(below the data modulus), got {self.scale_bits}")
+            raise BenchError(
+                f"{where} option 'scale_bits' must be in 1..{sum(self.coeff_bits[:-1]) - 2} "
+                f"(below the data modulus), got {self.scale_bits}"
+            )
 
     @property
     def slots(self) -> int:
@@ -64,7 +72,7 @@ class CKKSParams:
     def error_std(self, ciphertexts_added: int = 1) -> float:
         """Std of the error in each decrypted value of a sum of fresh ciphertexts (module docstring)."""
         n = self.poly_modulus
-        return math.sqrt(ciphertexts_added * n * (2 + 2 * n / 3) / 24) / 2.0 ** self.scale_bits
+        return math.sqrt(ciphertexts_added * n * (2 + 2 * n / 3) / 24) / 2.0**self.scale_bits
 
     def as_dict(self) -> dict[str, Any]:
         return {"poly_modulus": self.poly_modulus, "coeff_bits": list(self.coeff_bits), "scale_bits": self.scale_bits}
@@ -102,11 +110,19 @@ TENSEAL_RATES: tuple[CKKSRates, ...] = (
 def modelled_rates(params: CKKSParams) -> CKKSRates:
     """The measured rates of the closest measured parameter set (same N, else the nearest), scaled by
     N·log₂N·L to ``params``: a model, and rows that use it say so."""
-    nearest = min(TENSEAL_RATES, key=lambda r: (abs(math.log2(r.poly_modulus / params.poly_modulus)),
-                                                abs(r.data_primes - params.data_primes)))
+    nearest = min(
+        TENSEAL_RATES,
+        key=lambda r: (abs(math.log2(r.poly_modulus / params.poly_modulus)), abs(r.data_primes - params.data_primes)),
+    )
     factor = params.poly_modulus * math.log2(params.poly_modulus) * params.data_primes / nearest.work()
-    return CKKSRates(params.poly_modulus, params.data_primes, nearest.encrypt * factor, nearest.add * factor,
-                     nearest.decrypt * factor, nearest.keygen * factor)
+    return CKKSRates(
+        params.poly_modulus,
+        params.data_primes,
+        nearest.encrypt * factor,
+        nearest.add * factor,
+        nearest.decrypt * factor,
+        nearest.keygen * factor,
+    )
 
 
 # --- the simulated backend: the roles without cryptography ------------------------------------------------
@@ -134,7 +150,7 @@ class SimulatedEncryptor:
 
     def encrypt(self, vector: torch.Tensor, generator: torch.Generator | None) -> Tensors:
         n = self.params.poly_modulus
-        scale = 2.0 ** self.params.scale_bits
+        scale = 2.0**self.params.scale_bits
         values = vector.detach().double().cpu()
         draw = torch.randn(values.numel(), 3, generator=generator, dtype=torch.float64)
         a_re = math.sqrt(n / 12) * draw[:, 0]
@@ -199,7 +215,7 @@ class TenSEALEncryptor:
         values = vector.detach().double().cpu()
         message = {}
         for i, start in enumerate(range(0, values.numel(), self.params.slots)):
-            chunk = values[start:start + self.params.slots].tolist()
+            chunk = values[start : start + self.params.slots].tolist()
             data = self.ts.ckks_vector(self.context, chunk).serialize()
             message[f"ct{i}"] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         return message
@@ -241,11 +257,14 @@ class TenSEALKeyHolder:
         self.params = params
         began = time.perf_counter()
         try:
-            self._context = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=params.poly_modulus,
-                                       coeff_mod_bit_sizes=list(params.coeff_bits))
+            self._context = ts.context(
+                ts.SCHEME_TYPE.CKKS,
+                poly_modulus_degree=params.poly_modulus,
+                coeff_mod_bit_sizes=list(params.coeff_bits),
+            )
         except ValueError as exc:
             raise BenchError(f"defense 'he': TenSEAL rejects the CKKS parameters {params.as_dict()}: {exc}") from None
-        self._context.global_scale = 2.0 ** params.scale_bits
+        self._context.global_scale = 2.0**params.scale_bits
         self.keygen_seconds = time.perf_counter() - began
 
     def is_private(self) -> bool:
@@ -279,8 +298,9 @@ def check_backend(name: str) -> None:
         try:
             import tenseal  # noqa: F401
         except ImportError:
-            raise BenchError("defense 'he' backend=tenseal needs TenSEAL: pip install 'bench-fl[he]' "
-                             "(or use backend=simulated)") from None
+            raise BenchError(
+                "defense 'he' backend=tenseal needs TenSEAL: pip install 'bench-fl[he]' (or use backend=simulated)"
+            ) from None
 
 
 def make_roles(name: str, params: CKKSParams, generator: torch.Generator) -> CKKSRoles:
@@ -288,10 +308,13 @@ def make_roles(name: str, params: CKKSParams, generator: torch.Generator) -> CKK
     check_backend(name)
     if name == "tenseal":
         holder = TenSEALKeyHolder(params, generator)
-        return CKKSRoles(holder, TenSEALEncryptor(holder.public_context(), params),
-                         TenSEALAggregator(holder.public_context()))
+        return CKKSRoles(
+            holder, TenSEALEncryptor(holder.public_context(), params), TenSEALAggregator(holder.public_context())
+        )
     holder_ = SimulatedKeyHolder(params, generator)
-    return CKKSRoles(holder_, SimulatedEncryptor(holder_.public_context()), SimulatedAggregator(holder_.public_context()))
+    return CKKSRoles(
+        holder_, SimulatedEncryptor(holder_.public_context()), SimulatedAggregator(holder_.public_context())
+    )
 
 
 def fresh_generator() -> torch.Generator:
@@ -306,7 +329,7 @@ def flatten(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
 def unflatten(vector: torch.Tensor, like: Mapping[str, torch.Tensor]) -> Tensors:
     out, start = {}, 0
     for k, t in like.items():
-        out[k] = vector[start:start + t.numel()].reshape(t.shape).to(dtype=t.dtype, device=t.device)
+        out[k] = vector[start : start + t.numel()].reshape(t.shape).to(dtype=t.dtype, device=t.device)
         start += t.numel()
     return out
 
@@ -315,5 +338,6 @@ def parse_coeff_bits(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(b) for b in text.split(","))
     except ValueError:
-        raise BenchError(f"defense 'he' option 'coeff_bits' expects comma-separated integers such as "
-                         f"60,40,40,60, got {text!r}") from None
+        raise BenchError(
+            f"defense 'he' option 'coeff_bits' expects comma-separated integers such as 60,40,40,60, got {text!r}"
+        ) from None

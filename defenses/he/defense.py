@@ -53,6 +53,7 @@ times that for a sum of K: 1.24e-9 for N = 8192, Δ = 2^40 (TenSEAL measured 1.2
 The simulation keeps the roles: a client draws the key-independent rounding terms (a, r₁(ζⱼ)) with
 the public context, they add up under aggregation, and only the key holder applies s(ζⱼ).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,12 +66,37 @@ import torch
 from bench.defense import ClientState, ServerState
 from bench.errors import BenchError
 from bench.options import Option
-from bench.sgd_client import (SGD_OPTIONS, SGDDefense, apply_uploads, client_round, observe_sgd_client,
-                              sgd_public_knowledge, sgd_simulator)
+from bench.sgd_client import (
+    SGD_OPTIONS,
+    SGDDefense,
+    apply_uploads,
+    client_round,
+    observe_sgd_client,
+    sgd_public_knowledge,
+    sgd_simulator,
+)
 from defenses.he.ckks import (
-    BACKENDS, BUFFER_PREFIX, CKKSParams, CKKSRoles, MEASURED, MODELLED, SEAL_MAX_COEFF_BITS, SimulatedAggregator,
-    SimulatedEncryptor, SimulatedKeyHolder, TenSEALAggregator, TenSEALEncryptor, TenSEALKeyHolder, check_backend,
-    flatten, fresh_generator, make_roles, modelled_rates, parse_coeff_bits, unflatten)
+    BACKENDS,
+    BUFFER_PREFIX,
+    CKKSParams,
+    CKKSRoles,
+    MEASURED,
+    MODELLED,
+    SEAL_MAX_COEFF_BITS,
+    SimulatedAggregator,
+    SimulatedEncryptor,
+    SimulatedKeyHolder,
+    TenSEALAggregator,
+    TenSEALEncryptor,
+    TenSEALKeyHolder,
+    check_backend,
+    flatten,
+    fresh_generator,
+    make_roles,
+    modelled_rates,
+    parse_coeff_bits,
+    unflatten,
+)
 from bench.threat import LocalData, Observation, Simulator, Tensors, Upload
 
 
@@ -84,12 +110,28 @@ class HE(SGDDefense):
     knowledge_levels = ("adaptive", "unaware")
     options = (
         *SGD_OPTIONS,
-        Option("clients", int, 2, "K: clients whose encrypted uploads are summed before the server decrypts, "
-               "in the attack setting (training: all participating clients); 1 = no protection", min=1),
-        Option("backend", str, "simulated", "tenseal: real CKKS (optional TenSEAL); simulated: CKKS' error "
-               "model and sizes, no cryptography", choices=BACKENDS),
-        Option("poly_modulus", int, 8192, "CKKS polynomial degree N (N/2 values per ciphertext)",
-               choices=tuple(SEAL_MAX_COEFF_BITS)),
+        Option(
+            "clients",
+            int,
+            2,
+            "K: clients whose encrypted uploads are summed before the server decrypts, "
+            "in the attack setting (training: all participating clients); 1 = no protection",
+            min=1,
+        ),
+        Option(
+            "backend",
+            str,
+            "simulated",
+            "tenseal: real CKKS (optional TenSEAL); simulated: CKKS' error model and sizes, no cryptography",
+            choices=BACKENDS,
+        ),
+        Option(
+            "poly_modulus",
+            int,
+            8192,
+            "CKKS polynomial degree N (N/2 values per ciphertext)",
+            choices=tuple(SEAL_MAX_COEFF_BITS),
+        ),
         Option("coeff_bits", str, "60,40,40,60", "CKKS coefficient-modulus prime sizes in bits (last: special prime)"),
         Option("scale_bits", int, 40, "CKKS scale 2^bits (precision of the encoded values)", min=1),
     )
@@ -132,8 +174,9 @@ class HE(SGDDefense):
         return MEASURED if self._roles().measured else MODELLED
 
     # --- what travels ------------------------------------------------------------------------------
-    def encrypt_upload(self, payload: Tensors, float_buffers: Tensors, num_examples: int,
-                       generator: torch.Generator | None) -> tuple[Tensors, dict[str, Any]]:
+    def encrypt_upload(
+        self, payload: Tensors, float_buffers: Tensors, num_examples: int, generator: torch.Generator | None
+    ) -> tuple[Tensors, dict[str, Any]]:
         """n_k × (payload, floating buffers), flattened and encrypted; with its cost metrics."""
         vector = num_examples * flatten({**payload, **{BUFFER_PREFIX + k: v for k, v in float_buffers.items()}})
         began = time.perf_counter()
@@ -142,48 +185,75 @@ class HE(SGDDefense):
         plain = 4 * vector.numel()  # float32 plaintext
         wire = self.encryptor.wire_bytes(message)
         ciphertexts = self.ckks.ciphertexts(vector.numel())
-        return message, {"bytes_uploaded": wire, "plaintext_bytes": plain, "expansion_factor": wire / plain,
-                         "ciphertexts_per_client": ciphertexts, "he_seconds_source": self.seconds_source(),
-                         "encrypt_seconds": seconds if self.encryptor.measured else ciphertexts * self.rates.encrypt}
+        return message, {
+            "bytes_uploaded": wire,
+            "plaintext_bytes": plain,
+            "expansion_factor": wire / plain,
+            "ciphertexts_per_client": ciphertexts,
+            "he_seconds_source": self.seconds_source(),
+            "encrypt_seconds": seconds if self.encryptor.measured else ciphertexts * self.rates.encrypt,
+        }
 
-    def decrypt_mean(self, messages: Sequence[Tensors], length: int, total_examples: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def decrypt_mean(
+        self, messages: Sequence[Tensors], length: int, total_examples: int
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
         """The round's server side: the aggregator adds the ciphertexts under its public context, the key
         holder decrypts the sum, and the server divides the decrypted sum by the public Σ n_k."""
         began = time.perf_counter()
         aggregate = self.aggregator.add(messages)
         added = time.perf_counter()
-        vector = self.key_holder.decrypt(aggregate, length)
+        vector = self.key_holder.decrypt(aggregate, length)  # type: ignore[arg-type]  # the aggregator's own type
         done = time.perf_counter()
         if self.key_holder.measured:
             costs = {"aggregate_seconds": added - began, "decrypt_seconds": done - added}
         else:
             ciphertexts = self.ckks.ciphertexts(length)
-            costs = {"aggregate_seconds": len(messages) * ciphertexts * self.rates.add,
-                     "decrypt_seconds": ciphertexts * self.rates.decrypt}
+            costs = {
+                "aggregate_seconds": len(messages) * ciphertexts * self.rates.add,
+                "decrypt_seconds": ciphertexts * self.rates.decrypt,
+            }
         return vector / total_examples, {**costs, "he_seconds_source": self.seconds_source()}
 
     # --- training ----------------------------------------------------------------------------------
-    def client_update(self, server: ServerState, client: ClientState, data: LocalData,
-                      generator: torch.Generator | None) -> Upload:
+    def client_update(
+        self, server: ServerState, client: ClientState, data: LocalData, generator: torch.Generator | None
+    ) -> Upload:
         began = time.perf_counter()
         upload = client_round(self.model, server, data, self.protocol, generator)
         floats = {k: v for k, v in upload.buffers.items() if v.is_floating_point()}
         message, costs = self.encrypt_upload(upload.payload, floats, upload.num_examples, generator)
         integers = {k: v for k, v in upload.buffers.items() if not v.is_floating_point()}
-        return Upload(payload=message, num_examples=upload.num_examples, kind=upload.kind, buffers=integers,
-                      metrics={**upload.metrics, **costs, "backend": self.opt.backend,
-                               "client_seconds": time.perf_counter() - began})
+        return Upload(
+            payload=message,
+            num_examples=upload.num_examples,
+            kind=upload.kind,
+            buffers=integers,
+            metrics={
+                **upload.metrics,
+                **costs,
+                "backend": self.opt.backend,
+                "client_seconds": time.perf_counter() - began,
+            },
+        )
 
     def aggregate(self, server: ServerState, uploads: Sequence[Upload]) -> ServerState:
         like = self.plaintext_layout(server)
-        mean, costs = self.decrypt_mean([u.payload for u in uploads], sum(t.numel() for t in like.values()),
-                                        sum(u.num_examples for u in uploads))
-        modelled = 0.0 if self.key_holder.measured else (
-            sum(u.metrics["encrypt_seconds"] for u in uploads) + costs["aggregate_seconds"] + costs["decrypt_seconds"])
+        mean, costs = self.decrypt_mean(
+            [u.payload for u in uploads], sum(t.numel() for t in like.values()), sum(u.num_examples for u in uploads)
+        )
+        modelled = (
+            0.0
+            if self.key_holder.measured
+            else (
+                sum(u.metrics["encrypt_seconds"] for u in uploads)
+                + costs["aggregate_seconds"]
+                + costs["decrypt_seconds"]
+            )
+        )
         self._server_metrics = {**costs, "modelled_seconds": modelled}
         values = unflatten(mean, like)
         payload = {k: v for k, v in values.items() if not k.startswith(BUFFER_PREFIX)}
-        buffers = {k[len(BUFFER_PREFIX):]: v for k, v in values.items() if k.startswith(BUFFER_PREFIX)}
+        buffers = {k[len(BUFFER_PREFIX) :]: v for k, v in values.items() if k.startswith(BUFFER_PREFIX)}
         for k in uploads[0].buffers:  # integer buffers (step counters) travel in the clear: the maximum
             buffers[k] = torch.stack([u.buffers[k] for u in uploads]).max(0).values
         return apply_uploads(server, [Upload(payload, 1, uploads[0].kind, buffers)], self.protocol.lr)
@@ -208,21 +278,33 @@ class HE(SGDDefense):
 
         def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
             if x.shape[0] != k_clients * batch_size:
-                raise ValueError(f"he simulate() takes the K×B = {k_clients * batch_size} images of all "
-                                 f"{k_clients} aggregated clients, got {x.shape[0]}")
-            parts = [one(x[k * batch_size:(k + 1) * batch_size], y[k * batch_size:(k + 1) * batch_size], unknowns)
-                     for k in range(k_clients)]
+                raise ValueError(
+                    f"he simulate() takes the K×B = {k_clients * batch_size} images of all "
+                    f"{k_clients} aggregated clients, got {x.shape[0]}"
+                )
+            parts = [
+                one(x[k * batch_size : (k + 1) * batch_size], y[k * batch_size : (k + 1) * batch_size], unknowns)
+                for k in range(k_clients)
+            ]
             return {key: sum(p[key] for p in parts) / k_clients for key in parts[0]}
 
         return simulate
 
-    def observe(self, server: ServerState, client: ClientState, target: LocalData,
-                cohort: Sequence[tuple[ClientState, LocalData]], generator: torch.Generator | None) -> Observation:
+    def observe(
+        self,
+        server: ServerState,
+        client: ClientState,
+        target: LocalData,
+        cohort: Sequence[tuple[ClientState, LocalData]],
+        generator: torch.Generator | None,
+    ) -> Observation:
         k_clients = self.opt.clients
         if len(cohort) < k_clients - 1:
-            raise BenchError(f"defense 'he' clients={k_clients} needs {k_clients - 1} other clients in the round, "
-                             f"the federation has {len(cohort) + 1} clients (raise --clients or lower clients)")
-        members = [target] + [data for _, data in cohort[:k_clients - 1]]
+            raise BenchError(
+                f"defense 'he' clients={k_clients} needs {k_clients - 1} other clients in the round, "
+                f"the federation has {len(cohort) + 1} clients (raise --clients or lower clients)"
+            )
+        members = [target] + [data for _, data in cohort[: k_clients - 1]]
         if any(len(m) != len(target) for m in members):
             raise BenchError("defense 'he' needs the aggregated clients' batches to have the target's size")
         uploads = [observe_sgd_client(self.model, server, m, self.protocol) for m in members]
@@ -237,35 +319,59 @@ class HE(SGDDefense):
         total = sum(len(m) for m in members)
         mean, server_costs = self.decrypt_mean(messages, length, total)
         observed = unflatten(mean, like)
-        exact = sum(len(m) * flatten(p) for (p, _), m in zip(uploads, members)) / total
+        exact = torch.stack([len(m) * flatten(p) for (p, _), m in zip(uploads, members)]).sum(0) / total
         metrics = {
-            **costs[0], "encrypt_seconds": sum(c["encrypt_seconds"] for c in costs) / len(costs),
-            **server_costs, "backend": self.opt.backend, "aggregated_clients": k_clients,
+            **costs[0],
+            "encrypt_seconds": sum(c["encrypt_seconds"] for c in costs) / len(costs),
+            **server_costs,
+            "backend": self.opt.backend,
+            "aggregated_clients": k_clients,
             "ckks_max_abs_error": float((mean - exact).abs().max()),
             "ckks_error_std_model": self.ckks.error_std(k_clients) / total,  # CKKS error is absolute: the sum / Σn
             "observed_rms": float(exact.pow(2).mean().sqrt()),
             "keygen_seconds": self.key_holder.keygen_seconds,
         }
         if k_clients == 1:
-            notes = ["he with clients=1: the decrypted aggregate is the target's own upload, so HE gives no "
-                     "protection against a server that can decrypt"]
+            notes = [
+                "he with clients=1: the decrypted aggregate is the target's own upload, so HE gives no "
+                "protection against a server that can decrypt"
+            ]
         else:
-            notes = [f"he: the server decrypts only the example-weighted mean of {k_clients} clients' uploads "
-                     f"(target + {k_clients - 1} of its round); the attack reconstructs all {k_clients * len(target)} "
-                     f"images and the target's are scored by best match"]
+            notes = [
+                f"he: the server decrypts only the example-weighted mean of {k_clients} clients' uploads "
+                f"(target + {k_clients - 1} of its round); the attack reconstructs all {k_clients * len(target)} "
+                f"images and the target's are scored by best match"
+            ]
         if not self.key_holder.measured:
-            notes.append("he backend=simulated: no encryption was run; bytes are computed from the CKKS parameters "
-                         "and encrypt/aggregate/decrypt/keygen seconds are modelled from TenSEAL's measured rates")
-        public = sgd_public_knowledge(self.model, server, self.task, target, self.protocol, kind, he_clients=k_clients,
-                                      ckks=self.ckks.as_dict())
+            notes.append(
+                "he backend=simulated: no encryption was run; bytes are computed from the CKKS parameters "
+                "and encrypt/aggregate/decrypt/keygen seconds are modelled from TenSEAL's measured rates"
+            )
+        public = sgd_public_knowledge(
+            self.model, server, self.task, target, self.protocol, kind, he_clients=k_clients, ckks=self.ckks.as_dict()
+        )
         if self.knowledge == "unaware":
-            notes.append("knowledge 'unaware': the attacker takes the decrypted mean for the target's own upload and "
-                         f"reconstructs {len(target)} image(s) from it")
-            return Observation(observed=observed, public=public,
-                               simulate=sgd_simulator(self.model, server, target.batch_size, self.protocol),
-                               knowledge=self.knowledge, notes=tuple(notes), metrics=metrics, exact=k_clients == 1)
+            notes.append(
+                "knowledge 'unaware': the attacker takes the decrypted mean for the target's own upload and "
+                f"reconstructs {len(target)} image(s) from it"
+            )
+            return Observation(
+                observed=observed,
+                public=public,
+                simulate=sgd_simulator(self.model, server, target.batch_size, self.protocol),
+                knowledge=self.knowledge,
+                notes=tuple(notes),
+                metrics=metrics,
+                exact=k_clients == 1,
+            )
         # exact: simulate(the target's own inputs) reproduces the observation only when K = 1; for K > 1 it
         # needs all K clients' inputs (it does reproduce it then, to CKKS precision: see the tests)
-        return Observation(observed=observed, public=dataclasses.replace(public, num_images=k_clients * len(target)),
-                           simulate=self.aggregate_simulator(server, target.batch_size), knowledge=self.knowledge,
-                           notes=tuple(notes), metrics=metrics, exact=k_clients == 1)
+        return Observation(
+            observed=observed,
+            public=dataclasses.replace(public, num_images=k_clients * len(target)),
+            simulate=self.aggregate_simulator(server, target.batch_size),
+            knowledge=self.knowledge,
+            notes=tuple(notes),
+            metrics=metrics,
+            exact=k_clients == 1,
+        )

@@ -5,12 +5,30 @@
 * :mod:`defenses.hyperfl.recovery`: what the adaptive attacker reads off an upload in closed form;
 * :mod:`defenses.hyperfl.defense`: the defense, its training and its threat model (knowledge levels).
 """
+
 from defenses.hyperfl.defense import HyperFL
 from defenses.hyperfl.model import EMBEDDING, HEAD_BIAS, HEAD_WEIGHT, PRIVATE, HyperFLModel, HyperNetwork
-from defenses.hyperfl.recovery import (estimate_embedding, first_layer_data_part, recover_from_gradient,
-                                       weight_decay_factor)
+from defenses.hyperfl.recovery import (
+    estimate_embedding,
+    first_layer_data_part,
+    recover_from_gradient,
+    weight_decay_factor,
+)
 from defenses.hyperfl.round import HyperFLProtocol, hyper_gradient, local_round
 
-__all__ = ["EMBEDDING", "HEAD_BIAS", "HEAD_WEIGHT", "PRIVATE", "HyperFL", "HyperFLModel", "HyperFLProtocol",
-           "HyperNetwork", "estimate_embedding", "first_layer_data_part", "hyper_gradient", "local_round",
-           "recover_from_gradient", "weight_decay_factor"]
+__all__ = [
+    "EMBEDDING",
+    "HEAD_BIAS",
+    "HEAD_WEIGHT",
+    "PRIVATE",
+    "HyperFL",
+    "HyperFLModel",
+    "HyperFLProtocol",
+    "HyperNetwork",
+    "estimate_embedding",
+    "first_layer_data_part",
+    "hyper_gradient",
+    "local_round",
+    "recover_from_gradient",
+    "weight_decay_factor",
+]

@@ -1,5 +1,6 @@
 """HyperFL's model: the hypernetwork that generates a feature extractor from a client embedding, the
 client's whole model around it, and the names of the private pieces."""
+
 from __future__ import annotations
 
 import copy
@@ -11,13 +12,14 @@ from torch.func import functional_call
 
 from bench.errors import BenchError
 from bench.threat import Tensors
+from typing import cast
 
 
 EMBEDDING = "embedding"
 HEAD_WEIGHT, HEAD_BIAS = "head.weight", "head.bias"
 PRIVATE = (EMBEDDING, HEAD_WEIGHT, HEAD_BIAS)
 HYPER = "hypernetwork."  # prefix of the hypernetwork's parameters inside the client model
-LOCAL = "local."         # prefix of the feature extractor a client keeps after its round (evaluate=local)
+LOCAL = "local."  # prefix of the feature extractor a client keeps after its round (evaluate=local)
 MAX_HYPERNETWORK_PARAMETERS = 500_000_000
 
 
@@ -53,6 +55,7 @@ class HyperNetwork(nn.Module):
 
 
 class HyperFLModel(nn.Module):
+    target: nn.Module  # held, not registered (see below)
     """A client's whole model: embedding → hypernetwork → feature extractor, then the private head.
 
     Its parameters are ``hypernetwork.*`` (shared), ``embedding`` and ``head.*`` (private). The
@@ -63,8 +66,10 @@ class HyperFLModel(nn.Module):
     def __init__(self, target: nn.Module, classifier: str, embedding_dim: int, hidden_dim: int) -> None:
         super().__init__()
         if any(True for _ in target.buffers()):
-            raise BenchError("hyperfl needs a target network without buffers (BatchNorm statistics); "
-                             "valid models: 'cnn' (the paper's), 'lenet'")
+            raise BenchError(
+                "hyperfl needs a target network without buffers (BatchNorm statistics); "
+                "valid models: 'cnn' (the paper's), 'lenet'"
+            )
         prefix = classifier + "."
         shapes = {n: p.shape for n, p in target.named_parameters() if not n.startswith(prefix)}
         self.classifier = classifier
@@ -79,7 +84,8 @@ class HyperFLModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         generated = self.hypernetwork(self.embedding)
         self.target.train(self.training)
-        return functional_call(self.target, {**generated, **self.head_params(self.head.weight, self.head.bias)}, (x,))
+        head = cast(nn.Linear, self.head)
+        return functional_call(self.target, {**generated, **self.head_params(head.weight, head.bias)}, (x,))
 
 
 def prefixed(server: Mapping[str, torch.Tensor]) -> Tensors:
@@ -87,7 +93,7 @@ def prefixed(server: Mapping[str, torch.Tensor]) -> Tensors:
 
 
 def unprefixed(hyper: Mapping[str, torch.Tensor]) -> Tensors:
-    return {k[len(HYPER):]: v for k, v in hyper.items()}
+    return {k[len(HYPER) :]: v for k, v in hyper.items()}
 
 
 def private_state(client: Mapping[str, torch.Tensor]) -> Tensors:

@@ -1,5 +1,6 @@
 """What the adaptive attacker reads off the hypernetwork's gradient or update in closed form: the hidden
 features, the generated feature extractor and its gradient, and the embedding."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -23,15 +24,17 @@ class Recovered:
     embedding: torch.Tensor | None
 
 
-def recover_from_gradient(server: Mapping[str, torch.Tensor], gradient: Mapping[str, torch.Tensor],
-                          shapes: Mapping[str, torch.Size]) -> Recovered:
+def recover_from_gradient(
+    server: Mapping[str, torch.Tensor], gradient: Mapping[str, torch.Tensor], shapes: Mapping[str, torch.Size]
+) -> Recovered:
     """Invert the generator heads' structure (no optimisation).
 
     For the head generating tensor k, ∂L/∂b_k = g_k (the generated tensor's gradient) and
     ∂L/∂W_k = g_k hᵀ, so h = Σ_k (∂L/∂W_k)ᵀ g_k / Σ_k ‖g_k‖² and the generated tensor is W_k h + b_k.
     The first layer gives the embedding the same way: ∂L/∂A = δ eᵀ and ∂L/∂c = δ.
     """
-    num = den = 0
+    num: torch.Tensor | float = 0.0
+    den: torch.Tensor | float = 0.0
     grads = {}
     for name, shape in shapes.items():  # in float64: the ratio sums ~10^5 products
         weight, bias = HyperNetwork.head_keys(name)
@@ -39,7 +42,7 @@ def recover_from_gradient(server: Mapping[str, torch.Tensor], gradient: Mapping[
         num = num + gradient[weight].double().T @ g
         den = den + g.dot(g)
         grads[name] = gradient[bias].view(shape)
-    hidden = num / den.clamp_min(1e-300)  # a zero gradient carries nothing to recover
+    hidden = torch.as_tensor(num) / torch.as_tensor(den).clamp_min(1e-300)  # a zero gradient carries nothing
     generated = {}
     for name, shape in shapes.items():
         weight, bias = HyperNetwork.head_keys(name)
@@ -70,8 +73,9 @@ def weight_decay_factor(lr: float, momentum: float, weight_decay: float, steps: 
     return p
 
 
-def first_layer_data_part(server: Mapping[str, torch.Tensor], update: Mapping[str, torch.Tensor],
-                          p: HyperFLProtocol, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def first_layer_data_part(
+    server: Mapping[str, torch.Tensor], update: Mapping[str, torch.Tensor], p: HyperFLProtocol, steps: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The first layer's update minus its exact weight-decay drift (float64): Σ_s b_s·coef_s·δ_s e_sᵀ and
     Σ_s b_s·coef_s·δ_s, what the data did to (A, c) over the ``steps`` hypernetwork steps of the round
     (the head phase does not touch the hypernetwork)."""
@@ -82,8 +86,9 @@ def first_layer_data_part(server: Mapping[str, torch.Tensor], update: Mapping[st
     return a, c
 
 
-def estimate_embedding(server: Mapping[str, torch.Tensor], update: Mapping[str, torch.Tensor],
-                       p: HyperFLProtocol, steps_per_epoch: int) -> torch.Tensor:
+def estimate_embedding(
+    server: Mapping[str, torch.Tensor], update: Mapping[str, torch.Tensor], p: HyperFLProtocol, steps_per_epoch: int
+) -> torch.Tensor:
     """The embedding as the first layer's update shows it after a local round (an estimate).
 
     The data part of the update (:func:`first_layer_data_part`, the weight-decay drift removed exactly)

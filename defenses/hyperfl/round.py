@@ -1,5 +1,6 @@
 """One HyperFL round as pure functions (the victim's and, differentiably, the attacker's), and the factored
 hypernetwork update the attacker's simulator uses after a local round."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -32,8 +33,15 @@ class HyperFLProtocol:
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 
-def _sgd_step(params: Tensors, grads: Tensors, velocity: Tensors | None, lr: float, momentum: float,
-              weight_decay: float, inplace: bool) -> tuple[Tensors, Tensors]:
+def _sgd_step(
+    params: Tensors,
+    grads: Tensors,
+    velocity: Tensors | None,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    inplace: bool,
+) -> tuple[Tensors, Tensors]:
     """One step of torch.optim.SGD: :func:`bench.functional.sgd_update`, or with ``inplace`` (the victim,
     which owns ``params`` and ``grads``) the same arithmetic without a new buffer per operation: with a
     13.7 M-parameter hypernetwork the step is memory-bound (15 vs 90 ms on one core)."""
@@ -63,8 +71,15 @@ def _clip(grads: Tensors, keys: Iterable[str], max_norm: float, inplace: bool) -
     return {**grads, **{k: grads[k] * coef for k in keys}}
 
 
-def local_round(model: HyperFLModel, hyper: Tensors, private: Tensors, head_batches: Batches,
-                hyper_batches: Batches, p: HyperFLProtocol, create_graph: bool) -> tuple[Tensors, Tensors]:
+def local_round(
+    model: HyperFLModel,
+    hyper: Tensors,
+    private: Tensors,
+    head_batches: Batches,
+    hyper_batches: Batches,
+    p: HyperFLProtocol,
+    create_graph: bool,
+) -> tuple[Tensors, Tensors]:
     """One HyperFL round as pure functions: head phase, then hypernetwork + embedding phase.
 
     ``hyper`` holds the hypernetwork's parameters (``hypernetwork.*`` names), ``private`` the
@@ -94,8 +109,9 @@ def local_round(model: HyperFLModel, hyper: Tensors, private: Tensors, head_batc
     return new_hyper, {EMBEDDING: trainable[EMBEDDING], **head}
 
 
-def hyper_gradient(model: HyperFLModel, hyper: Tensors, private: Tensors, x: torch.Tensor, y: torch.Tensor,
-                   create_graph: bool) -> Tensors:
+def hyper_gradient(
+    model: HyperFLModel, hyper: Tensors, private: Tensors, x: torch.Tensor, y: torch.Tensor, create_graph: bool
+) -> Tensors:
     """FedSGD: the gradient of the batch loss with respect to the hypernetwork only."""
     return loss_gradient(model, hyper, x, y, private, create_graph=create_graph)
 
@@ -105,28 +121,37 @@ class StackedHeads:
     """All generator heads as one Linear(hidden → every generated value): row blocks are the tensors."""
 
     weight: torch.Tensor  # [N, hidden]
-    bias: torch.Tensor    # [N]
+    bias: torch.Tensor  # [N]
     shapes: Mapping[str, torch.Size]
 
     @classmethod
     def of(cls, server: Mapping[str, torch.Tensor], shapes: Mapping[str, torch.Size]) -> StackedHeads:
         keys = [HyperNetwork.head_keys(n) for n in shapes]
-        return cls(torch.cat([server[w] for w, _ in keys]).detach(),
-                   torch.cat([server[b] for _, b in keys]).detach(), dict(shapes))
+        return cls(
+            torch.cat([server[w] for w, _ in keys]).detach(),
+            torch.cat([server[b] for _, b in keys]).detach(),
+            dict(shapes),
+        )
 
     def split(self, flat: torch.Tensor) -> Tensors:
         """Row blocks of ``flat`` ([N] or [N, hidden]) by generated tensor."""
         out, start = {}, 0
         for name, shape in self.shapes.items():
             n = shape.numel()
-            out[name] = flat[start:start + n]
+            out[name] = flat[start : start + n]
             start += n
         return out
 
 
-def factored_round_update(model: HyperFLModel, server: Mapping[str, torch.Tensor], heads: StackedHeads,
-                          private: Tensors, head_batches: Batches, hyper_batches: Batches,
-                          p: HyperFLProtocol) -> Tensors:
+def factored_round_update(
+    model: HyperFLModel,
+    server: Mapping[str, torch.Tensor],
+    heads: StackedHeads,
+    private: Tensors,
+    head_batches: Batches,
+    hyper_batches: Batches,
+    p: HyperFLProtocol,
+) -> Tensors:
     """The hypernetwork update of :func:`local_round`, computed without materialising each step.
 
     Every step changes the stacked generator heads (W, b) by a multiple of themselves (weight decay)
@@ -151,9 +176,9 @@ def factored_round_update(model: HyperFLModel, server: Mapping[str, torch.Tensor
     head_params = model.head_params(head[HEAD_WEIGHT], head[HEAD_BIAS])
     small = {"A": a_mlp, "c": c_mlp, EMBEDDING: emb}
     small_velocity = None
-    scale, scale_velocity = 1.0, 0.0          # a_t and its momentum buffer
-    beta: list[torch.Tensor] = []             # β_ts for s < t
-    gamma: list[torch.Tensor] = []            # their momentum buffers
+    scale, scale_velocity = 1.0, 0.0  # a_t and its momentum buffer
+    beta: list[torch.Tensor] = []  # β_ts for s < t
+    gamma: list[torch.Tensor] = []  # their momentum buffers
     gs: list[torch.Tensor] = []
     hs: list[torch.Tensor] = []
     for t, (xb, yb) in enumerate(hyper_batches):

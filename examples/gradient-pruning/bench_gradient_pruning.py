@@ -23,6 +23,7 @@ clients run the plain FedSGD/FedAvg client; it supplies setup, training, aggrega
 and the observation) that implements only its ``transform`` (the pruning) and ``replay`` (the
 adaptive attacker's masking).
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,10 @@ def prune(tensors: Mapping[str, torch.Tensor], ratio: float, scope: str) -> Tens
         thresholds = {k: shared for k in tensors}
     else:
         thresholds = {k: _threshold(t.detach().abs(), ratio) for k, t in tensors.items()}
-    return {k: t if thresholds[k] is None else torch.where(t.abs() > thresholds[k], t, torch.zeros_like(t))
-            for k, t in tensors.items()}
+    return {
+        k: t if thresholds[k] is None else torch.where(t.abs() > thresholds[k], t, torch.zeros_like(t))
+        for k, t in tensors.items()
+    }
 
 
 def sparse_bytes(tensors: Mapping[str, torch.Tensor]) -> int:
@@ -67,16 +70,28 @@ class GradientPruning(SGDDefense):
     name = "pruning"
     description = __doc__
     options = (
-        Option("ratio", float, 0.2, "fraction of entries zeroed, smallest magnitudes first (DLG's prune ratio)",
-               min=0.0, max=1.0),
-        Option("scope", str, "layer", "'layer': each parameter tensor keeps its own largest entries (as DLG's "
-               "cited gradient compression does); 'global': one threshold over all tensors",
-               choices=("layer", "global")),
+        Option(
+            "ratio",
+            float,
+            0.2,
+            "fraction of entries zeroed, smallest magnitudes first (DLG's prune ratio)",
+            min=0.0,
+            max=1.0,
+        ),
+        Option(
+            "scope",
+            str,
+            "layer",
+            "'layer': each parameter tensor keeps its own largest entries (as DLG's "
+            "cited gradient compression does); 'global': one threshold over all tensors",
+            choices=("layer", "global"),
+        ),
         *SGD_OPTIONS,
     )
 
-    def transform(self, payload: Tensors, data: LocalData, server: ServerState,
-                  generator: torch.Generator | None) -> Tensors:
+    def transform(
+        self, payload: Tensors, data: LocalData, server: ServerState, generator: torch.Generator | None
+    ) -> Tensors:
         return prune(payload, self.opt.ratio, self.opt.scope)
 
     def replay(self, simulated: Tensors, observed: Tensors) -> Tensors:
@@ -90,5 +105,7 @@ class GradientPruning(SGDDefense):
         return {"prune_ratio": self.opt.ratio, "prune_scope": self.opt.scope}
 
     def payload_metrics(self, payload: Tensors) -> dict[str, Any]:
-        return {"kept_fraction": sum(int(torch.count_nonzero(v)) for v in payload.values()) /
-                sum(v.numel() for v in payload.values())}
+        return {
+            "kept_fraction": sum(int(torch.count_nonzero(v)) for v in payload.values())
+            / sum(v.numel() for v in payload.values())
+        }

@@ -3,6 +3,7 @@
 Loaded by file path (``tests/plugins/broken.py:Name``) exactly as a user's plug-in would be, so the
 tests exercise discovery, ``check-defense``/``check-attack`` and the harness's refusal together.
 """
+
 from __future__ import annotations
 
 import time
@@ -31,6 +32,7 @@ class WrongShape(FedAvg):
         def simulate(x, y, unknowns):
             out = obs.simulate(x, y, unknowns)
             return {**out, key: out[key].t()}
+
         return _with(obs, simulate=simulate)
 
 
@@ -125,6 +127,7 @@ class NoVmap(FedAvg):
             if float(x.detach().abs().max()) > 1e6:
                 raise ValueError("candidate out of range")
             return obs.simulate(x, y, unknowns)
+
         return _with(obs, simulate=simulate)
 
 
@@ -140,6 +143,7 @@ class NoVmapBareError(FedAvg):
             except RuntimeError:
                 raise NotImplementedError from None
             return obs.simulate(x, y, unknowns)
+
         return _with(obs, simulate=simulate)
 
 
@@ -171,12 +175,20 @@ class PrivateHead(FedAvg):
         def simulate(x, y, unknowns):
             grads = loss_gradient(self.model, self._params(server, unknowns)[1], x, y, create_graph=True)
             return {k: grads[k] for k in body}
+
         server_head = {f"head.{k.split('.')[-1]}": v for k, v in server.items() if k not in body}
-        unknowns = {k: Unknown(tuple(v.shape), "private head", v.clone(), optimisable=True)
-                    for k, v in server_head.items()}
+        unknowns = {
+            k: Unknown(tuple(v.shape), "private head", v.clone(), optimisable=True) for k, v in server_head.items()
+        }
         observed = {k: v.detach() for k, v in simulate(target.x, target.y, client).items()}
-        return _with(obs, observed=observed, simulate=simulate, unknowns=unknowns, knowledge=self.knowledge,
-                     public=dataclasses.replace(obs.public, classifier_key=None))
+        return _with(
+            obs,
+            observed=observed,
+            simulate=simulate,
+            unknowns=unknowns,
+            knowledge=self.knowledge,
+            public=dataclasses.replace(obs.public, classifier_key=None),
+        )
 
 
 class GuessIsTruth(PrivateHead):
@@ -184,7 +196,9 @@ class GuessIsTruth(PrivateHead):
 
     def observe(self, server, client, target, cohort, generator):
         obs = super().observe(server, client, target, cohort, generator)
-        return _with(obs, unknowns={k: Unknown(u.shape, u.description, client[k].clone()) for k, u in obs.unknowns.items()})
+        return _with(
+            obs, unknowns={k: Unknown(u.shape, u.description, client[k].clone()) for k, u in obs.unknowns.items()}
+        )
 
 
 class GuessIsTruthTrainedInPlace(GuessIsTruth):
