@@ -24,6 +24,10 @@ from bench.threat import LocalData, Observation, PublicKnowledge, Simulator, Ten
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
+#: ``PublicKnowledge.protocol`` key: the coefficient of the parameters added to an observed gradient (a FedSGD
+#: client sends ∇L + wd·θ); absent or 0 when the observed gradient is the loss gradient alone.
+GRADIENT_DECAY = "weight_decay_in_gradient"
+
 #: The declared options of a plain SGD client; a defense built on it lists them in its ``options``
 #: and builds its protocol with :meth:`SGDProtocol.from_options`.
 SGD_OPTIONS: tuple[Option, ...] = (
@@ -244,7 +248,9 @@ def sgd_public_knowledge(
         std=task.std,
         observed_kind=kind,
         classifier_key=f"{task.classifier}.weight",
-        protocol={**protocol.as_dict(), "batch_size": target.batch_size, **protocol_extra},
+        protocol={**protocol.as_dict(), "batch_size": target.batch_size,
+                  # a one-step (FedSGD) upload is the loss gradient plus weight_decay × the parameters sent
+                  GRADIENT_DECAY: protocol.weight_decay if kind == "gradient" else 0.0, **protocol_extra},
     )
 
 

@@ -120,7 +120,9 @@ def test_it_needs_neither_the_head_nor_the_label_against_hyperfls_adaptive_obser
     rec = Analytic(iterations=300).reconstruct(obs, torch.Generator().manual_seed(0), SilentProgress())
     assert rec.labels is None and rec.info["feature_source"] == "exact" and "conv1.weight" in rec.info["replayed"]
     truth, got = (target.x * 0.25 + 0.5).clamp(0, 1), (rec.images * 0.25 + 0.5).clamp(0, 1)
-    assert float(psnr_per_image(truth, got)[0]) > 20  # far above noise (and the mean) after 300 steps
+    flat = torch.full_like(truth, float(truth.mean()))
+    # far above the no-information guess (a flat image of the true mean colour, even) after 300 steps
+    assert float(psnr_per_image(truth, got)[0]) > float(psnr_per_image(truth, flat)[0]) + 5
 
 
 def test_an_mlp_image_is_recovered_by_the_feature_match_alone():

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from bench.sgd_client import GRADIENT_DECAY
 from bench.threat import Observation, Tensors
 
 
@@ -79,12 +80,13 @@ def leaky_layers(obs: Observation) -> list[LeakyLayer]:
 
 def as_gradient(obs: Observation, key: str) -> torch.Tensor:
     """The observed tensor ``key`` read as a gradient of the loss: an update (new − old ≈ −lr·Σ gradients)
-    is sign-flipped (the scale cancels in every ratio below); a FedSGD gradient sent with weight decay
-    has the public ``wd · θ`` removed (θ: the parameters the server sent)."""
+    is sign-flipped (the scale cancels in every ratio below); a gradient the protocol says was sent with
+    weight decay (``protocol["weight_decay_in_gradient"]``) has the public ``wd · θ`` removed (θ: the
+    parameters the server sent)."""
     tensor = obs.observed[key].detach()
     if obs.public.observed_kind == "update":
         return -tensor
-    decay = float(obs.public.protocol.get("weight_decay") or 0.0)
+    decay = float(obs.public.protocol.get(GRADIENT_DECAY) or 0.0)
     if decay:
         params = dict(obs.public.model.named_parameters())
         if key in params:
