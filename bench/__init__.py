@@ -1,7 +1,7 @@
 """bench: a benchmark of privacy attacks and defenses in federated learning.
 
 The public API for plug-ins: :class:`Defense`, :class:`Attack`, :class:`Observation` and friends,
-:class:`Option`, and the shared helpers in :mod:`bench.functional`, :mod:`bench.sgd_client` and
+:class:`Option`, and the shared helpers in :mod:`bench.functional`, :mod:`bench.sgd_defense` and
 :mod:`bench.inversion`.
 """
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from bench import registry
 from bench.errors import BenchError, choices_text
-from bench.federated import FLSettings
-from bench.setup import Choice
+from bench.federation import FLSettings
+from bench.components import Choice
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from bench.defense import Defense
-from bench.federated import Federation, TrainingState, train
+from bench.federation import Federation
+from bench.training import TrainingState, train
 
 
 def state_key(config: Mapping[str, Any], rounds: int) -> str:

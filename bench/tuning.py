@@ -187,7 +187,7 @@ class TuningFile:
 
 def tuned(spec: Any, tuning: TuningFile, resolve: Any) -> Any:
     """``spec`` (a RunSpec) with the tuned attack options of its entry, and the tuning recorded; unchanged
-    when the file has no entry for it. ``resolve`` is ``bench.experiment.resolved_config`` (a parameter:
+    when the file has no entry for it. ``resolve`` is ``bench.runs.attack.resolved_config`` (a parameter:
     this module stays below the experiment)."""
     entry = tuning.lookup(resolve(spec))
     if entry is None:

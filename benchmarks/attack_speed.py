@@ -42,7 +42,7 @@ from attacks.ig import InvertingGradients  # noqa: E402
 from bench import provenance  # noqa: E402
 from bench.inversion import step_milestones, total_variation  # noqa: E402
 from bench.progress import SilentProgress  # noqa: E402
-from bench.setup import Choice, build_task, load_dataset  # noqa: E402
+from bench.components import Choice, build_task, load_dataset  # noqa: E402
 from bench.threat import LocalData, Observation  # noqa: E402
 from defenses.fedavg import FedAvg  # noqa: E402
 

@@ -35,13 +35,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.experiment import RunSpec, run, run_id  # noqa: E402
+from bench.runs.attack import RunSpec, run, run_id  # noqa: E402
 from doc_tables import mean_std  # noqa: E402
-from bench.federated import FLSettings  # noqa: E402
+from bench.federation import FLSettings  # noqa: E402
 from bench.options import parse_assignments  # noqa: E402
 from bench.results import RESULTS_FILE, read_rows  # noqa: E402
-from bench.setup import Choice  # noqa: E402
-from bench.utility import TrainSpec, resolved_config, run_training  # noqa: E402
+from bench.components import Choice  # noqa: E402
+from bench.runs.train import TrainSpec, resolved_config, run_training  # noqa: E402
 
 SEED = 0
 #: label → (defense, options) for the attack checks on the default data.

@@ -36,15 +36,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.experiment import RunSpec, run  # noqa: E402
+from bench.runs.attack import RunSpec, run  # noqa: E402
 from doc_tables import mean_std  # noqa: E402
-from bench.federated import FLSettings  # noqa: E402
+from bench.federation import FLSettings  # noqa: E402
 from bench.metrics import psnr_per_image, ssim_per_image  # noqa: E402
 from bench.options import parse_assignments  # noqa: E402
 from bench.presets import resolve  # noqa: E402
 from bench.results import RESULTS_FILE, read_rows  # noqa: E402
-from bench.setup import Choice, load_dataset  # noqa: E402
-from bench.utility import TrainSpec, run_training  # noqa: E402
+from bench.components import Choice, load_dataset  # noqa: E402
+from bench.runs.train import TrainSpec, run_training  # noqa: E402
 
 DOC = ROOT / "docs" / "hyperfl.md"
 SETTINGS = ("fedsgd", "local")

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.experiment import RunSpec, run
-from bench.federated import FLSettings
-from bench.setup import Choice
+from bench.runs.attack import RunSpec, run
+from bench.federation import FLSettings  # noqa: E402
+from bench.components import Choice
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gradient-pruning" / "bench_gradient_pruning.py"
 

@@ -33,12 +33,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.experiment import RunSpec, attack_target, prepare, run  # noqa: E402
+from bench.runs.attack import RunSpec, attack_target, prepare, run  # noqa: E402
 from doc_tables import mean_std  # noqa: E402
-from bench.federated import FLSettings, train  # noqa: E402
+from bench.federation import FLSettings  # noqa: E402
+from bench.training import train  # noqa: E402
 from bench.progress import SilentProgress  # noqa: E402
 from bench.results import RESULTS_FILE, append_rows, read_rows  # noqa: E402
-from bench.setup import Choice  # noqa: E402
+from bench.components import Choice  # noqa: E402
 
 OUT = ROOT / "results" / "reproduction"
 SLIM = ROOT / "results" / "reproduction.jsonl"
@@ -467,7 +468,7 @@ def report(rows: dict[str, list[dict[str, Any]]]) -> str:
         "  The step schedule (×0.1 at 3/8, 5/8, 7/8) scales with the run. Fewer iterations and a narrower",
         "  network both lower PSNR; these numbers are lower bounds on what the algorithm reaches.",
         f"* Training. The trained network is FedAvg-trained for {TRAINED_ROUNDS} rounds on 100 images per client",
-        "  (20 clients, 2 local epochs of batch 20, SGD lr 0.05, momentum 0.9; `bench.federated.train`), reaching",
+        "  (20 clients, 2 local epochs of batch 20, SGD lr 0.05, momentum 0.9; `bench.federation.train`), reaching",
         "  the test accuracy in the table — a briefly trained model, not the paper's fully trained CIFAR-10 one.",
         "* Labels are inferred from the gradient (iDLG's rule; the count rule for batches), where the paper's",
         "  experiments gave the true labels; the table's label accuracy shows what that cost.",

@@ -27,10 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import provenance  # noqa: E402
-from bench.experiment import RunSpec, observe_target, prepare, reconstruct, score_target  # noqa: E402
-from bench.federated import FLSettings, start  # noqa: E402
+from bench.runs.attack import RunSpec, observe_target, prepare, reconstruct, score_target  # noqa: E402
+from bench.federation import FLSettings  # noqa: E402
+from bench.training import start  # noqa: E402
 from bench.progress import SilentProgress  # noqa: E402
-from bench.setup import Choice  # noqa: E402
+from bench.components import Choice  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "target_batching.json"
 

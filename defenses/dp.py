@@ -69,7 +69,7 @@ from bench.defense import ClientState, ServerState
 from bench.errors import BenchError
 from bench.functional import GradientFn, loss_gradient, per_example_gradients
 from bench.options import Option
-from bench.sgd_client import SGD_OPTIONS, SGDDefense
+from bench.sgd_defense import SGD_OPTIONS, SGDDefense
 from bench.threat import LocalData, Tensors
 
 LEVELS = ("sample", "client")

@@ -26,7 +26,7 @@ import torch
 from bench.defense import ClientState, ServerState
 from bench.functional import forward, sgd_steps
 from bench.options import Option
-from bench.sgd_client import SGD_OPTIONS, SGDDefense, predict_logits, split_state
+from bench.sgd_defense import SGD_OPTIONS, SGDDefense, predict_logits, split_state
 from bench.threat import LocalData, Tensors
 
 #: Client-state prefix of the fine-tuned head (private; used by ``predict`` only).

@@ -43,7 +43,7 @@ the client's update Δθ after ``inner_steps`` local steps on its data (at ``inn
 direction, clipped gradient plus weight decay, which bench sends as the "gradient", as for FedSGD).
 That is FedAvg on a personalised model: the ``adaptive`` attacker (the only level; there is no private
 piece to be unaware of or to be handed) replays the client's steps from θ, including the public
-gradient clip, with bench's shared SGD code (:mod:`bench.functional`, :mod:`bench.sgd_client`), so the
+gradient clip, with bench's shared SGD code (:mod:`bench.functional`, :mod:`bench.sgd_defense`), so the
 victim and the simulator run the same math. In the attack setting the client's steps cycle over the
 target's mini-batches in a fixed order (one batch: every step on it), in eval mode, as for every
 bench defense. Defaults unroll 50 steps in the attacker's simulator; ``--defense-arg inner_steps=1``
@@ -63,7 +63,7 @@ from bench.defense import ClientState, Defense, FLTask, ServerState
 from bench.errors import BenchError
 from bench.functional import GradientFn, forward, loss_gradient, sgd_update
 from bench.options import Option
-from bench.sgd_client import SGDProtocol, local_payload, payload_bytes, sgd_public_knowledge, sgd_simulator
+from bench.sgd_defense import SGDProtocol, local_payload, payload_bytes, sgd_public_knowledge, sgd_simulator
 from bench.threat import LocalData, Observation, Tensors, Upload
 from typing import Literal
 

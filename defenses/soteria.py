@@ -16,7 +16,7 @@ Knowledge ``adaptive`` (default) zeroes the same columns in its replay (exact); 
 attacker of the paper's evaluation, which matches the unmodified gradient of its candidate
 (``Observation.exact=False``).
 
-Written only with bench's public API: a :class:`bench.sgd_client.SGDDefense` that implements its
+Written only with bench's public API: a :class:`bench.sgd_defense.SGDDefense` that implements its
 ``transform`` (the mask) and ``replay`` (the adaptive attacker's masking); ``bench.functional``.
 """
 
@@ -30,7 +30,7 @@ from torch import nn
 
 from bench import LocalData, Option, ServerState, Tensors
 from bench.functional import forward
-from bench.sgd_client import SGD_OPTIONS, SGDDefense, split_state
+from bench.sgd_defense import SGD_OPTIONS, SGDDefense, split_state
 
 #: Added to the representation in the score's denominator, as in the authors' code.
 OFFSET = 0.1

@@ -7,10 +7,10 @@ import torch
 
 from bench.cli import main
 from bench.conformance import check_attack, check_defense
-from bench.conformance.contract import validate_observation, validate_reconstruction
+from bench.contract import validate_observation, validate_reconstruction
 from bench.errors import BenchError, PluginError
 from bench.attack import Reconstruction
-from bench.setup import Choice
+from bench.components import Choice
 from defenses.fedavg import FedAvg
 from tests.test_observation import batch, setup
 

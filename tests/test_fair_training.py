@@ -11,16 +11,16 @@ import torch
 from bench.cli import main
 from bench.data.embedded import build_digits
 from bench.errors import BenchError
-from bench.federated import Federation, FLSettings
+from bench.federation import Federation, FLSettings
 from bench.functional import forward
 from bench.presets import equal_optimiser, resolve
 from bench.results import read_rows
-from bench.setup import Choice, create_defense
-from bench.sgd_client import split_state
+from bench.components import Choice, create_defense
+from bench.sgd_defense import split_state
 from bench.sweeps.config import load_config
 from bench.sweeps.plan import plan
 from bench.threat import LocalData
-from bench.utility import TrainSpec, run_training, tune_learning_rate
+from bench.runs.train import TrainSpec, run_training, tune_learning_rate
 from defenses.fedavg import FINETUNED, FedAvg, FedAvgFT
 from tests.helpers import lenet_task
 

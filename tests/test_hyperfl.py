@@ -391,7 +391,7 @@ def test_attack_after_training_rounds_runs_end_to_end(tmp_path):
 
 def test_train_presets_apply_the_protocol_the_model_and_the_defense_preset():
     from bench.presets import resolve
-    from bench.setup import Choice
+    from bench.components import Choice
 
     r = resolve("quick", Choice("fedavg"), Choice("photos"), None, {"clients": None, "rounds": 3})
     assert r.defense.args == {"preset": "quick"} and r.model.name == "cnn"
@@ -454,7 +454,7 @@ def test_hyperfl_conforms_under_every_attacker(attacker):
     """bench check-defense, FedSGD; the oracle hands over the true embedding and head by declaration
     (Unknown.revealed), which the private-state check accepts, while an unaware guess must differ."""
     from bench.conformance import check_defense
-    from bench.setup import Choice
+    from bench.components import Choice
 
     report = check_defense("hyperfl", {}, Choice("lenet"), knowledge=attacker)
     # FedSGD observes one hypernetwork gradient, training uploads a round's update: matches-client may warn

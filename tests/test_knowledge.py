@@ -7,10 +7,10 @@ import pytest
 from bench.cli import main
 from bench.defense import KNOWLEDGE_LEVELS
 from bench.errors import BenchError
-from bench.experiment import RunSpec, resolved_config, run
-from bench.federated import FLSettings
+from bench.runs.attack import RunSpec, resolved_config, run
+from bench.federation import FLSettings
 from bench.registry import create
-from bench.setup import Choice
+from bench.components import Choice
 from bench.sweeps.config import load_config
 from bench.sweeps.plan import plan
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.sgd_client import SGD_OPTIONS
+from bench.sgd_defense import SGD_OPTIONS
 from defenses.fedavg import FedAvg
 from tests.test_observation import batch
 from tests.helpers import lenet_task

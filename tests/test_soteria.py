@@ -4,7 +4,7 @@ import torch
 
 from bench.conformance import check_defense
 from bench.functional import forward
-from bench.sgd_client import SGD_OPTIONS
+from bench.sgd_defense import SGD_OPTIONS
 from defenses.fedavg import FedAvg
 from defenses.soteria import Soteria, column_mask, feature_scores
 from bench.threat import LocalData

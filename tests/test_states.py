@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bench.experiment import RunSpec, run
-from bench.federated import FLSettings
-from bench.setup import Choice
+from bench.runs.attack import RunSpec, run
+from bench.federation import FLSettings
+from bench.components import Choice
 
 
 def test_a_cached_state_is_the_trained_one_and_is_trained_once(tmp_path):
@@ -34,7 +34,7 @@ def test_a_cached_state_is_the_trained_one_and_is_trained_once(tmp_path):
 
 
 def test_a_training_runs_final_state_is_the_one_attacked_at_that_round(tmp_path):
-    from bench.utility import TrainSpec, run_training
+    from bench.runs.train import TrainSpec, run_training
 
     fed = FLSettings(clients=2, train_per_client=20, test_per_client=10, batch_size=10)
     row = run_training(

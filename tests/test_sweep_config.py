@@ -8,7 +8,7 @@ import pytest
 from bench import registry
 from bench.cli import main
 from bench.errors import BenchError
-from bench.setup import Choice
+from bench.components import Choice
 from bench.sweeps.config import load_config
 from bench.sweeps.plan import plan
 
@@ -99,7 +99,7 @@ def test_cell_ids_are_stable_and_come_from_the_resolved_config(tmp_path):
 
 
 def test_attack_cell_id_is_the_run_id_of_its_rows(tmp_path):
-    from bench.experiment import prepare
+    from bench.runs.attack import prepare
 
     cell = next(c for c in plan(load_config(write(tmp_path, BASE)))[0] if c.kind == "attack")
     assert prepare(cell.in_dir(tmp_path / "x")).run_id == cell.id

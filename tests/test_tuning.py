@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import bench.experiment as experiment
+import bench.runs.attack as experiment
 from bench.cli import main
 from bench.errors import BenchError
 from bench.tuning import TUNING_SEED_BASE, TuningFile, check_tuning_seeds, choose, parse_grid

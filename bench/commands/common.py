@@ -9,9 +9,9 @@ from pathlib import Path
 
 from bench.data.partition import PARTITIONS
 from bench.errors import BenchError
-from bench.federated import FLSettings
+from bench.federation import FLSettings
 from bench.options import parse_assignments
-from bench.setup import DEFAULT_DATASET, Choice
+from bench.components import DEFAULT_DATASET, Choice
 
 
 def add_component_args(parser: argparse.ArgumentParser, kind: str, default: str | None, required: bool = False) -> None:

@@ -18,7 +18,7 @@ from bench.commands.common import (
     federation,
 )
 from bench.errors import BenchError
-from bench.experiment import RunSpec, run
+from bench.runs.attack import RunSpec, run
 from bench.progress import SilentProgress, TqdmProgress
 from bench.results import RESULTS_FILE
 
@@ -151,7 +151,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.tuning is not None:
         from dataclasses import replace
 
-        from bench.experiment import resolved_config
+        from bench.runs.attack import resolved_config
         from bench.tuning import TuningFile, tuned
 
         tuned_spec = tuned(spec, TuningFile.read(args.tuning), resolved_config)

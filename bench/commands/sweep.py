@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.experiment import RunSpec
+from bench.runs.attack import RunSpec
 from bench.reports.loading import usable_rows
 from bench.results import RESULTS_FILE
 from bench.sweeps.config import load_config

@@ -18,7 +18,7 @@ from bench.commands.common import (
 from bench.presets import TRAIN_PRESETS, resolve
 from bench.results import RESULTS_FILE
 from bench.errors import BenchError
-from bench.utility import DEFAULT_LR_GRID, DEFAULT_TRAIN_ROUNDS, VALIDATION_FRACTION, TrainSpec, run_training
+from bench.runs.train import DEFAULT_LR_GRID, DEFAULT_TRAIN_ROUNDS, VALIDATION_FRACTION, TrainSpec, run_training
 
 
 def register(sub: argparse._SubParsersAction) -> None:

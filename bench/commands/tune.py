@@ -78,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _single_job(args: argparse.Namespace):
-    from bench.experiment import RunSpec
+    from bench.runs.attack import RunSpec
     from bench.sweeps.tune import TuneJob
 
     if args.defense is None or args.attack is None:

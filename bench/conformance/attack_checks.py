@@ -21,11 +21,11 @@ from bench import registry
 from bench.attack import Attack, Reconstruction
 from bench.conformance.case import BATCH, observe_case, private_head_observation, start_case
 from bench.conformance.component import open_report
-from bench.conformance.contract import validate_observation, validate_reconstruction
+from bench.contract import validate_observation, validate_reconstruction
 from bench.conformance.report import Failed, Report, Warned
 from bench.defense import Defense
 from bench.seeding import generator
-from bench.setup import Choice
+from bench.components import Choice
 from bench.threat import Observation
 
 

@@ -4,7 +4,7 @@ check-attack), and a fixture observation with unknowns.
 
 Synthetic images (no data set to load) at the default data set's geometry (3×32×32, 10 classes), so
 a defense's own default model works; the task is built exactly as ``bench run`` builds it
-(:func:`bench.setup.build_task`), with the defense's default model unless one is named.
+(:func:`bench.components.build_task`), with the defense's default model unless one is named.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from bench.data.base import ImageDataset, channel_stats
 from bench.defense import ClientState, Defense, FLTask, ServerState
 from bench.functional import loss_gradient
 from bench.seeding import generator, seed_everything
-from bench.setup import Choice, build_task, model_choice
-from bench.sgd_client import initial_state, public_model, split_state
+from bench.components import Choice, build_task, model_choice
+from bench.sgd_defense import initial_state, public_model, split_state
 from bench.threat import LocalData, Observation, PublicKnowledge, Tensors, Unknown
 from collections.abc import Mapping
 

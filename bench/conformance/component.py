@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 from bench import registry
 from bench.component import Component
-from bench.conformance.contract import require_jsonable
+from bench.contract import require_jsonable
 from bench.conformance.report import Failed, Report
 from bench.errors import BenchError, PluginError, first_line
 from bench.options import Option

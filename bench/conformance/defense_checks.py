@@ -21,7 +21,7 @@ import torch
 from bench import registry
 from bench.conformance.case import BATCH, TinyCase, observe_case, start_case
 from bench.conformance.component import open_report
-from bench.conformance.contract import (
+from bench.contract import (
     OBSERVED_KINDS,
     candidate,
     check_observation,
@@ -36,7 +36,7 @@ from bench.conformance.report import Failed, Report, Skipped, Warned
 from bench.defense import KNOWLEDGE_LEVELS, Defense
 from bench.errors import first_line
 from bench.seeding import generator
-from bench.setup import Choice, model_choice
+from bench.components import Choice, model_choice
 from bench.threat import Tensors, Upload
 
 #: simulate(true inputs) must match observed within ATOL + RTOL · max|observed| per tensor.

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from bench.sgd_client import GRADIENT_DECAY
+from bench.sgd_defense import GRADIENT_DECAY
 from bench.threat import Observation, Tensors
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.reports.grids import png_bytes, pyplot
+from bench.images import png_bytes, pyplot
 from bench.reports.leaderboard import Entry, Table
 
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.experiment import RunSpec, run
+from bench.runs.attack import RunSpec, run
 from bench.progress import Progress, SilentProgress
 from bench.results import RESULTS_FILE, atomic_write_bytes, read_rows
 from bench.sweeps.layout import DONE_FILE, ERROR_FILE, LOCK_FILE, cell_dir, is_done
 from bench.sweeps.plan import Cell
-from bench.utility import run_training
+from bench.runs.train import run_training
 
 
 @dataclass(frozen=True)

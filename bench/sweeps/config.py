@@ -58,10 +58,10 @@ from typing import Any, NoReturn, overload
 
 from bench.data.partition import PARTITIONS
 from bench.errors import BenchError, choices_text
-from bench.federated import FLSettings
+from bench.federation import FLSettings
 from bench.presets import COMPARISON_OPTIMISER, OPTIMISERS
-from bench.setup import DEFAULT_DATASET, Choice
-from bench.utility import DEFAULT_TRAIN_ROUNDS  # bench train's default
+from bench.components import DEFAULT_DATASET, Choice
+from bench.runs.train import DEFAULT_TRAIN_ROUNDS  # bench train's default
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -16,14 +16,14 @@ from typing import Any, Literal, cast
 from bench import registry
 from bench.defense import Defense
 from bench.errors import BenchError
-from bench.experiment import RunSpec, resolved_config, run_id
+from bench.runs.attack import RunSpec, resolved_config, run_id
 from bench.presets import equal_optimiser
-from bench.setup import Choice
+from bench.components import Choice
 from bench.sweeps.config import ALL_KNOWLEDGE, DEFAULT_KNOWLEDGE, SweepConfig
 from bench.sweeps.layout import STATES_DIR
 from bench.tuning import TuningFile, tuned
-from bench.utility import TrainSpec
-from bench.utility import resolved_config as resolved_train_config
+from bench.runs.train import TrainSpec
+from bench.runs.train import resolved_config as resolved_train_config
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.experiment import RunSpec, resolved_config, run_id
+from bench.runs.attack import RunSpec, resolved_config, run_id
 from bench.results import RESULTS_FILE, read_rows
-from bench.setup import Choice
+from bench.components import Choice
 from bench.sweeps.layout import cell_dir, is_done
 from bench.sweeps.plan import Cell, choice_text
 from bench.tuning import Entry, check_tuning_seeds, choose, entry_key, grid_points

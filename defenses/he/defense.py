@@ -66,7 +66,7 @@ import torch
 from bench.defense import ClientState, ServerState
 from bench.errors import BenchError
 from bench.options import Option
-from bench.sgd_client import (
+from bench.sgd_defense import (
     SGD_OPTIONS,
     SGDDefense,
     apply_uploads,

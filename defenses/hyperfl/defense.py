@@ -50,7 +50,7 @@ from bench.defense import ClientState, Defense, FLTask, ServerState
 from bench.errors import BenchError
 from bench.functional import forward, loss_gradient
 from bench.options import Option
-from bench.sgd_client import apply_uploads, payload_bytes, public_model
+from bench.sgd_defense import apply_uploads, payload_bytes, public_model
 from bench.threat import LocalData, Observation, PublicKnowledge, Simulator, Tensors, Unknown, Upload
 
 from defenses.hyperfl.model import (

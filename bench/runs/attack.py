@@ -9,8 +9,6 @@ skips targets already recorded for the same run.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -21,27 +19,26 @@ import torch
 
 from bench import provenance
 from bench.attack import Attack, Reconstruction
-from bench.conformance.contract import validate_observation, validate_reconstruction
+from bench.contract import validate_observation, validate_reconstruction
 from bench.data.base import Dataset, ImageDataset
 from bench.defense import Defense
 from bench.errors import BenchError, PluginError
-from bench.federated import Federation, FLSettings, TrainingState, start
+from bench.federation import Federation, FLSettings
+from bench.training import TrainingState, start
 from bench.states import trained
 from bench.metrics import Baseline, baseline_guesses, score
 from bench.models.base import Model
 from bench.perceptual import LpipsScorer
 from bench.progress import Progress, SilentProgress
-from bench.reports.grids import save_grid, save_pair_png
+from bench.images import save_grid, save_pair_png
+from bench.runs.common import prepare_components, run_id
 from bench.results import RESULTS_FILE, append_rows, read_rows, writable_dir
-from bench.seeding import generator, resolve_device
-from bench.setup import (
+from bench.seeding import generator
+from bench.components import (
     Choice,
-    build_task,
     create_attack,
     create_defense,
     data_and_model_components,
-    load_dataset,
-    model_choice,
 )
 from bench.threat import LocalData, Observation
 
@@ -70,11 +67,6 @@ class RunSpec:
     offline: bool = False  # never download LPIPS weights (else BENCH_OFFLINE decides); not part of the config
 
 
-def run_id(config: dict[str, Any]) -> str:
-    """A stable id of a run's resolved configuration (same config and seed → same id)."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 @dataclass
 class Prepared:
     """The run's components, built and validated before any attack starts."""
@@ -100,14 +92,18 @@ def prepare(spec: RunSpec) -> Prepared:
     if spec.attack_round < 0:
         raise BenchError(f"--attack-round must be >= 0, got {spec.attack_round}")
     spec.federation.validate()
-    defense, attack = create_defense(spec.defense), create_attack(spec.attack)
-    defense.use_knowledge(spec.knowledge)
-    device = resolve_device(spec.device)
+    attack = create_attack(spec.attack)
     writable_dir(spec.output_dir)
-    dataset, data = load_dataset(spec.dataset, spec.data_root)
-    model = model_choice(spec.model, defense)
-    model_component, task = build_task(model, data, device, spec.federation.local_epochs)
-    defense.setup(task)
+    parts = prepare_components(
+        spec.defense,
+        spec.dataset,
+        spec.model,
+        spec.data_root,
+        spec.device,
+        spec.federation.local_epochs,
+        knowledge=spec.knowledge,
+    )
+    defense, data, device = parts.defense, parts.data, parts.device
     federation = Federation(data, spec.federation, spec.seed, device)
     smallest = min(len(s.train) for s in federation.splits)
     if smallest < spec.batch_size:
@@ -116,7 +112,7 @@ def prepare(spec: RunSpec) -> Prepared:
             f"use a smaller batch or fewer --clients"
         )
     lpips = LpipsScorer(spec.lpips_weights, device, offline=True if spec.offline else None)
-    config = _config(spec, defense, attack, dataset, model, model_component)
+    config = _config(spec, defense, attack, parts.dataset, parts.model, parts.model_component)
     return Prepared(
         spec, defense, attack, data, federation, device, config, run_id(config), lpips, baseline_guesses(data.train_x)
     )

@@ -248,9 +248,13 @@ def sgd_public_knowledge(
         std=task.std,
         observed_kind=kind,
         classifier_key=f"{task.classifier}.weight",
-        protocol={**protocol.as_dict(), "batch_size": target.batch_size,
-                  # a one-step (FedSGD) upload is the loss gradient plus weight_decay × the parameters sent
-                  GRADIENT_DECAY: protocol.weight_decay if kind == "gradient" else 0.0, **protocol_extra},
+        protocol={
+            **protocol.as_dict(),
+            "batch_size": target.batch_size,
+            # a one-step (FedSGD) upload is the loss gradient plus weight_decay × the parameters sent
+            GRADIENT_DECAY: protocol.weight_decay if kind == "gradient" else 0.0,
+            **protocol_extra,
+        },
     )
 
 

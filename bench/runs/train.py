@@ -23,14 +23,15 @@ from bench import provenance
 from bench.data.base import Dataset
 from bench.defense import Defense
 from bench.errors import BenchError
-from bench.experiment import run_id
-from bench.federated import Federation, FLSettings, train
+from bench.runs.common import prepare_components, run_id
+from bench.federation import Federation, FLSettings
+from bench.training import train
 from bench.models.base import Model
 from bench.presets import OPTIMISERS
 from bench.results import RESULTS_FILE, append_rows, writable_dir
 from bench.seeding import resolve_device
 from bench.states import keep
-from bench.setup import Choice, build_task, create_defense, data_and_model_components, load_dataset, model_choice
+from bench.components import Choice, build_task, create_defense, data_and_model_components, load_dataset, model_choice
 
 #: Federated rounds of a utility run when neither the command line, a preset nor a sweep file says.
 DEFAULT_TRAIN_ROUNDS = 20
@@ -175,14 +176,12 @@ def run_training(
         trained_spec = replace(
             spec, defense=Choice(spec.defense.name, {**spec.defense.args, "lr": tuning["chosen_lr"]})
         )
-    defense = create_defense(trained_spec.defense)
-    device = resolve_device(spec.device)
-    dataset, data = load_dataset(spec.dataset, spec.data_root)
-    model = model_choice(spec.model, defense)
-    model_component, task = build_task(model, data, device, settings.local_epochs)
-    defense.setup(task)
+    parts = prepare_components(
+        trained_spec.defense, spec.dataset, spec.model, spec.data_root, spec.device, settings.local_epochs
+    )
+    defense, data, device, model = parts.defense, parts.data, parts.device, parts.model
     federation = Federation(data, settings, spec.seed, device)
-    config = _config(spec, untuned, dataset, model, model_component)
+    config = _config(spec, untuned, parts.dataset, model, parts.model_component)
     began = time.perf_counter()
     state = train(defense, federation, spec.seed, settings.rounds, on_round=on_round)
     if spec.state_cache is not None and tuning is None:
