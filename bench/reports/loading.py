@@ -19,16 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.rows import problem
 from bench.errors import BenchError
 from bench.results import RESULTS_FILE, read_numbered_rows
 from bench.sweeps.layout import CELLS_DIR, PLAN_FILE, cell_dir, is_done, is_sweep_dir
 
 #: Fields a row needs to take part in a leaderboard, by kind.
-REQUIRED = {
-    "attack": ("run_id", "config", "psnr", "ssim", "status"),
-    "train": ("run_id", "config", "final_accuracy"),
-}
-REQUIRED_CONFIG = {"attack": ("defense", "attack", "dataset", "model", "run"), "train": ("defense", "dataset", "model")}
 MAX_PROBLEMS_PER_FILE = 10
 
 
@@ -43,17 +39,7 @@ class ResultSet:
         return [r for r in self.rows if r.get("kind") == kind]
 
 
-def _row_problem(row: dict[str, Any]) -> str | None:
-    kind = row.get("kind")
-    if kind not in REQUIRED:
-        return f"kind {kind!r} is not one leaderboards use ('attack' or 'train')"
-    missing = [k for k in REQUIRED[kind] if k not in row]
-    config = row.get("config")
-    if not missing and isinstance(config, dict):
-        missing = [f"config.{k}" for k in REQUIRED_CONFIG[kind] if not isinstance(config.get(k), dict)]
-    elif not missing:
-        missing = ["config (a table)"]
-    return f"{kind} row without {', '.join(missing)}" if missing else None
+_row_problem = problem  # the schema's own reader (bench.rows)
 
 
 def _key(row: dict[str, Any]) -> tuple[Any, ...]:

@@ -32,6 +32,7 @@ from bench.perceptual import LpipsScorer
 from bench.progress import Progress, SilentProgress
 from bench.images import save_grid, save_pair_png
 from bench.runs.common import prepare_components, run_id
+from bench.rows import attack_row
 from bench.results import RESULTS_FILE, append_rows, read_rows, writable_dir
 from bench.seeding import generator
 from bench.components import (
@@ -271,44 +272,43 @@ def score_target(
     recon = p.data.denormalise(rec.images.detach().cpu())
     scores = score(truth, recon, batch.y, rec.labels, p.lpips)
     matched = recon[torch.tensor(scores.assignment)]
-    row = {
-        "kind": "attack",
-        "run_id": p.run_id,
-        "target": case.target,
-        "status": "diverged" if rec.diverged else "ok",
-        "defense": p.spec.defense.name,
-        "attack": p.spec.attack.name,
-        "dataset": p.spec.dataset.name,
-        "model": p.config["model"]["name"],
-        "seed": p.spec.seed,
-        "batch_size": p.spec.batch_size,
-        "attack_round": p.spec.attack_round,
-        "knowledge": obs.knowledge,
-        "state_accuracy": state_accuracy,
+    row = attack_row(
+        run_id=p.run_id,
+        target=case.target,
+        status="diverged" if rec.diverged else "ok",
+        defense=p.spec.defense.name,
+        attack=p.spec.attack.name,
+        dataset=p.spec.dataset.name,
+        model=p.config["model"]["name"],
+        seed=p.spec.seed,
+        batch_size=p.spec.batch_size,
+        attack_round=p.spec.attack_round,
+        knowledge=obs.knowledge,
+        state_accuracy=state_accuracy,
         **scores.means(),
-        "lpips_note": scores.lpips_note,
+        lpips_note=scores.lpips_note,
         **p.baseline.score(truth, p.lpips),
-        "diverged": rec.diverged,
-        "attack_loss": rec.loss,
-        "attack_iterations": rec.iterations,
-        "attack_seconds": attack_seconds,
-        "targets_per_call": together,
-        "observe_seconds": case.observe_seconds,
-        "observed_kind": obs.public.observed_kind,
-        "num_reconstructed": int(rec.images.shape[0]),
-        "target_client": case.client,
-        "image_ids": case.image_ids.tolist(),
-        "true_labels": batch.y.tolist(),
-        "predicted_labels": None if rec.labels is None else rec.labels[torch.tensor(scores.assignment)].tolist(),
-        "per_image": scores.per_image,
-        "defense_metrics": dict(obs.metrics),
-        "attack_info": rec.info,
-        "notes": list(obs.notes) + _optimisation_notes(p.spec.attack.name, rec),
-        "tuning": dict(p.spec.tuning) if p.spec.tuning else None,
-        "config": p.config,
+        diverged=rec.diverged,
+        attack_loss=rec.loss,
+        attack_iterations=rec.iterations,
+        attack_seconds=attack_seconds,
+        targets_per_call=together,
+        observe_seconds=case.observe_seconds,
+        observed_kind=obs.public.observed_kind,
+        num_reconstructed=int(rec.images.shape[0]),
+        target_client=case.client,
+        image_ids=case.image_ids.tolist(),
+        true_labels=batch.y.tolist(),
+        predicted_labels=None if rec.labels is None else rec.labels[torch.tensor(scores.assignment)].tolist(),
+        per_image=scores.per_image,
+        defense_metrics=dict(obs.metrics),
+        attack_info=rec.info,
+        notes=list(obs.notes) + _optimisation_notes(p.spec.attack.name, rec),
+        tuning=dict(p.spec.tuning) if p.spec.tuning else None,
+        config=p.config,
         **provenance.stamp(str(p.device)),
-        "image_file": f"images/{p.run_id}-t{case.target}.png",
-    }
+        image_file=f"images/{p.run_id}-t{case.target}.png",
+    )
     return row, truth, matched
 
 

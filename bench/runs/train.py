@@ -28,6 +28,7 @@ from bench.federation import Federation, FLSettings
 from bench.training import train
 from bench.models.base import Model
 from bench.presets import OPTIMISERS
+from bench.rows import train_row
 from bench.results import RESULTS_FILE, append_rows, writable_dir
 from bench.seeding import resolve_device
 from bench.states import keep
@@ -188,29 +189,26 @@ def run_training(
         keep(state, config, spec.state_cache)
     history = state.history
     evaluated = [h for h in history if "accuracy" in h]
-    row = {
-        "kind": "train",
-        "run_id": run_id(config),
-        "defense": spec.defense.name,
-        "dataset": spec.dataset.name,
-        "model": model.name,
-        "seed": spec.seed,
-        "rounds": settings.rounds,
-        "clients": settings.clients,
-        "final_accuracy": evaluated[-1]["accuracy"],
-        "evaluated": defense.evaluated_model(),
-        "accuracy_per_round": {h["round"]: h["accuracy"] for h in evaluated},
-        "seconds_per_round": float(np.mean([h["seconds"] for h in history])),
-        "modelled_seconds_per_round": float(
-            np.mean([h["seconds"] + (h.get("modelled_seconds") or 0.0) for h in history])
-        ),
-        "bytes_uploaded_per_client_per_round": float(np.mean([h.get("bytes_uploaded", 0.0) for h in history])),
+    row = train_row(
+        run_id=run_id(config),
+        defense=spec.defense.name,
+        dataset=spec.dataset.name,
+        model=model.name,
+        seed=spec.seed,
+        rounds=settings.rounds,
+        clients=settings.clients,
+        final_accuracy=evaluated[-1]["accuracy"],
+        evaluated=defense.evaluated_model(),
+        accuracy_per_round={h["round"]: h["accuracy"] for h in evaluated},
+        seconds_per_round=float(np.mean([h["seconds"] for h in history])),
+        modelled_seconds_per_round=float(np.mean([h["seconds"] + (h.get("modelled_seconds") or 0.0) for h in history])),
+        bytes_uploaded_per_client_per_round=float(np.mean([h.get("bytes_uploaded", 0.0) for h in history])),
         **optimiser_record(defense, spec.extra.get("optimiser")),
-        "lr_tuning": tuning,
-        "history": history,
-        "total_seconds": time.perf_counter() - began,
-        "config": config,
+        lr_tuning=tuning,
+        history=history,
+        total_seconds=time.perf_counter() - began,
+        config=config,
         **provenance.stamp(str(device)),
-    }
+    )
     append_rows(output_dir / RESULTS_FILE, [row])
     return row
