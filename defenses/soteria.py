@@ -28,9 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench import LocalData, Option, ServerState, Tensors
-from bench.functional import forward
-from bench.sgd_defense import SGD_OPTIONS, SGDDefense, split_state
+from bench.plugin import SGD_OPTIONS, LocalData, Option, SGDDefense, ServerState, Tensors, forward, split_state
 
 #: Added to the representation in the score's denominator, as in the authors' code.
 OFFSET = 0.1

@@ -18,7 +18,7 @@ the client's SGD on candidate data and zeroes the same entries, which reproduces
 exactly. Knowledge ``unaware`` (``--knowledge unaware``) is the attacker DLG evaluated, which matches
 the unpruned gradient of its candidate against the pruned one (``Observation.exact=False``).
 
-Written only with bench's public API: a ``bench.sgd_defense.SGDDefense`` (a ``bench.Defense`` whose
+Written only with bench's public plug-in API (``bench.plugin``): an ``SGDDefense`` (a ``Defense`` whose
 clients run the plain FedSGD/FedAvg client; it supplies setup, training, aggregation, prediction
 and the observation) that implements only its ``transform`` (the pruning) and ``replay`` (the
 adaptive attacker's masking).
@@ -32,8 +32,7 @@ from typing import Any
 
 import torch
 
-from bench import LocalData, Option, ServerState, Tensors
-from bench.sgd_defense import SGD_OPTIONS, SGDDefense
+from bench.plugin import SGD_OPTIONS, LocalData, Option, SGDDefense, ServerState, Tensors
 
 
 def _threshold(magnitudes: torch.Tensor, ratio: float) -> torch.Tensor | None:
