@@ -1,4 +1,5 @@
 """Rows follow one declared schema: a run writes exactly its keys, and a writer that drifts fails loudly."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,11 +14,24 @@ from bench.runs.train import TrainSpec, run_training
 
 def test_runs_write_exactly_the_declared_keys(tmp_path):
     fed = FLSettings(clients=2, train_per_client=10, test_per_client=5, batch_size=5)
-    row = run(RunSpec(defense=Choice("fedavg"), attack=Choice("ig", {"iterations": 1}), output_dir=tmp_path / "a",
-                      model=Choice("lenet"), federation=fed))[0]
+    row = run(
+        RunSpec(
+            defense=Choice("fedavg"),
+            attack=Choice("ig", {"iterations": 1}),
+            output_dir=tmp_path / "a",
+            model=Choice("lenet"),
+            federation=fed,
+        )
+    )[0]
     assert list(row) == list(ATTACK) and row["schema"] == SCHEMA_VERSION and problem(row) is None
-    train = run_training(TrainSpec(defense=Choice("fedavg"), output_dir=tmp_path / "t", model=Choice("lenet"),
-                                   federation=FLSettings(**{**fed.__dict__, "rounds": 1})))
+    train = run_training(
+        TrainSpec(
+            defense=Choice("fedavg"),
+            output_dir=tmp_path / "t",
+            model=Choice("lenet"),
+            federation=FLSettings(**{**fed.__dict__, "rounds": 1}),
+        )
+    )
     assert list(train) == list(TRAIN) and problem(train) is None
 
 
