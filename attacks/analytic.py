@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from attacks.ig import InvertingGradients
+from bench.attacks.ig import InvertingGradients
 from bench.attack import Attack, Reconstruction
 from bench.inversion import adam, image_init, infer_labels, total_variation
 from bench.inversion.linear import LayerReading, as_gradient, leaky_layers, lower_keys, read_layer, replay_function

@@ -36,15 +36,15 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from attacks.dlg import DLG  # noqa: E402
-from attacks.idlg import IDLG  # noqa: E402
-from attacks.ig import InvertingGradients  # noqa: E402
+from bench.attacks.dlg import DLG  # noqa: E402
+from bench.attacks.idlg import IDLG  # noqa: E402
+from bench.attacks.ig import InvertingGradients  # noqa: E402
 from bench import provenance  # noqa: E402
 from bench.inversion import step_milestones, total_variation  # noqa: E402
 from bench.progress import SilentProgress  # noqa: E402
 from bench.components import Choice, build_task, load_dataset  # noqa: E402
 from bench.threat import LocalData, Observation  # noqa: E402
-from defenses.fedavg import FedAvg  # noqa: E402
+from bench.defenses.fedavg import FedAvg  # noqa: E402
 
 SILENT = SilentProgress()
 #: CPU seconds of this process, not wall time: on a machine shared with other jobs, time spent

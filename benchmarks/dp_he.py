@@ -132,7 +132,7 @@ def ckks_costs(out: Path, sizes: tuple[int, ...] = (15_826, 100_000, 1_000_000),
     import torch
 
     from bench.results import append_rows
-    from defenses.he import CKKSParams, make_roles
+    from bench.defenses.he import CKKSParams, make_roles
 
     params = CKKSParams()
     real, sim = (

@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 from bench.defense import FLTask  # noqa: E402
 from bench.models.cnn import CNN  # noqa: E402
 from bench.threat import LocalData  # noqa: E402
-from defenses.fedavg import FedAvg  # noqa: E402
-from defenses.hyperfl import HyperFL, local_round  # noqa: E402
+from bench.defenses.fedavg import FedAvg  # noqa: E402
+from bench.defenses.hyperfl import HyperFL, local_round  # noqa: E402
 
 
 def timed(fn: Callable[[], object], repeats: int) -> float:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from attacks.analytic import Analytic
+from bench.attacks.analytic import Analytic
 from bench.defense import FLTask
 from bench.functional import loss_gradient
 from bench.inversion.linear import layer_input, leaky_layers, lower_keys, read_layer, replay_function
@@ -17,9 +17,9 @@ from bench.metrics import psnr_per_image
 from bench.models.cnn import CNN
 from bench.progress import SilentProgress
 from bench.threat import LocalData
-from defenses.dp import DP
-from defenses.fedavg import FedAvg
-from defenses.hyperfl import HyperFL
+from bench.defenses.dp import DP
+from bench.defenses.fedavg import FedAvg
+from bench.defenses.hyperfl import HyperFL
 from tests.helpers import lenet_task
 
 

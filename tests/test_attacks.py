@@ -6,14 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attacks.idlg import IDLG
-from attacks.ig import InvertingGradients
+from bench.attacks.idlg import IDLG
+from bench.attacks.ig import InvertingGradients
 from bench.data.embedded import build_photos
 from bench.functional import loss_gradient
 from bench.metrics import psnr_per_image
 from bench.progress import SilentProgress
 from bench.threat import LocalData, Observation, Unknown
-from defenses.fedavg import FedAvg
+from bench.defenses.fedavg import FedAvg
 from tests.helpers import exploding, lenet_task
 
 SILENT = SilentProgress()

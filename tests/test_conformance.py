@@ -11,7 +11,7 @@ from bench.contract import validate_observation, validate_reconstruction
 from bench.errors import BenchError, PluginError
 from bench.attack import Reconstruction
 from bench.components import Choice
-from defenses.fedavg import FedAvg
+from bench.defenses.fedavg import FedAvg
 from tests.test_observation import batch, setup
 
 BROKEN = Path(__file__).parent / "plugins" / "broken.py"

@@ -5,13 +5,13 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from attacks.dlg import DLG
+from bench.attacks.dlg import DLG
 from bench.data.embedded import build_photos
 from bench.inversion.optimise import lbfgs
 from bench.metrics import psnr_per_image
 from bench.progress import SilentProgress
 from bench.threat import LocalData
-from defenses.fedavg import FedAvg
+from bench.defenses.fedavg import FedAvg
 from tests.helpers import exploding, lenet_task
 
 

@@ -15,8 +15,8 @@ from bench.functional import loss_gradient, per_example_gradients
 from bench.models.convnet import ConvNet
 from bench.results import read_rows, to_jsonable
 from bench.threat import LocalData
-from defenses.dp import DP, RDP_ORDERS, _spent, dp_sgd_gradient, epsilon_spent, global_norm, privacy_spent
-from defenses.fedavg import FedAvg
+from bench.defenses.dp import DP, RDP_ORDERS, _spent, dp_sgd_gradient, epsilon_spent, global_norm, privacy_spent
+from bench.defenses.fedavg import FedAvg
 from tests.helpers import lenet_task
 
 

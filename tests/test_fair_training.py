@@ -21,7 +21,7 @@ from bench.sweeps.config import load_config
 from bench.sweeps.plan import plan
 from bench.threat import LocalData
 from bench.runs.train import TrainSpec, run_training, tune_learning_rate
-from defenses.fedavg import FINETUNED, FedAvg, FedAvgFT
+from bench.defenses.fedavg import FINETUNED, FedAvg, FedAvgFT
 from tests.helpers import lenet_task
 
 OFFICIAL = {"lr": 0.02, "momentum": 0.5, "weight_decay": 5e-4}

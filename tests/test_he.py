@@ -14,8 +14,8 @@ from bench.errors import BenchError
 from bench.models.convnet import ConvNet
 from bench.results import read_rows
 from bench.threat import LocalData
-from defenses.fedavg import FedAvg
-from defenses.he import HE, MEASURED, MODELLED, TENSEAL_RATES, CKKSParams, make_roles, modelled_rates
+from bench.defenses.fedavg import FedAvg
+from bench.defenses.he import HE, MEASURED, MODELLED, TENSEAL_RATES, CKKSParams, make_roles, modelled_rates
 from tests.helpers import lenet_task
 
 HAS_TENSEAL = importlib.util.find_spec("tenseal") is not None

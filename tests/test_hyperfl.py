@@ -14,7 +14,7 @@ from bench.inversion import GradientMatching
 from bench.models.cnn import CNN
 from bench.models.convnet import ConvNet
 from bench.threat import LocalData, Upload
-from defenses.hyperfl import (
+from bench.defenses.hyperfl import (
     EMBEDDING,
     HEAD_BIAS,
     HEAD_WEIGHT,

@@ -19,7 +19,7 @@ from bench.inversion.objective import cosine_distance, layerwise_cosine_distance
 from bench.models.base import classifier_of
 from bench.progress import SilentProgress
 from bench.threat import LocalData, Observation
-from defenses.fedavg import FedAvg
+from bench.defenses.fedavg import FedAvg
 from tests.helpers import lenet_task
 
 

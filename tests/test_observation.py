@@ -4,7 +4,7 @@ import torch
 
 from bench.functional import loss_gradient, sgd_steps
 from bench.threat import LocalData
-from defenses.fedavg import FedAvg
+from bench.defenses.fedavg import FedAvg
 from tests.helpers import lenet_task
 
 

@@ -8,7 +8,7 @@ from bench.cli import main
 from bench.errors import BenchError
 from bench.results import read_rows
 from bench.threat import LocalData
-from defenses.pfedhn import EMBEDDINGS, INDEX, MOMENTUM, PFedHN, _module_key
+from bench.defenses.pfedhn import EMBEDDINGS, INDEX, MOMENTUM, PFedHN, _module_key
 from tests.helpers import lenet_task
 
 TINY = {"max_clients": 3, "embedding_dim": 3, "hidden_dim": 4, "n_hidden": 1, "inner_steps": 2}

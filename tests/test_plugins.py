@@ -12,7 +12,7 @@ import pytest
 from bench import registry
 from bench.cli import main
 from bench.errors import BenchError, PluginError
-from defenses.fedavg import FedAvg
+from bench.defenses.fedavg import FedAvg
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gradient-pruning"
 EXAMPLE_FILE = EXAMPLE / "bench_gradient_pruning.py"
@@ -44,7 +44,9 @@ def test_list_shows_plugins_beside_builtins_with_their_options(installed, capsys
     assert "      ratio=0.2 (float, >= 0.0 and <= 1.0): fraction of entries zeroed" in out
     assert "      scope='layer' (str, one of 'layer' or 'global')" in out
     assert "      knowledge: adaptive (default), unaware  (use --knowledge NAME)" in out
-    assert "note: defense 'fedavg' is registered by bench-fl (defenses.fedavg:FedAvg) and bench-pruning-tmp" in out
+    assert (
+        "note: defense 'fedavg' is registered by bench-fl (bench.defenses.fedavg:FedAvg) and bench-pruning-tmp" in out
+    )
 
 
 def test_a_plugin_never_shadows_a_builtin(installed):
@@ -175,9 +177,29 @@ def test_spec_errors_are_one_line_and_say_whose_fault(tmp_path, source, spec, er
 def test_a_plugin_crashing_in_init_is_refused_in_one_line(tmp_path, message, shown):
     file = tmp_path / "plug.py"
     file.write_text(
-        f"from defenses.fedavg import FedAvg\nclass X(FedAvg):\n    def __init__(self, **values):\n"
+        f"from bench.defenses.fedavg import FedAvg\nclass X(FedAvg):\n    def __init__(self, **values):\n"
         f"        raise RuntimeError({message!r})\n"
     )
     with pytest.raises(PluginError) as exc:
         registry.create("defense", f"{file}:X")
     assert str(exc.value) == f"defense '{file}:X' failed to initialise: {shown}"
+
+
+def test_the_packaged_list_covers_every_package_and_no_generic_top_level_names():
+    import sys
+    from pathlib import Path
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    root = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = {name: root / folder for name, folder in config["package-dir"].items()}
+    found = {".".join(p.relative_to(root).parent.parts) for p in (root / "bench").rglob("__init__.py")}
+    for name, folder in mapped.items():
+        found |= {
+            ".".join((name, *p.relative_to(folder).parent.parts)).rstrip(".") for p in folder.rglob("__init__.py")
+        }
+    assert set(config["packages"]) == found
+    assert all(p == "bench" or p.startswith("bench.") for p in config["packages"])

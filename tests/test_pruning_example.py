@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.sgd_defense import SGD_OPTIONS
-from defenses.fedavg import FedAvg
+from bench.defenses.fedavg import FedAvg
 from tests.test_observation import batch
 from tests.helpers import lenet_task
 

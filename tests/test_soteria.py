@@ -5,8 +5,8 @@ import torch
 from bench.conformance import check_defense
 from bench.functional import forward
 from bench.sgd_defense import SGD_OPTIONS
-from defenses.fedavg import FedAvg
-from defenses.soteria import Soteria, column_mask, feature_scores
+from bench.defenses.fedavg import FedAvg
+from bench.defenses.soteria import Soteria, column_mask, feature_scores
 from bench.threat import LocalData
 from tests.helpers import lenet_task
 

@@ -1,10 +1,10 @@
 """HE — homomorphic encryption (CKKS): the server adds ciphertexts and only the aggregate is decrypted.
 
-:mod:`defenses.he.defense` is the defense and its threat model; :mod:`defenses.he.ckks` the scheme (parameters,
-noise and cost models, the clients', server's and key holder's roles, real or simulated).
+:mod:`bench.defenses.he.defense` is the defense and its threat model; :mod:`bench.defenses.he.ckks` the
+scheme (parameters, noise and cost models, the clients', server's and key holder's roles, real or simulated).
 """
 
-from defenses.he.ckks import MEASURED, MODELLED, TENSEAL_RATES, CKKSParams, make_roles, modelled_rates
-from defenses.he.defense import HE
+from bench.defenses.he.ckks import MEASURED, MODELLED, TENSEAL_RATES, CKKSParams, make_roles, modelled_rates
+from bench.defenses.he.defense import HE
 
 __all__ = ["HE", "MEASURED", "MODELLED", "TENSEAL_RATES", "CKKSParams", "make_roles", "modelled_rates"]

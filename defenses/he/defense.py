@@ -75,7 +75,7 @@ from bench.sgd_defense import (
     sgd_public_knowledge,
     sgd_simulator,
 )
-from defenses.he.ckks import (
+from bench.defenses.he.ckks import (
     BACKENDS,
     BUFFER_PREFIX,
     CKKSParams,
@@ -202,7 +202,7 @@ class HE(SGDDefense):
         began = time.perf_counter()
         aggregate = self.aggregator.add(messages)
         added = time.perf_counter()
-        vector = self.key_holder.decrypt(aggregate, length)  # type: ignore[arg-type]  # the aggregator's own type
+        vector = self.key_holder.decrypt(aggregate, length)
         done = time.perf_counter()
         if self.key_holder.measured:
             costs = {"aggregate_seconds": added - began, "decrypt_seconds": done - added}

@@ -53,7 +53,7 @@ from bench.options import Option
 from bench.sgd_defense import apply_uploads, payload_bytes, public_model
 from bench.threat import LocalData, Observation, PublicKnowledge, Simulator, Tensors, Unknown, Upload
 
-from defenses.hyperfl.model import (
+from bench.defenses.hyperfl.model import (
     EMBEDDING,
     HEAD_BIAS,
     HEAD_WEIGHT,
@@ -67,8 +67,14 @@ from defenses.hyperfl.model import (
     private_state,
     unprefixed,
 )
-from defenses.hyperfl.recovery import estimate_embedding, recover_from_gradient
-from defenses.hyperfl.round import HyperFLProtocol, StackedHeads, factored_round_update, hyper_gradient, local_round
+from bench.defenses.hyperfl.recovery import estimate_embedding, recover_from_gradient
+from bench.defenses.hyperfl.round import (
+    HyperFLProtocol,
+    StackedHeads,
+    factored_round_update,
+    hyper_gradient,
+    local_round,
+)
 from typing import Any, Literal, cast
 
 

@@ -10,8 +10,8 @@ import torch
 
 from bench.threat import Tensors
 
-from defenses.hyperfl.model import HyperNetwork
-from defenses.hyperfl.round import HyperFLProtocol
+from bench.defenses.hyperfl.model import HyperNetwork
+from bench.defenses.hyperfl.round import HyperFLProtocol
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import torch
 from bench.functional import loss_gradient, sgd_update
 from bench.threat import Tensors
 
-from defenses.hyperfl.model import EMBEDDING, HEAD_BIAS, HEAD_WEIGHT, HyperFLModel, HyperNetwork
+from bench.defenses.hyperfl.model import EMBEDDING, HEAD_BIAS, HEAD_WEIGHT, HyperFLModel, HyperNetwork
 
 
 @dataclass(frozen=True)

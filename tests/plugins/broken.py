@@ -15,7 +15,7 @@ import torch
 from bench import Attack, Defense, Observation, Option, Reconstruction, Unknown, Upload
 from bench.functional import forward, loss_gradient
 from bench.inversion import image_init
-from defenses.fedavg import FedAvg
+from bench.defenses.fedavg import FedAvg
 
 
 def _with(obs: Observation, **changes) -> Observation:
