@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.component import Component
+from bench.compose import compose, is_composed, parts
 from bench.errors import BenchError, PluginError, choices_text, first_line
 
 
@@ -166,6 +167,9 @@ def load(kind: str, spec: str) -> type[Component]:
     """The component class named by ``spec`` (entry-point name, module:Class or file.py:Class)."""
     if kind not in KINDS:
         raise BenchError(f"unknown component kind {kind!r}; valid: {choices_text(KINDS)}")
+    if kind == "defense" and is_composed(spec):  # INNER+OUTER: the outer defense's class (bench.compose)
+        load(kind, parts(spec)[0])
+        return load(kind, parts(spec)[1])
     target = _load_target(kind, spec)
     base = KINDS[kind].base
     if not (inspect.isclass(target) and issubclass(target, base)):
@@ -180,7 +184,9 @@ def load(kind: str, spec: str) -> type[Component]:
 
 
 def create(kind: str, spec: str, values: Mapping[str, Any] | None = None) -> Component:
-    """Load and instantiate a component with validated options."""
+    """Load and instantiate a component with validated options (``A+B``: defense A's client step inside B)."""
+    if kind == "defense" and is_composed(spec):
+        return compose(spec, dict(values or {}), load)
     cls = load(kind, spec)
     try:
         return cls(**dict(values or {}))

@@ -12,7 +12,8 @@ JSON), so a figure in the docs is always what the current rows produce; ``bench 
 
 * ``ranking SOURCE [round=R] [dataset=NAME] [knowledge=K] [columns=a,b,...]``: the leaderboard's
   ranking table of the matching scenarios (``columns``: a subset of its columns, by title prefix);
-* ``attacks SOURCE [round=R] [dataset=NAME] [defense=LABEL] [knowledge=K]``: its every-attack table;
+* ``attacks SOURCE [round=R] [dataset=NAME] [defense=A,B] [attack=X,Y] [knowledge=K]``: its every-attack table;
+* ``cost SOURCE [dataset=NAME]``: seconds per training round per defense, and the ratio to FedAvg's;
 * ``run SOURCE``: one sentence for a run's rows: target 0, then the distribution over all targets;
 * ``value FILE KEY [FORMAT]``: one number (or text) from a JSON file (``KEY`` may be dotted).
 """
@@ -85,7 +86,11 @@ def _select(records: list[dict[str, str]], block: Block) -> list[dict[str, str]]
     if "knowledge" in block.options:
         records = [r for r in records if r.get("knowledge") == block.options["knowledge"]]
     if "defense" in block.options:
-        records = [r for r in records if r.get("defense") == block.options["defense"]]
+        wanted_defenses = block.options["defense"].split(",")
+        records = [r for r in records if r.get("defense") in wanted_defenses]
+    if "attack" in block.options:
+        wanted_attacks = block.options["attack"].split(",")
+        records = [r for r in records if r.get("attack (settings)", "").rstrip(" ★").split("(")[0] in wanted_attacks]
     if "columns" in block.options:
         wanted = block.options["columns"].split(",")
         records = [{k: v for k, v in r.items() if any(k.startswith(w) for w in wanted)} for r in records]
@@ -132,6 +137,28 @@ def _run(root: Path, block: Block) -> str:
     )
 
 
+def _cost(root: Path, block: Block) -> str:
+    """Seconds per training round per defense and data set, and their ratio to FedAvg's."""
+    from bench.reports.render import markdown_table
+
+    board, tables = _tables(root, block)
+    records = []
+    for t in tables:
+        base = next((e.seconds_per_round.mean for e in t.entries if e.defense == "fedavg"), None)
+        for e in sorted(t.entries, key=lambda e: e.defense):
+            s = e.seconds_per_round.mean
+            records.append(
+                {
+                    "data set": (t.fields.get("dataset") or {}).get("name", ""),
+                    "defense": e.defense,
+                    "s/round": "n/a" if s is None else f"{s:.2f}",
+                    "ratio to fedavg": "n/a" if s is None or not base else f"{s / base:.2f}×",
+                    "training runs": str(e.seconds_per_round.n),
+                }
+            )
+    return "\n" + markdown_table(records) + f"\n\n(`python -m bench reproduce` from `{block.source}`.)\n"
+
+
 def _value(root: Path, block: Block) -> str:
     if not block.positional:
         raise BenchError(f"block '{block.name}' needs a KEY")
@@ -150,6 +177,7 @@ KINDS: dict[str, Callable[[Path, Block], str]] = {
     "attacks": _attacks,
     "run": _run,
     "value": _value,
+    "cost": _cost,
 }
 
 

@@ -6,7 +6,8 @@ exactly the declared keys; loading, leaderboards and reproduction read the same 
 rows of an older schema still load where they carry what a reader needs.
 
 Version history: 1 — until the metric registry (no ``schema`` key); 2 — knowledge, no-information
-baseline (``baseline``, ``baseline_<metric>``), ``state_accuracy``, ``tuning``, ``targets_per_call``.
+baseline (``baseline``, ``baseline_<metric>``), ``state_accuracy``, ``tuning``, ``targets_per_call``;
+3 — ``attribution`` (whether the server could tell which of an aggregate's reconstructions is the target's).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from bench.errors import PluginError
 from bench.metrics import REGISTRY, image_metrics
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: keys of every row (provenance: bench.provenance.stamp)
 COMMON = (
@@ -54,6 +55,7 @@ ATTACK = COMMON + (
     "observe_seconds",
     "observed_kind",
     "num_reconstructed",
+    "attribution",
     "target_client",
     "image_ids",
     "true_labels",

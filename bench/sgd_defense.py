@@ -351,9 +351,10 @@ class SGDDefense(Defense):
         """What the client does to its upload before sending it (default: nothing)."""
         return payload
 
-    def replay(self, simulated: Tensors, observed: Tensors) -> Tensors:
+    def replay(self, simulated: Tensors, observed: Tensors | None) -> Tensors:
         """The adaptive attacker's replay of :meth:`transform` on a simulated upload, given what it
-        observed (default: nothing to replay)."""
+        observed of this client's upload (``None`` when the server sees only an aggregate, e.g. inside
+        ``he``: replay what does not need it). Default: nothing to replay."""
         return simulated
 
     def exact_replay(self) -> bool:

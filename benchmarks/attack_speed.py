@@ -3,7 +3,7 @@
 Not a test: a measurement. Every implementation runs on the same model, the same observed gradient
 and the same initial image, interleaved round by round in one process (so machine load hits all of
 them alike); ratios are medians over rounds of bench's time divided by the minimal loop's time of
-the same round. Writes ``docs/performance.md``.
+the same round. Writes ``docs/attack-speed.md``.
 
 * ig: one iteration = one Adam step (cosine + TV objective, signed gradient, MultiStepLR, box), timed
   in the loop's steady state (from the first to the last step; set-up and the final scoring excluded).
@@ -288,7 +288,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", nargs="+", default=["lenet", "convnet"], choices=sorted(WORK))
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "performance.md")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "attack-speed.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     began = time.perf_counter()

@@ -414,7 +414,7 @@ class DP(SGDDefense):
         sigma = self.noise_multiplier(self.sample_rate(data))
         return add_noise(clip_tensors(payload, self.opt.clip), sigma * self.opt.clip, generator)
 
-    def replay(self, simulated: Tensors, observed: Tensors) -> Tensors:
+    def replay(self, simulated: Tensors, observed: Tensors | None) -> Tensors:
         return clip_tensors(simulated, self.opt.clip) if self.opt.level == "client" else simulated
 
     def exact_replay(self) -> bool:

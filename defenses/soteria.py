@@ -108,8 +108,10 @@ class Soteria(SGDDefense):
         mask = column_mask(feature_scores(self.model, self.task.classifier, server, data.x), self.opt.ratio)
         return {**payload, self.weight: payload[self.weight] * mask.to(payload[self.weight])}
 
-    def replay(self, simulated: Tensors, observed: Tensors) -> Tensors:
-        """The adaptive server zeroes the columns it saw zeroed."""
+    def replay(self, simulated: Tensors, observed: Tensors | None) -> Tensors:
+        """The adaptive server zeroes the columns it saw zeroed (it sees none inside an aggregate)."""
+        if observed is None:
+            return simulated
         kept = (observed[self.weight] != 0).any(dim=0).to(observed[self.weight].dtype)
         return {**simulated, self.weight: simulated[self.weight] * kept}
 

@@ -39,3 +39,28 @@ def test_a_writer_that_drifts_from_the_schema_fails():
     with pytest.raises(PluginError, match="missing"):
         attack_row(run_id="x")
     assert "without" in problem({"kind": "attack", "run_id": "x"})
+
+
+def test_an_aggregate_says_whether_the_server_could_attribute_the_targets_reconstruction(tmp_path):
+    fed = FLSettings(clients=3, train_per_client=10, test_per_client=5, batch_size=5)
+    rows = run(
+        RunSpec(
+            defense=Choice("he", {"clients": 3}),
+            attack=Choice("ig", {"iterations": 1}),
+            num_targets=2,
+            output_dir=tmp_path,
+            model=Choice("lenet"),
+            federation=fed,
+        )
+    )
+    assert all(r["num_reconstructed"] == 3 and r["attribution"] in (0.0, 1.0) for r in rows)
+    alone = run(
+        RunSpec(
+            defense=Choice("fedavg"),
+            attack=Choice("ig", {"iterations": 1}),
+            output_dir=tmp_path / "f",
+            model=Choice("lenet"),
+            federation=fed,
+        )
+    )
+    assert alone[0]["attribution"] is None

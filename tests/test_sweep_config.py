@@ -231,3 +231,14 @@ def test_default_config_resolves_once_every_component_is_registered():
     assert not notes and len(cells) == attack_cells + 8 * 3
     with pytest.raises(BenchError, match="unknown attack 'nope'"):  # and the check is real
         plan(replace(load_config(DEFAULT), attacks=(Choice("nope"),)))
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.toml")), ids=lambda p: p.name
+)
+def test_every_committed_config_loads_and_plans(path):
+    cfg = load_config(path)
+    if any(c.name not in registry.registered("defense") for c in cfg.defenses):
+        pytest.skip("a plug-in of this config is not installed here")
+    cells, _ = plan(replace(cfg, tuning=None))
+    assert cells and all(c.spec.seed < 1_000_000 for c in cells)  # reported seeds only

@@ -220,3 +220,20 @@ def test_a_cell_with_missing_or_duplicated_rows_is_never_marked_done(tmp_path):
         assert not (directory / DONE_FILE).exists()
     (directory / "results.jsonl").write_text(json.dumps(row) + "\n" + json.dumps({**row, "target": 1}) + "\n")
     assert finish(cell, directory, 1.0, None).status == "done" and (directory / DONE_FILE).exists()
+
+
+def test_every_sweep_invocation_is_recorded_with_its_wall_time(tmp_path):
+    import json
+
+    from bench.cli import main
+
+    path = tmp_path / "s.toml"
+    path.write_text(
+        f'[sweep]\noutput_dir = "{tmp_path / "out"}"\n[grid]\nmodels = ["lenet"]\n'
+        '[federation]\nclients = 2\n[train]\nenabled = false\n[[defenses]]\nname = "fedavg"\n[[attacks]]\nname = "ig"\n'
+        "args = { iterations = 1 }\n"
+    )
+    assert main(["sweep", str(path), "--quiet"]) == 0 and main(["sweep", str(path), "--quiet"]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "out" / "invocations.jsonl").read_text().splitlines()]
+    assert [r["cells_done"] for r in lines] == [1, 0] and all(r["wall_seconds"] >= 0 for r in lines)
+    assert lines[0]["jobs"] == 1 and "git" in lines[0]

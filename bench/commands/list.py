@@ -50,6 +50,11 @@ def handle(args: argparse.Namespace) -> int:
                     + "".join(f", {o}" for o in others)
                     + "  (use --knowledge NAME)"
                 )
+        if kind == "defense":
+            print(
+                "  compose: --defense INNER+OUTER runs a FedAvg-family defense's client step inside one that "
+                "aggregates (e.g. dp+he: DP-SGD under secure aggregation)"
+            )
         for clash in registry.clashes(kind):
             print(f"  note: {clash}")
         print()

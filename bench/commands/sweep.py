@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +14,15 @@ from bench.results import RESULTS_FILE
 from bench.sweeps.config import load_config
 from bench.sweeps.layout import LEADERBOARD_FILE, is_done
 from bench.sweeps.plan import plan
-from bench.sweeps.runner import EXECUTORS, check_writable, merge, run_cells, write_if_changed, write_plan
+from bench.sweeps.runner import (
+    EXECUTORS,
+    check_writable,
+    merge,
+    record_invocation,
+    run_cells,
+    write_if_changed,
+    write_plan,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,7 +93,9 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     check_writable(root)
     write_plan(root, cfg, cells)
+    began = time.time()
     outcomes = run_cells(todo, root, args.jobs, args.executor, args.address, args.quiet)
+    record_invocation(root, began, time.time(), outcomes, args.jobs, args.executor)
     rows = merge(root, cells)  # the finished cells' rows, in plan order: what load_results([root]) reads
     if rows:
         from bench.reports.leaderboard import build

@@ -87,6 +87,16 @@ def _caveats(results: ResultSet, figure_caveats: Sequence[str] = ()) -> list[str
     out = [f"{n} (in {k} rows)" for n, k in notes.most_common()]
     lpips = Counter(r["lpips_note"] for r in attack_rows if r.get("lpips") is None and r.get("lpips_note"))
     out += [f"LPIPS n/a in {k} rows: {n}" for n, k in lpips.most_common()]
+    attributed: dict[str, list[float]] = {}
+    for r in attack_rows:
+        if r.get("attribution") is not None:
+            attributed.setdefault(str(r["config"]["defense"].get("name")), []).append(float(r["attribution"]))
+    out += [
+        f"{name}: the server decrypts an aggregate; reconstructions are scored against the target's images by a "
+        f"ground-truth matching it could not do. Whether it could tell which reconstruction is the target's "
+        f"(attribution, chance = the target's share of the images): {sum(v) / len(v):.2f} over {len(v)} rows"
+        for name, v in sorted(attributed.items())
+    ]
     knowledge = Counter(
         f"{r['config']['defense'].get('name')}: attacker knowledge '{r.get('knowledge')}'"
         for r in attack_rows

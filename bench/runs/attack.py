@@ -296,6 +296,7 @@ def score_target(
         observe_seconds=case.observe_seconds,
         observed_kind=obs.public.observed_kind,
         num_reconstructed=int(rec.images.shape[0]),
+        attribution=_attribution(scores.assignment, len(batch), int(rec.images.shape[0])),
         target_client=case.client,
         image_ids=case.image_ids.tolist(),
         true_labels=batch.y.tolist(),
@@ -319,6 +320,17 @@ def attack_target(
     case = observe_target(p, state, target)
     (rec,), seconds = reconstruct(p, [case], progress)
     return score_target(p, case, rec, seconds, 1)
+
+
+def _attribution(assignment: list[int], batch: int, reconstructed: int) -> float | None:
+    """When the attack reconstructs more images than the target has (an aggregate over clients), the share of
+    the target's images whose best match lies in the attacker's own slots for the target (the first ``batch``
+    of its reconstruction, the layout its simulator uses). The score matches reconstructions to the target's
+    images by ground truth, which the server cannot do; this says whether it could tell which reconstruction
+    is the target's (chance: batch / reconstructed). None for a single client's batch."""
+    if reconstructed <= batch:
+        return None
+    return sum(1 for j in assignment if j < batch) / max(1, len(assignment))
 
 
 def _optimisation_notes(attack: str, rec: Reconstruction) -> list[str]:

@@ -11,6 +11,7 @@ OUTPUT_DIR/
     done.json           written atomically once every row is in: the cell is finished
     error.txt           the last failure, if the cell failed (it is retried on the next run)
   states/<key>.pt       trained federation states shared by the cells attacking the same training
+  invocations.jsonl     one line per `bench sweep` run: its wall time, the cells it ran, jobs, machine
 ```
 
 A cell is finished exactly when ``done.json`` exists; rows of an unfinished cell are partial and never
@@ -28,6 +29,7 @@ ERROR_FILE = "error.txt"
 LOCK_FILE = ".lock"
 LEADERBOARD_FILE = "leaderboard.md"
 STATES_DIR = "states"
+INVOCATIONS_FILE = "invocations.jsonl"
 
 
 def cell_dir(root: Path, cell_id: str) -> Path:

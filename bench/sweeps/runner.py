@@ -21,10 +21,10 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.progress import TqdmProgress
-from bench.results import RESULTS_FILE, atomic_write_bytes, read_rows
+from bench.results import RESULTS_FILE, append_rows, atomic_write_bytes, read_rows
 from bench.sweeps.cells import Outcome, compute, execute, restore, settle, snapshot
 from bench.sweeps.config import SweepConfig
-from bench.sweeps.layout import CELLS_DIR, PLAN_FILE, cell_dir, is_done
+from bench.sweeps.layout import CELLS_DIR, INVOCATIONS_FILE, PLAN_FILE, cell_dir, is_done
 from bench.sweeps.plan import Cell
 import logging
 
@@ -57,6 +57,27 @@ def write_plan(root: Path, cfg: SweepConfig, cells: Sequence[Cell]) -> None:
     }
     root.mkdir(parents=True, exist_ok=True)
     write_if_changed(root / PLAN_FILE, (json.dumps(plan, indent=1) + "\n").encode())
+
+
+def record_invocation(
+    root: Path, began: float, ended: float, outcomes: Sequence[Outcome], jobs: int, executor: str
+) -> None:
+    """Append one line per ``bench sweep`` invocation to ``OUTPUT_DIR/invocations.jsonl``: when it ran, its
+    wall time, the cells it ran and how (what a README quotes as the sweep's cost comes from here)."""
+    from bench import provenance
+
+    record = {
+        "started": began,
+        "ended": ended,
+        "wall_seconds": ended - began,
+        "jobs": jobs,
+        "executor": executor,
+        "cells_done": sum(o.status == "done" for o in outcomes),
+        "cells_failed": sum(o.status == "failed" for o in outcomes),
+        "cell_seconds": sum(o.seconds or 0.0 for o in outcomes),
+        **provenance.stamp("cpu"),
+    }
+    append_rows(Path(root) / INVOCATIONS_FILE, [record])
 
 
 def check_writable(root: Path) -> None:

@@ -63,7 +63,7 @@ from typing import Any
 
 import torch
 
-from bench.defense import ClientState, ServerState
+from bench.defense import ClientState, FLTask, ServerState
 from bench.errors import BenchError
 from bench.options import Option
 from bench.sgd_defense import (
@@ -71,7 +71,6 @@ from bench.sgd_defense import (
     SGDDefense,
     apply_uploads,
     client_round,
-    observe_sgd_client,
     sgd_public_knowledge,
     sgd_simulator,
 )
@@ -108,6 +107,10 @@ class HE(SGDDefense):
     #: adaptive: the attacker simulates the mean over K candidate batches; unaware: it takes the decrypted
     #: mean for one client's upload and reconstructs B images from it.
     knowledge_levels = ("adaptive", "unaware")
+    #: ``--defense A+he`` (bench.compose): every member runs FedAvg-family defense A's client step (e.g. DP-SGD)
+    #: before encrypting; None: the plain SGD client.
+    wraps_client = True
+    inner: SGDDefense | None = None
     options = (
         *SGD_OPTIONS,
         Option(
@@ -214,12 +217,52 @@ class HE(SGDDefense):
             }
         return vector / total_examples, {**costs, "he_seconds_source": self.seconds_source()}
 
+    # --- a member's client step: plain SGD, or the wrapped defense's ---------------------------------
+    def setup(self, task: FLTask) -> None:
+        super().setup(task)
+        if self.inner is not None:
+            self.inner.setup(task)
+
+    def init_client(self, client_id: int) -> ClientState:
+        return self.inner.init_client(client_id) if self.inner is not None else {}
+
+    def member_step(
+        self,
+        server: ServerState,
+        client: ClientState,
+        data: LocalData,
+        generator: torch.Generator | None,
+        attack_setting: bool = False,
+    ) -> Upload:
+        """What one member sends before encryption: the plain SGD client's upload, or the wrapped defense's
+        (in the attack setting: eval mode, fixed batch order, on a copy of the client's state)."""
+        if self.inner is None:
+            return client_round(self.model, server, data, self.protocol, generator, attack_setting=attack_setting)
+        self.inner._attack_setting = attack_setting
+        try:
+            state = {k: v.clone() for k, v in client.items()} if attack_setting else client
+            return self.inner.client_update(server, state, data, generator)
+        finally:
+            self.inner._attack_setting = False
+
+    def member_simulator(self, server: ServerState, target: LocalData) -> Simulator:
+        """The attacker's replay of one member: plain SGD, or the wrapped defense's public steps (its step
+        gradient's noise-free part and its ``replay`` without the member's own upload, which the server
+        never sees under encryption)."""
+        if self.inner is None or self.knowledge == "unaware":
+            return sgd_simulator(self.model, server, target.batch_size, self.protocol)
+        inner = self.inner
+        clean = sgd_simulator(
+            self.model, server, target.batch_size, self.protocol, gradient=inner.replay_gradient(target)
+        )
+        return lambda x, y, unknowns: inner.replay(clean(x, y, unknowns), None)
+
     # --- training ----------------------------------------------------------------------------------
     def client_update(
         self, server: ServerState, client: ClientState, data: LocalData, generator: torch.Generator | None
     ) -> Upload:
         began = time.perf_counter()
-        upload = client_round(self.model, server, data, self.protocol, generator)
+        upload = self.member_step(server, client, data, generator)
         floats = {k: v for k, v in upload.buffers.items() if v.is_floating_point()}
         message, costs = self.encrypt_upload(upload.payload, floats, upload.num_examples, generator)
         integers = {k: v for k, v in upload.buffers.items() if not v.is_floating_point()}
@@ -271,9 +314,10 @@ class HE(SGDDefense):
         return {**params, **floats}
 
     # --- the attack setting ------------------------------------------------------------------------
-    def aggregate_simulator(self, server: ServerState, batch_size: int) -> Simulator:
+    def aggregate_simulator(self, server: ServerState, target: LocalData) -> Simulator:
         """Mean over K candidate batches (x holds K×B images, client k's batch being rows kB..(k+1)B)."""
-        one = sgd_simulator(self.model, server, batch_size, self.protocol)
+        batch_size = target.batch_size
+        one = self.member_simulator(server, target)
         k_clients = self.opt.clients
 
         def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
@@ -305,9 +349,11 @@ class HE(SGDDefense):
                 f"the federation has {len(cohort) + 1} clients (raise --clients or lower clients)"
             )
         members = [target] + [data for _, data in cohort[: k_clients - 1]]
+        states = [client] + [state for state, _ in cohort[: k_clients - 1]]
         if any(len(m) != len(target) for m in members):
             raise BenchError("defense 'he' needs the aggregated clients' batches to have the target's size")
-        uploads = [observe_sgd_client(self.model, server, m, self.protocol) for m in members]
+        sent = [self.member_step(server, s, m, generator, attack_setting=True) for s, m in zip(states, members)]
+        uploads = [(u.payload, u.kind) for u in sent]
         kind = uploads[0][1]
         like = {k: v.detach() for k, v in uploads[0][0].items()}
         messages, costs = [], []
@@ -320,7 +366,9 @@ class HE(SGDDefense):
         mean, server_costs = self.decrypt_mean(messages, length, total)
         observed = unflatten(mean, like)
         exact = torch.stack([len(m) * flatten(p) for (p, _), m in zip(uploads, members)]).sum(0) / total
+        member_metrics = {k: v for k, v in sent[0].metrics.items() if k not in ("bytes_uploaded", "client_seconds")}
         metrics = {
+            **member_metrics,
             **costs[0],
             "encrypt_seconds": sum(c["encrypt_seconds"] for c in costs) / len(costs),
             **server_costs,
@@ -358,7 +406,7 @@ class HE(SGDDefense):
             return Observation(
                 observed=observed,
                 public=public,
-                simulate=sgd_simulator(self.model, server, target.batch_size, self.protocol),
+                simulate=self.member_simulator(server, target),
                 knowledge=self.knowledge,
                 notes=tuple(notes),
                 metrics=metrics,
@@ -369,7 +417,7 @@ class HE(SGDDefense):
         return Observation(
             observed=observed,
             public=dataclasses.replace(public, num_images=k_clients * len(target)),
-            simulate=self.aggregate_simulator(server, target.batch_size),
+            simulate=self.aggregate_simulator(server, target),
             knowledge=self.knowledge,
             notes=tuple(notes),
             metrics=metrics,

@@ -93,8 +93,10 @@ class GradientPruning(SGDDefense):
     ) -> Tensors:
         return prune(payload, self.opt.ratio, self.opt.scope)
 
-    def replay(self, simulated: Tensors, observed: Tensors) -> Tensors:
-        """The adaptive server zeroes the entries it saw zeroed."""
+    def replay(self, simulated: Tensors, observed: Tensors | None) -> Tensors:
+        """The adaptive server zeroes the entries it saw zeroed (it sees none inside an aggregate)."""
+        if observed is None:
+            return simulated
         return {k: v * (observed[k] != 0).to(v.dtype) for k, v in simulated.items()}
 
     def upload_bytes(self, payload: Tensors) -> int:
