@@ -15,7 +15,8 @@ JSON), so a figure in the docs is always what the current rows produce; ``bench 
 * ``attacks SOURCE [round=R] [dataset=NAME] [defense=A,B] [attack=X,Y] [knowledge=K]``: its every-attack table;
 * ``cost SOURCE [dataset=NAME]``: seconds per training round per defense, and the ratio to FedAvg's;
 * ``run SOURCE``: one sentence for a run's rows: target 0, then the distribution over all targets;
-* ``value FILE KEY [FORMAT]``: one number (or text) from a JSON file (``KEY`` may be dotted).
+* ``value FILE KEY [FORMAT]``: one number (or text) from a JSON file (``KEY`` may be dotted);
+* ``median SOURCE KEY [FORMAT]``: the median of a numeric key over the attack rows of SOURCE.
 """
 
 from __future__ import annotations
@@ -159,6 +160,20 @@ def _cost(root: Path, block: Block) -> str:
     return "\n" + markdown_table(records) + f"\n\n(`python -m bench reproduce` from `{block.source}`.)\n"
 
 
+def _median(root: Path, block: Block) -> str:
+    """The median of a numeric key over the attack rows of SOURCE (e.g. attack_seconds), formatted."""
+    import statistics
+
+    if not block.positional:
+        raise BenchError(f"block '{block.name}' needs a KEY")
+    key = block.positional[0]
+    values = [float(r[key]) for r in _rows(root, block.source) if r.get("kind") == "attack" and r.get(key) is not None]
+    if not values:
+        raise BenchError(f"block '{block.name}': no attack row of {block.source} has {key!r}")
+    fmt = block.positional[1] if len(block.positional) > 1 else ""
+    return format(statistics.median(values), fmt)
+
+
 def _value(root: Path, block: Block) -> str:
     if not block.positional:
         raise BenchError(f"block '{block.name}' needs a KEY")
@@ -178,6 +193,7 @@ KINDS: dict[str, Callable[[Path, Block], str]] = {
     "run": _run,
     "value": _value,
     "cost": _cost,
+    "median": _median,
 }
 
 

@@ -60,7 +60,7 @@ class FedAvg(SGDDefense):
         ),
     )
     # The official HyperFL code's FedAvg client (SGD lr 0.02, momentum 0.5, weight decay 5e-4); `bench train
-    # --preset quick|paper` applies the preset of the same name (its 5 local epochs come with the federation).
+    # --protocol quick|paper` applies the preset of the same name (its 5 local epochs come with the federation).
     presets = {
         name: {"lr": 0.02, "momentum": 0.5, "weight_decay": 5e-4} for name in ("hyperfl-paper", "quick", "paper")
     }

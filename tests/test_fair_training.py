@@ -13,7 +13,7 @@ from bench.data.embedded import build_digits
 from bench.errors import BenchError
 from bench.federation import Federation, FLSettings
 from bench.functional import forward
-from bench.presets import equal_optimiser, resolve
+from bench.protocols import equal_optimiser, resolve
 from bench.results import read_rows
 from bench.components import Choice, create_defense
 from bench.sgd_defense import split_state
@@ -58,7 +58,7 @@ def test_a_defense_preset_or_the_user_overrides_the_rule_and_the_row_says_so(tmp
                 "soteria",
                 "--defense-arg",
                 "lr=0.05",
-                "--preset",
+                "--protocol",
                 "quick",
                 "--dataset",
                 "digits",

@@ -390,7 +390,7 @@ def test_attack_after_training_rounds_runs_end_to_end(tmp_path):
 
 
 def test_train_presets_apply_the_protocol_the_model_and_the_defense_preset():
-    from bench.presets import resolve
+    from bench.protocols import resolve
     from bench.components import Choice
 
     r = resolve("quick", Choice("fedavg"), Choice("photos"), None, {"clients": None, "rounds": 3})
@@ -421,7 +421,7 @@ def test_train_cli_applies_a_preset_under_explicit_flags(tmp_path):
         "train",
         "--defense",
         "hyperfl",
-        "--preset",
+        "--protocol",
         "quick",
         "--dataset",
         "digits",
@@ -444,7 +444,7 @@ def test_train_cli_applies_a_preset_under_explicit_flags(tmp_path):
     row = read_rows(tmp_path / "results.jsonl")[0][0]
     fed = row["config"]["run"]["federation"]
     assert (fed["clients"], fed["rounds"], fed["batch_size"], fed["partition"]) == (2, 1, 50, "dominant")
-    assert row["config"]["run"]["preset"] == "quick" and row["model"] == "lenet"
+    assert row["config"]["run"]["protocol"] == "quick" and row["model"] == "lenet"
     hyper = row["bytes_uploaded_per_client_per_round"]
     assert hyper > 0 and 0 <= row["final_accuracy"] <= 1
 

@@ -15,14 +15,14 @@ from bench.commands.common import (
     default_output_dir,
     explicit_federation,
 )
-from bench.presets import TRAIN_PRESETS, resolve
+from bench.protocols import TRAINING_PROTOCOLS, resolve
 from bench.results import RESULTS_FILE
 from bench.errors import BenchError
 from bench.runs.train import DEFAULT_LR_GRID, DEFAULT_TRAIN_ROUNDS, VALIDATION_FRACTION, TrainSpec, run_training
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    presets = "; ".join(f"{p.name}: {p.description}" for p in TRAIN_PRESETS.values())
+    protocols = "; ".join(f"{p.name}: {p.description}" for p in TRAINING_PROTOCOLS.values())
     p = sub.add_parser(
         "train",
         help="federated training under a defense: accuracy, time and bytes per round",
@@ -32,14 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_component_args(p, "defense", None, required=True)
     add_data_args(p)
     p.add_argument(
-        "--preset",
-        choices=sorted(TRAIN_PRESETS),
+        "--protocol",
+        choices=sorted(TRAINING_PROTOCOLS),
         default=None,
-        help=f"a named protocol (explicit flags override it; it trains the paper's 'cnn' unless --model "
-        f"is given, and applies the defense's option preset of the same name if it has one). {presets}",
+        help=f"a named training protocol (explicit flags override it; it trains the paper's 'cnn' unless --model "
+        f"is given, and applies the defense's option preset of the same name if it has one). {protocols}",
     )
     p.add_argument(
-        "--rounds", type=int, default=None, help=f"federated rounds (default: {DEFAULT_TRAIN_ROUNDS}, or the preset's)"
+        "--rounds",
+        type=int,
+        default=None,
+        help=f"federated rounds (default: {DEFAULT_TRAIN_ROUNDS}, or the protocol's)",
     )
     p.add_argument("--eval-every", type=int, default=None, help="evaluate every N rounds (and after the last)")
     p.add_argument(
@@ -87,9 +90,9 @@ def _grid(args: argparse.Namespace) -> tuple[float, ...] | None:
 
 def handle(args: argparse.Namespace) -> int:
     grid = _grid(args)
-    rounds = args.rounds if args.rounds is not None or args.preset else DEFAULT_TRAIN_ROUNDS
+    rounds = args.rounds if args.rounds is not None or args.protocol else DEFAULT_TRAIN_ROUNDS
     resolved = resolve(
-        args.preset,
+        args.protocol,
         given(args, "defense"),
         given(args, "dataset"),
         choice(args, "model"),
@@ -108,9 +111,9 @@ def handle(args: argparse.Namespace) -> int:
         extra=resolved.extra,
         tune_lr=grid,
     )
-    if args.preset:
+    if args.protocol:
         print(
-            f"preset {args.preset}: {resolved.federation}; "
+            f"protocol {args.protocol}: {resolved.federation}; "
             f"model {resolved.model.name if resolved.model else 'default'}; "
             f"defense preset {resolved.extra['defense_preset_applied'] or '(none)'}",
             flush=True,

@@ -27,7 +27,7 @@ from bench.runs.common import prepare_components, run_id
 from bench.federation import Federation, FLSettings
 from bench.training import train
 from bench.models.base import Model
-from bench.presets import OPTIMISERS
+from bench.protocols import OPTIMISERS
 from bench.rows import train_row
 from bench.results import RESULTS_FILE, append_rows, writable_dir
 from bench.seeding import resolve_device

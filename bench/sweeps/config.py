@@ -59,7 +59,7 @@ from typing import Any, NoReturn, overload
 from bench.data.partition import PARTITIONS
 from bench.errors import BenchError, choices_text
 from bench.federation import FLSettings
-from bench.presets import COMPARISON_OPTIMISER, OPTIMISERS
+from bench.protocols import COMPARISON_OPTIMISER, OPTIMISERS
 from bench.components import DEFAULT_DATASET, Choice
 from bench.runs.train import DEFAULT_TRAIN_ROUNDS  # bench train's default
 
@@ -134,7 +134,7 @@ class SweepConfig:
     train: TrainGrid | None
     raw: Mapping[str, Any]
     #: The optimiser rule every defense's clients use, in attack and training cells alike, so a defense's
-    #: attack and training rows describe the same protocol (``bench.presets.OPTIMISERS``).
+    #: attack and training rows describe the same protocol (``bench.protocols.OPTIMISERS``).
     optimiser: str = COMPARISON_OPTIMISER
     #: per defense entry: the names of the [[attacks]] to run against it (None: all of them)
     defense_attacks: tuple[tuple[str, ...] | None, ...] = ()

@@ -17,7 +17,7 @@ from bench import registry
 from bench.defense import Defense
 from bench.errors import BenchError
 from bench.runs.attack import RunSpec, resolved_config, run_id
-from bench.presets import equal_optimiser
+from bench.protocols import equal_optimiser
 from bench.components import Choice
 from bench.sweeps.config import ALL_KNOWLEDGE, DEFAULT_KNOWLEDGE, SweepConfig
 from bench.sweeps.layout import STATES_DIR

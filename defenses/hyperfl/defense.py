@@ -40,7 +40,7 @@ The attacker's knowledge level (``--knowledge``) says what the honest-but-curiou
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -48,10 +48,10 @@ from torch.func import functional_call
 
 from bench.defense import ClientState, Defense, FLTask, ServerState
 from bench.errors import BenchError
-from bench.functional import forward, loss_gradient
+from bench.functional import forward
 from bench.options import Option
-from bench.sgd_defense import apply_uploads, payload_bytes, public_model
-from bench.threat import LocalData, Observation, PublicKnowledge, Simulator, Tensors, Unknown, Upload
+from bench.sgd_defense import apply_uploads, payload_bytes
+from bench.threat import LocalData, Tensors, Upload
 
 from bench.defenses.hyperfl.model import (
     EMBEDDING,
@@ -60,25 +60,21 @@ from bench.defenses.hyperfl.model import (
     HYPER,
     LOCAL,
     MAX_HYPERNETWORK_PARAMETERS,
-    PRIVATE,
     HyperFLModel,
     HyperNetwork,
     prefixed,
     private_state,
     unprefixed,
 )
-from bench.defenses.hyperfl.recovery import estimate_embedding, recover_from_gradient
+from bench.defenses.hyperfl.observation import ThreatModel
 from bench.defenses.hyperfl.round import (
     HyperFLProtocol,
-    StackedHeads,
-    factored_round_update,
-    hyper_gradient,
     local_round,
 )
-from typing import Any, Literal, cast
+from typing import cast
 
 
-class HyperFL(Defense):
+class HyperFL(ThreatModel, Defense):
     """HyperFL (Guo et al. 2025): a shared hypernetwork generates each client's feature extractor."""
 
     name = "hyperfl"
@@ -238,251 +234,3 @@ class HyperFL(Defense):
             params = {**generated, **self.model.head_params(client[HEAD_WEIGHT], client[HEAD_BIAS])}
             return functional_call(self.model.target, params, (x,))
         return forward(self.model, {**prefixed(server), **private_state(client)}, x)
-
-    # -- the threat model ------------------------------------------------------------------------
-
-    def round_data(self, target: LocalData) -> LocalData:
-        """The attacked client's local data for its round in the ``local`` setting: the attacked batch first,
-        then ``attack_local_batches`` − 1 further mini-batches of its other local examples (``target.others``,
-        all of them with 0), in a fixed order the server knows; the target alone when the harness gave no
-        other examples (or the client has none)."""
-        if self.opt.attack_setting != "local" or target.others is None or len(target.others[0]) == 0:
-            return target
-        limit = None if self.opt.attack_local_batches == 0 else (self.opt.attack_local_batches - 1) * target.batch_size
-        ox, oy = (t[:limit] for t in target.others)
-        return LocalData(
-            torch.cat([target.x, ox]), torch.cat([target.y, oy]), target.batch_size, population=target.population
-        )
-
-    def _send(self, server: ServerState, private: Tensors, target: LocalData) -> Tensors:
-        """What the client sends for ``target`` in the attack setting (fixed batch order, eval mode): the
-        FedSGD gradient of the batch, or the update after its round on :meth:`round_data`."""
-        self.model.eval()
-        hyper = prefixed(server)
-        if self.opt.attack_setting == "fedsgd":
-            return unprefixed(hyper_gradient(self.model, hyper, private, target.x, target.y, create_graph=False))
-        batches = list(self.round_data(target).batches())
-        p = self.protocol
-        new_hyper, _ = local_round(
-            self.model, hyper, private, batches * p.head_epochs, batches * p.local_epochs, p, create_graph=False
-        )
-        return {k: new_hyper[HYPER + k] - server[k] for k in server}
-
-    def simulator(
-        self, server: ServerState, batch_size: int, known: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> Simulator:
-        """The attacker's differentiable replay of :meth:`_send` for candidate data and unknowns.
-
-        ``x`` holds the round's examples in round order (the attacked batch first); with ``known`` (the
-        oracle's view of the client's other examples) ``x`` is the attacked batch and the known examples
-        follow it as constants.
-        """
-        server = {k: v.detach() for k, v in server.items()}
-        hyper, p, model = prefixed(server), self.protocol, self.model
-        heads = StackedHeads.of(server, model.hypernetwork.shapes) if self.opt.attack_setting == "local" else None
-        classes = self.task.num_classes
-
-        def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
-            model.eval()
-            private = {k: unknowns[k] for k in PRIVATE}
-            if heads is None:
-                return unprefixed(hyper_gradient(model, hyper, private, x, y, create_graph=True))
-            if known is not None:
-                kx, ky = known
-                if y.dim() == 2:  # soft labels: the known labels as probabilities
-                    ky = torch.nn.functional.one_hot(ky, classes).to(y.dtype)
-                x, y = torch.cat([x, kx]), torch.cat([y, ky])
-            batches = list(LocalData(x, y, batch_size).batches())
-            return factored_round_update(
-                model, server, heads, private, batches * p.head_epochs, batches * p.local_epochs, p
-            )
-
-        return simulate
-
-    def observe(
-        self,
-        server: ServerState,
-        client: ClientState,
-        target: LocalData,
-        cohort: Sequence[tuple[ClientState, LocalData]],
-        generator: torch.Generator | None,
-    ) -> Observation:
-        truth = {k: v.detach().clone() for k, v in private_state(client).items()}
-        with torch.no_grad():
-            observed = {k: v.detach() for k, v in self._send(server, truth, target).items()}
-        kind: Literal["gradient", "update"] = "gradient" if self.opt.attack_setting == "fedsgd" else "update"
-        metrics: dict[str, Any] = {"bytes_uploaded": payload_bytes(observed)}
-        protocol = {
-            **self.protocol.as_dict(),
-            "batch_size": target.batch_size,
-            "attack_setting": self.opt.attack_setting,
-        }
-        attacker = self.knowledge
-        if attacker == "adaptive" and kind == "gradient":
-            return self._adaptive_fedsgd(server, observed, truth, target, generator, protocol, metrics)
-        round_data = self.round_data(target)
-        others = len(round_data) - len(target)
-        if kind == "update":
-            metrics.update(
-                {
-                    "round_examples": len(round_data),
-                    "round_batches_per_epoch": round_data.steps_per_epoch(),
-                    "other_examples_known": attacker == "oracle" and others > 0,
-                }
-            )
-        guess = self._guess(generator)
-        if attacker == "adaptive":
-            estimate = estimate_embedding(server, observed, self.protocol, round_data.steps_per_epoch())
-            metrics["embedding_estimate_cosine"] = float(
-                torch.nn.functional.cosine_similarity(estimate, truth[EMBEDDING], dim=0)
-            )
-            guess[EMBEDDING] = estimate
-        values = truth if attacker == "oracle" else guess
-        descriptions = {
-            EMBEDDING: "the client's private embedding",
-            HEAD_WEIGHT: "the private classifier head's weight",
-            HEAD_BIAS: "the private classifier head's bias",
-        }
-        unknowns = {
-            k: Unknown(
-                tuple(values[k].shape),
-                descriptions[k],
-                values[k],
-                optimisable=attacker == "adaptive",
-                revealed=attacker == "oracle",
-            )
-            for k in PRIVATE
-        }
-        notes = [
-            {
-                "unaware": "hyperfl/unaware: embedding and head are fixed random guesses; the true ones never leave "
-                "the client",
-                "adaptive": "hyperfl/adaptive: embedding (started from its estimate out of the update's rank-one "
-                "structure) and head are optimised with the images through the unrolled local round",
-                "oracle": "hyperfl/oracle: the attacker is handed the true embedding and head (an upper bound on "
-                "what it "
-                "knows, not on what leaks)",
-            }[attacker]
-        ]
-        known = None
-        num_images = len(target)
-        if others and attacker == "oracle":
-            known = (round_data.x[len(target) :], round_data.y[len(target) :])
-            notes.append(
-                f"hyperfl/local: the client's round ran over {len(round_data)} examples (the attacked batch "
-                f"first, then {others} other local examples); the oracle is also handed those {others}, "
-                f"so it reconstructs the attacked batch only"
-            )
-        elif others:
-            num_images = len(round_data)
-            notes.append(
-                f"hyperfl/local: the client's round ran over {len(round_data)} examples (the attacked batch "
-                f"first, then {others} other local examples, batch order known); the attacker knows none of "
-                f"them, reconstructs all {num_images} and the target's are scored by best match"
-            )
-        elif kind == "update":
-            notes.append(
-                f"hyperfl/local: the round ran over the attacked batch alone ({len(target)} examples: the "
-                f"harness gave no other local examples, or the client has none)"
-            )
-        public = PublicKnowledge(
-            model=self._public_model(server, values),
-            num_images=num_images,
-            image_shape=self.task.image_shape,
-            num_classes=self.task.num_classes,
-            mean=self.task.mean,
-            std=self.task.std,
-            observed_kind=kind,
-            classifier_key=None,
-            protocol={**protocol, "round_examples": len(round_data)},
-        )
-        # with unknown other examples, simulate needs all of the round's images, not the target's alone
-        return Observation(
-            observed=observed,
-            public=public,
-            simulate=self.simulator(server, target.batch_size, known),
-            unknowns=unknowns,
-            knowledge=attacker,
-            notes=tuple(notes),
-            metrics=metrics,
-            exact=num_images == len(target),
-        )
-
-    def _guess(self, generator: torch.Generator | None) -> Tensors:
-        """The server's own stand-ins for embedding and head, drawn as a client draws them but from the
-        attack's random stream (torch's global RNG is left as it was)."""
-        seed = int(torch.randint(2**62, (1,), generator=generator or torch.Generator().manual_seed(0)))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self._fresh_private()
-
-    def _public_model(self, server: ServerState, private: Tensors) -> nn.Module:
-        return public_model(self.model, {**prefixed(server), **private})
-
-    def _adaptive_fedsgd(
-        self,
-        server: ServerState,
-        observed: Tensors,
-        truth: Tensors,
-        target: LocalData,
-        generator: torch.Generator | None,
-        protocol: dict,
-        metrics: dict,
-    ) -> Observation:
-        """The adaptive attacker's derived observation: the generated feature extractor and its gradient."""
-        recovered = recover_from_gradient(server, observed, self.model.hypernetwork.shapes)
-        with torch.no_grad():
-            true_generated = forward(self.model.hypernetwork, dict(server), truth[EMBEDDING])
-        metrics["recovered_weight_max_error"] = max(
-            float((recovered.generated[k] - true_generated[k]).abs().max()) for k in true_generated
-        )
-        if recovered.embedding is not None:
-            metrics["recovered_embedding_max_error"] = float((recovered.embedding - truth[EMBEDDING]).abs().max())
-        target_net = self.model.target
-        generated = recovered.generated
-        guess = self._guess(generator)
-        head = {HEAD_WEIGHT: guess[HEAD_WEIGHT], HEAD_BIAS: guess[HEAD_BIAS]}
-        model = self.model
-
-        def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
-            target_net.eval()
-            head_params = model.head_params(unknowns[HEAD_WEIGHT], unknowns[HEAD_BIAS])
-            return loss_gradient(target_net, generated, x, y, head_params, create_graph=True)
-
-        public_net = public_model(target_net, {**generated, **model.head_params(head[HEAD_WEIGHT], head[HEAD_BIAS])})
-        unknowns = {
-            HEAD_WEIGHT: Unknown(
-                tuple(head[HEAD_WEIGHT].shape),
-                "the private classifier head's weight",
-                head[HEAD_WEIGHT],
-                optimisable=True,
-            ),
-            HEAD_BIAS: Unknown(
-                tuple(head[HEAD_BIAS].shape), "the private classifier head's bias", head[HEAD_BIAS], optimisable=True
-            ),
-        }
-        public = PublicKnowledge(
-            model=public_net,
-            num_images=len(target),
-            image_shape=self.task.image_shape,
-            num_classes=self.task.num_classes,
-            mean=self.task.mean,
-            std=self.task.std,
-            observed_kind="gradient",
-            classifier_key=None,
-            protocol={**protocol, "derived": "generated feature extractor and its gradient"},
-        )
-        note = (
-            "hyperfl/adaptive: the generated feature extractor and its gradient were recovered exactly from the "
-            "hypernetwork gradient (generator-head bias gradient = generated-tensor gradient; weight gradient = "
-            "that times the hidden features); the classifier head is optimised with the images"
-        )
-        return Observation(
-            observed=recovered.gradients,
-            public=public,
-            simulate=simulate,
-            unknowns=unknowns,
-            knowledge="adaptive",
-            notes=(note,),
-            metrics=metrics,
-        )

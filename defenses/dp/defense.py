@@ -54,190 +54,28 @@ the observation exactly.
 
 from __future__ import annotations
 
-import functools
 import math
-import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from bench.defense import ClientState, ServerState
 from bench.errors import BenchError
-from bench.functional import GradientFn, loss_gradient, per_example_gradients
+from bench.functional import GradientFn, loss_gradient
 from bench.options import Option
 from bench.sgd_defense import SGD_OPTIONS, SGDDefense
 from bench.threat import LocalData, Tensors
 
-LEVELS = ("sample", "client")
-#: ClientState key of the client's accountant history: rows (σ, q, steps) as Opacus' RDPAccountant keeps them, σ being
-#: the accounting noise multiplier (σ / 2 at client level: sensitivity 2C).
-HISTORY = "dp_history"
-DEFAULT_NOISE_MULTIPLIER = 1.0
-#: Opacus' guard against division by zero in the clipping factor C / (‖g‖ + 1e-6).
-NORM_EPS = 1e-6
-
-
-def clip_factor(norms: torch.Tensor, clip: float) -> torch.Tensor:
-    """min(1, C / ‖g‖): the factor that brings a gradient of norm ``norms`` to norm ≤ C (Opacus' formula)."""
-    return (clip / (norms + NORM_EPS)).clamp(max=1.0)
-
-
-def global_norm(tensors: Mapping[str, torch.Tensor], batch_dims: int = 0) -> torch.Tensor:
-    """L2 norm over all tensors together, per leading index when ``batch_dims`` = 1."""
-    return torch.sqrt(torch.stack([t.flatten(batch_dims).pow(2).sum(-1) for t in tensors.values()]).sum(0))
-
-
-def gaussian_noise(like: torch.Tensor, std: float, generator: torch.Generator | None) -> torch.Tensor:
-    """N(0, std²) noise shaped like ``like``, drawn on CPU from ``generator`` (device-independent streams)."""
-    return std * torch.randn(like.shape, generator=generator, dtype=like.dtype).to(like.device)
-
-
-def clip_tensors(tensors: Mapping[str, torch.Tensor], clip: float) -> Tensors:
-    """The tensors scaled together to global L2 norm ≤ C (DP-FedAvg's clipping of a whole update)."""
-    factor = clip_factor(global_norm(tensors), clip)
-    return {k: t * factor for k, t in tensors.items()}
-
-
-def add_noise(tensors: Mapping[str, torch.Tensor], std: float, generator: torch.Generator | None) -> Tensors:
-    return {k: t + gaussian_noise(t, std, generator) for k, t in tensors.items()} if std else dict(tensors)
-
-
-def dp_sgd_gradient(clip: float, noise_multiplier: float = 0.0, generator: torch.Generator | None = None) -> GradientFn:
-    """DP-SGD's step gradient: (Σᵢ clip(gᵢ, C) + N(0, σ²C²)) / B, as a drop-in for ``loss_gradient``.
-
-    With ``noise_multiplier`` = 0 it is the attacker's deterministic replay (differentiable in the
-    inputs and usable under ``vmap``).
-    """
-
-    def gradient(
-        model: nn.Module,
-        params: Mapping[str, torch.Tensor],
-        x: torch.Tensor,
-        y: torch.Tensor,
-        buffers: Mapping[str, torch.Tensor] | None = None,
-        create_graph: bool = True,
-    ) -> Tensors:
-        per_example = per_example_gradients(model, params, x, y, buffers, create_graph=create_graph)
-        factor = clip_factor(global_norm(per_example, batch_dims=1), clip)
-        summed = {k: torch.tensordot(factor, g, dims=1) for k, g in per_example.items()}
-        summed = add_noise(summed, noise_multiplier * clip, generator)
-        return {k: v / x.shape[0] for k, v in summed.items()}
-
-    return gradient
-
-
-def _order_grid() -> tuple[float, ...]:
-    """Orders 1 + 1e-8 … 1.8 (10 per decade of α − 1), 2.0 … 11.9 (step 0.1), then ~100 integers 12 … 1024."""
-    near_one = 1 + np.geomspace(1e-8, 1, 81)[:-1]
-    low = np.round(np.arange(2.0, 12.0, 0.1), 1)
-    high = np.unique(np.round(np.geomspace(12, 1024, 100)))
-    return tuple(float(a) for a in np.concatenate([near_one, low, high]))
-
-
-#: The RDP orders every ε is optimised over (module docstring: why this range and these spacings).
-RDP_ORDERS: tuple[float, ...] = _order_grid()
-
-
-@dataclass(frozen=True)
-class Spent:
-    """An (ε, δ) budget from the RDP accountant and the order α that gave it (``None`` when ε is 0 or ∞)."""
-
-    epsilon: float
-    order: float | None
-
-    @property
-    def at_edge(self) -> bool:
-        """True when the optimal order is the grid's first or last: ε is then a loose bound."""
-        return self.order is not None and self.order in (RDP_ORDERS[0], RDP_ORDERS[-1])
-
-
-def privacy_spent(history: Sequence[tuple[float, float, int]], delta: float) -> Spent:
-    """(ε, optimal order) after the given (σ, q, steps) segments (∞ when some σ = 0).
-
-    Opacus' RDP analysis — ``compute_rdp`` per segment, summed, then ``get_privacy_spent`` (Balle et al.
-    2020's conversion), exactly what ``RDPAccountant.get_privacy_spent(delta, alphas=RDP_ORDERS)``
-    does — with the per-step RDP memoised per (σ, q): it is linear in the steps, and the clients of a
-    round (and the targets of a run) share a few (σ, q). Opacus' warning for an optimum on the grid's
-    edge is let through.
-    """
-    return _spent(tuple((float(s), float(q), int(n)) for s, q, n in history), float(delta))
-
-
-def epsilon_spent(history: Sequence[tuple[float, float, int]], delta: float) -> float:
-    """ε of :func:`privacy_spent`."""
-    return privacy_spent(history, delta).epsilon
-
-
-@functools.lru_cache(maxsize=256)
-def _rdp_per_step(sigma: float, q: float) -> np.ndarray:
-    from opacus.accountants.analysis import rdp as analysis
-
-    rdp = np.asarray(analysis.compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=list(RDP_ORDERS)), dtype=float)
-    rdp.setflags(write=False)
-    return rdp
-
-
-@functools.lru_cache(maxsize=4096)
-def _spent(history: tuple[tuple[float, float, int], ...], delta: float) -> Spent:
-    from opacus.accountants.analysis import rdp as analysis
-
-    segments = [(s, q, n) for s, q, n in history if n > 0 and q > 0]
-    if not segments:
-        return Spent(0.0, None)
-    if any(s == 0 for s, _, _ in segments):
-        return Spent(math.inf, None)
-    rdp = sum(n * _rdp_per_step(s, q) for s, q, n in segments)
-    epsilon, order = analysis.get_privacy_spent(orders=list(RDP_ORDERS), rdp=rdp, delta=delta)
-    return Spent(float(epsilon), float(order))
-
-
-def calibrated_noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, epochs: int) -> float:
-    """σ that spends ``target_epsilon`` in ``epochs`` passes at sampling rate q (Opacus, RDP, :data:`RDP_ORDERS`).
-
-    Opacus' bisection evaluates ε at trial σ's that are never used (up to σ = 10⁶); their "optimal order
-    is the largest alpha" warnings are collected, not shown. The σ it returns is then accounted with
-    :func:`privacy_spent`, whose warning for an edge optimum is let through.
-    """
-    from opacus.accountants.utils import get_noise_multiplier
-
-    try:
-        with warnings.catch_warnings(record=True):  # trial σ's of the search only (docstring)
-            warnings.simplefilter("always")
-            sigma = float(
-                get_noise_multiplier(
-                    target_epsilon=target_epsilon,
-                    target_delta=delta,
-                    sample_rate=sample_rate,
-                    epochs=epochs,
-                    accountant="rdp",
-                    alphas=list(RDP_ORDERS),
-                )
-            )
-    except ValueError as exc:
-        raise BenchError(
-            f"defense 'dp' cannot reach target_epsilon={target_epsilon} with delta={delta}, "
-            f"q={sample_rate:.4g}, epochs={epochs}: {exc}"
-        ) from None
-    privacy_spent([(sigma, sample_rate, int(epochs / sample_rate))], delta)
-    return sigma
-
-
-def history_of(client: ClientState) -> list[tuple[float, float, int]]:
-    rows = client.get(HISTORY)
-    return [] if rows is None else [(float(s), float(q), int(n)) for s, q, n in rows.tolist()]
-
-
-def with_segment(
-    history: list[tuple[float, float, int]], sigma: float, q: float, steps: int
-) -> list[tuple[float, float, int]]:
-    """The history extended by ``steps`` steps at (σ, q), merged with the last segment when equal (as Opacus does)."""
-    if history and history[-1][:2] == (sigma, q):
-        return [*history[:-1], (sigma, q, history[-1][2] + steps)]
-    return [*history, (sigma, q, steps)]
+from bench.defenses.dp.accounting import calibrated_noise_multiplier, history_of, privacy_spent, with_segment
+from bench.defenses.dp.mechanism import (
+    DEFAULT_NOISE_MULTIPLIER,
+    HISTORY,
+    LEVELS,
+    add_noise,
+    clip_tensors,
+    dp_sgd_gradient,
+)
 
 
 def has_batch_norm(model: nn.Module) -> bool:

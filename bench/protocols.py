@@ -1,9 +1,12 @@
-"""Named training protocols for utility runs (``bench train --preset NAME``), and the equal optimiser.
+"""Named training protocols for utility runs (``bench train --protocol NAME``), and the equal optimiser.
 
-A preset fixes the federation (clients, split, examples per client, batch, local epochs, rounds),
+("Preset" means one thing in bench: a component's named bundle of option values, ``preset=NAME``. A
+training protocol is a federation and its schedule; it may apply a defense's preset of the same name.)
+
+A protocol fixes the federation (clients, split, examples per client, batch, local epochs, rounds),
 the model every defense trains (the paper's CNN, so the defense is the only difference between rows)
 and, where a defense declares an option preset of the same name, that defense's own protocol
-settings. Anything the user sets explicitly wins over the preset.
+settings. Anything the user sets explicitly wins over the protocol.
 
 A comparison trains every defense with the same optimiser (:func:`equal_optimiser`): the official
 HyperFL code's client SGD (lr 0.02 — ``cnn/options.py``; momentum 0.5 and weight decay 5e-4 —
@@ -26,7 +29,7 @@ from bench.components import Choice
 
 
 @dataclass(frozen=True)
-class TrainPreset:
+class TrainingProtocol:
     """Federation settings, the model, and per-data-set sizes where the protocol fixes them."""
 
     name: str
@@ -36,8 +39,8 @@ class TrainPreset:
     per_dataset: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
-TRAIN_PRESETS: dict[str, TrainPreset] = {
-    "quick": TrainPreset(
+TRAINING_PROTOCOLS: dict[str, TrainingProtocol] = {
+    "quick": TrainingProtocol(
         "quick",
         "the paper's protocol scaled to the embedded data and 2 CPU cores (a few minutes per defense): "
         "10 clients, dominant split, 100 train / 50 test examples each, batch 50, 5 local epochs, 20 rounds",
@@ -51,7 +54,7 @@ TRAIN_PRESETS: dict[str, TrainPreset] = {
             "rounds": 20,
         },
     ),
-    "paper": TrainPreset(
+    "paper": TrainingProtocol(
         "paper",
         "the HyperFL paper's protocol: 20 clients all participating, 200 rounds, batch 50, 5 local epochs, "
         "dominant split; train/test per client 600/300 (CIFAR-10), 600/600 (Fashion-MNIST), "
@@ -72,7 +75,7 @@ OPTIMISERS: dict[str, Mapping[str, float]] = {
     "hyperfl-official": {"lr": 0.02, "momentum": 0.5, "weight_decay": 5e-4},
     "defaults": {},
 }
-#: The rule of ``bench train --preset`` and of sweeps' training cells unless they name another.
+#: The rule of ``bench train --protocol`` and of sweeps' training cells unless they name another.
 COMPARISON_OPTIMISER = "hyperfl-official"
 
 
@@ -94,7 +97,7 @@ def equal_optimiser(defense: Choice, rule: str = COMPARISON_OPTIMISER) -> tuple[
 
 @dataclass(frozen=True)
 class Resolved:
-    """What a preset resolves to, with the user's explicit choices applied on top."""
+    """What a protocol resolves to, with the user's explicit choices applied on top."""
 
     defense: Choice
     model: Choice | None
@@ -103,25 +106,25 @@ class Resolved:
 
 
 def resolve(
-    preset: str | None, defense: Choice, dataset: Choice, model: Choice | None, explicit: Mapping[str, Any]
+    protocol: str | None, defense: Choice, dataset: Choice, model: Choice | None, explicit: Mapping[str, Any]
 ) -> Resolved:
-    """Apply ``preset`` (or none) under the user's explicit federation settings ``explicit``
+    """Apply ``protocol`` (or none) under the user's explicit federation settings ``explicit``
     (FLSettings field → value; absent or ``None`` means "not given")."""
     given = {k: v for k, v in explicit.items() if v is not None}
     unknown = set(given) - {f.name for f in fields(FLSettings)}
     if unknown:
         raise BenchError(f"unknown federation settings {sorted(unknown)}")
-    if preset is None:
+    if protocol is None:
         return Resolved(defense, model, FLSettings(**given), {})
-    if preset not in TRAIN_PRESETS:
-        raise BenchError(f"unknown preset {preset!r}; valid: {choices_text(TRAIN_PRESETS)}")
-    p = TRAIN_PRESETS[preset]
+    if protocol not in TRAINING_PROTOCOLS:
+        raise BenchError(f"unknown training protocol {protocol!r}; valid: {choices_text(TRAINING_PROTOCOLS)}")
+    p = TRAINING_PROTOCOLS[protocol]
     settings = {**p.settings, **p.per_dataset.get(dataset.name, {}), **given}
     defense_presets = getattr(registry.load("defense", defense.name), "presets", {})
     applied = None
-    if "preset" not in defense.args and preset in defense_presets:
-        defense = Choice(defense.name, {"preset": preset, **defense.args})
-        applied = preset
+    if "preset" not in defense.args and protocol in defense_presets:
+        defense = Choice(defense.name, {"preset": protocol, **defense.args})
+        applied = protocol
     defense, optimiser = equal_optimiser(defense)
-    extra = {"preset": preset, "defense_preset_applied": applied, **optimiser}
+    extra = {"protocol": protocol, "defense_preset_applied": applied, **optimiser}
     return Resolved(defense, model or Choice(p.model), FLSettings(**settings), extra)
