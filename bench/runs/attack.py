@@ -42,6 +42,7 @@ from bench.components import (
     data_and_model_components,
 )
 from bench.threat import LocalData, Observation
+from bench.runs.annotate import attribution, caption, optimisation_notes
 
 
 @dataclass(frozen=True)
@@ -296,7 +297,7 @@ def score_target(
         observe_seconds=case.observe_seconds,
         observed_kind=obs.public.observed_kind,
         num_reconstructed=int(rec.images.shape[0]),
-        attribution=_attribution(scores.assignment, len(batch), int(rec.images.shape[0])),
+        attribution=attribution(scores.assignment, len(batch), int(rec.images.shape[0])),
         target_client=case.client,
         image_ids=case.image_ids.tolist(),
         true_labels=batch.y.tolist(),
@@ -304,7 +305,7 @@ def score_target(
         per_image=scores.per_image,
         defense_metrics=dict(obs.metrics),
         attack_info=rec.info,
-        notes=list(obs.notes) + _optimisation_notes(p.spec.attack.name, rec),
+        notes=list(obs.notes) + optimisation_notes(p.spec.attack.name, rec),
         tuning=dict(p.spec.tuning) if p.spec.tuning else None,
         config=p.config,
         **provenance.stamp(str(p.device)),
@@ -320,38 +321,6 @@ def attack_target(
     case = observe_target(p, state, target)
     (rec,), seconds = reconstruct(p, [case], progress)
     return score_target(p, case, rec, seconds, 1)
-
-
-def _attribution(assignment: list[int], batch: int, reconstructed: int) -> float | None:
-    """When the attack reconstructs more images than the target has (an aggregate over clients), the share of
-    the target's images whose best match lies in the attacker's own slots for the target (the first ``batch``
-    of its reconstruction, the layout its simulator uses). The score matches reconstructions to the target's
-    images by ground truth, which the server cannot do; this says whether it could tell which reconstruction
-    is the target's (chance: batch / reconstructed). None for a single client's batch."""
-    if reconstructed <= batch:
-        return None
-    return sum(1 for j in assignment if j < batch) / max(1, len(assignment))
-
-
-def _optimisation_notes(attack: str, rec: Reconstruction) -> list[str]:
-    """A row whose attack never moved from its initial guess says so: its score then measures the
-    random start (e.g. a matching loss already below L-BFGS' tolerances), not the defense."""
-    if rec.info.get("improved") is False and not rec.diverged:
-        return [
-            f"{attack} never improved on its initial guess (attack_info.initial_loss): the score is that of "
-            "the random start, a failed optimisation rather than a measure of the defense"
-        ]
-    return []
-
-
-def _caption(row: dict[str, Any]) -> str:
-    lp = "n/a" if row["lpips"] is None else f"{row['lpips']:.3f}"
-    acc = "n/a" if row["label_acc"] is None else f"{row['label_acc']:.2f}"
-    flag = "  DIVERGED" if row["diverged"] else ""
-    return (
-        f"target {row['target']} (client {row['target_client']}): PSNR {row['psnr']:.2f} dB, "
-        f"SSIM {row['ssim']:.3f}, LPIPS {lp}, label acc {acc}{flag}"
-    )
 
 
 def trained_state(p: Prepared, log: Callable[[str], None]) -> TrainingState | None:
@@ -402,8 +371,8 @@ def run(
             row, truth, matched = score_target(p, case, rec, seconds, len(cases), accuracy)
             save_pair_png(out_dir / row["image_file"], truth, matched)
             chunk.append(row)
-            pairs.append((truth, matched, _caption(row)))
-            log(_caption(row))
+            pairs.append((truth, matched, caption(row)))
+            log(caption(row))
         append_rows(results, chunk)
         new.update((r["target"], r) for r in chunk)
     if pairs:

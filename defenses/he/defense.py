@@ -26,32 +26,8 @@ With K = 1 the decrypted aggregate *is* the target's own upload: HE then gives n
 against the server (it protects only against outsiders). Whoever holds the secret key, the
 protocol's output — the aggregate — reaches the server in the clear.
 
-Backends (``backend``):
-* ``tenseal``: real CKKS with TenSEAL (optional dependency, ``pip install 'bench-fl[he]'``). Each
-  client's vector is packed N/2 values per ciphertext, encrypted and serialised; the server
-  deserialises and adds under its public context; the key holder decrypts. Bytes are the serialised
-  sizes; encrypt/aggregate/decrypt seconds are measured. TenSEAL's key generation and encryption
-  randomness cannot be seeded: runs agree to CKKS precision, not bits.
-* ``simulated`` (default, no TenSEAL): the same roles and the same aggregate plus the approximation
-  error CKKS makes, drawn from its noise model (below); ciphertext sizes are computed from the
-  parameters as SEAL's uncompressed size, 2 polynomials × N coefficients × L data primes × 8 bytes
-  per ciphertext (an upper bound: TenSEAL's zstd-compressed serialisation is about 16 % smaller).
-  Nothing is encrypted, so its seconds are *modelled* from TenSEAL's measured cost per ciphertext
-  (:data:`TENSEAL_RATES`, measured by ``benchmarks/he_rates.py``), and rows say so
-  (``he_seconds_source``). The modelled seconds are not in the measured wall time of a training
-  round (``seconds``); ``server_metrics()["modelled_seconds"]`` gives the round's total (every
-  client's encryption, the aggregation and the decryption) and training rows add it in
-  ``modelled_seconds_per_round``.
-
-Noise model (SEAL's CKKS, fresh public-key ciphertexts, additions only): encoding rounds Δ·m to
-integers; encryption ends with a modulus switch that drops the special prime and leaves rounding
-errors r₀ + r₁·s (r uniform in ±½, s the ternary secret key). Decoding evaluates the error polynomial
-at the slot's root ζⱼ — a ring homomorphism — so slot j's error is Re(a + r₁(ζⱼ)·s(ζⱼ)) / Δ with a
-the encoding and r₀ terms: Gaussian given the key, with a variance that depends on |s(ζⱼ)|, hence
-heavy-tailed over slots (excess kurtosis ≈ 3). Its std is √(N/12 + N²/36) / Δ per ciphertext and √K
-times that for a sum of K: 1.24e-9 for N = 8192, Δ = 2^40 (TenSEAL measured 1.24e-9, kurtosis 2.8-3.1).
-The simulation keeps the roles: a client draws the key-independent rounding terms (a, r₁(ζⱼ)) with
-the public context, they add up under aggregation, and only the key holder applies s(ζⱼ).
+Backends (``tenseal``: real CKKS; ``simulated``, the default: CKKS' error and cost models) and the
+noise model are described in :mod:`bench.defenses.he.ckks`.
 """
 
 from __future__ import annotations
@@ -412,8 +388,7 @@ class HE(SGDDefense):
                 metrics=metrics,
                 exact=k_clients == 1,
             )
-        # exact: simulate(the target's own inputs) reproduces the observation only when K = 1; for K > 1 it
-        # needs all K clients' inputs (it does reproduce it then, to CKKS precision: see the tests)
+        # exact only at K = 1: for K > 1 simulate needs all K clients' inputs (then it is, to CKKS precision)
         return Observation(
             observed=observed,
             public=dataclasses.replace(public, num_images=k_clients * len(target)),
