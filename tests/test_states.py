@@ -61,3 +61,16 @@ def test_a_training_runs_final_state_is_the_one_attacked_at_that_round(tmp_path)
     )
     assert any("trained state of round 2 from" in m for m in logs)
     assert rows[0]["state_accuracy"] == row["final_accuracy"]
+
+
+def test_he_attacks_a_restored_federation(tmp_path):
+    """A kept state holds no CKKS keys: the key holder re-keys in the process that restores it."""
+    fed = FLSettings(clients=3, train_per_client=10, test_per_client=5, batch_size=5)
+    spec = RunSpec(defense=Choice("he"), attack=Choice("ig", {"iterations": 1}), output_dir=tmp_path / "a",
+                   model=Choice("lenet"), attack_round=1, federation=fed, state_cache=tmp_path / "states")
+    run(spec)
+    from bench.runs.attack import prepare
+
+    prepare(spec).defense.roles = None  # a fresh process: no keys
+    rows = run(replace(spec, output_dir=tmp_path / "b", attack=Choice("ig", {"iterations": 2})))
+    assert rows[0]["defense_metrics"]["aggregated_clients"] == 2

@@ -2,9 +2,8 @@
 
 Each client runs plain local SGD (FedSGD gradient or FedAvg update, exactly as ``fedavg``), scales
 its flattened upload by its number of examples n_k and encrypts it under CKKS; the server adds the
-ciphertexts and the decrypted sum Σ n_k u_k, divided by the public Σ n_k, is the FedAvg mean. So
-the honest-but-curious server never sees one client's upload, only the aggregate over the clients
-of a round, plus CKKS' approximation error. In the attack setting the aggregate covers K clients
+ciphertexts and the decrypted sum Σ n_k u_k, divided by the public Σ n_k, is the FedAvg mean: the
+server sees only the aggregate over a round's clients, plus CKKS' approximation error. In the attack setting the aggregate covers K clients
 (``clients``: the target and K−1 others of its round, same batch size B); the attacker must
 reconstruct all K×B images from the mean of K uploads, and the target's images are scored by their
 best match among the reconstructions. In training the aggregate covers every participating client.
@@ -22,12 +21,10 @@ Roles (the threat model, enforced by which object holds which key):
   holder and receives the decrypted aggregate — the protocol's output, which the server sees in the
   clear and attacks.
 
-With K = 1 the decrypted aggregate *is* the target's own upload: HE then gives no protection
-against the server (it protects only against outsiders). Whoever holds the secret key, the
-protocol's output — the aggregate — reaches the server in the clear.
+With K = 1 the decrypted aggregate *is* the target's own upload: HE then protects only against
+outsiders. Whoever holds the secret key, the protocol's output reaches the server in the clear.
 
-Backends (``tenseal``: real CKKS; ``simulated``, the default: CKKS' error and cost models) and the
-noise model are described in :mod:`bench.defenses.he.ckks`.
+Backends (``tenseal``; ``simulated``, default) and the noise model: :mod:`bench.defenses.he.ckks`.
 """
 
 from __future__ import annotations
@@ -73,6 +70,9 @@ from bench.defenses.he.ckks import (
     unflatten,
 )
 from bench.threat import LocalData, Observation, Simulator, Tensors, Upload
+
+
+REKEY_SEED = 0  # the key pair of a restored federation that has none in this process (keys only set CKKS' noise)
 
 
 class HE(SGDDefense):
@@ -145,8 +145,8 @@ class HE(SGDDefense):
         return self._roles().aggregator
 
     def _roles(self) -> CKKSRoles:
-        if self.roles is None:
-            raise RuntimeError("he: init_server must run first (it generates the federation's keys)")
+        if self.roles is None:  # a federation restored from a kept state (bench.states): the key holder re-keys
+            self.roles = make_roles(self.opt.backend, self.ckks, torch.Generator().manual_seed(REKEY_SEED))
         return self.roles
 
     def seconds_source(self) -> str:
