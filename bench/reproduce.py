@@ -16,7 +16,9 @@ JSON), so a figure in the docs is always what the current rows produce; ``bench 
 * ``cost SOURCE [dataset=NAME]``: seconds per training round per defense, and the ratio to FedAvg's;
 * ``run SOURCE``: one sentence for a run's rows: target 0, then the distribution over all targets;
 * ``value FILE KEY [FORMAT]``: one number (or text) from a JSON file (``KEY`` may be dotted);
-* ``median SOURCE KEY [FORMAT]``: the median of a numeric key over the attack rows of SOURCE.
+* ``median SOURCE KEY [FORMAT]``: the median of a numeric key over the attack rows of SOURCE;
+* ``cell SOURCE round=R defense=D [attack=A] [knowledge=K] FIELD``: one number of one leaderboard cell,
+  for a sentence (median, mean, recovered, percent, n, gain, baseline, attack).
 """
 
 from __future__ import annotations
@@ -160,6 +162,34 @@ def _cost(root: Path, block: Block) -> str:
     return "\n" + markdown_table(records) + f"\n\n(`python -m bench reproduce` from `{block.source}`.)\n"
 
 
+def _cell(root: Path, block: Block) -> str:
+    """One number of one leaderboard cell, for a sentence: ``cell SOURCE round=R defense=D attack=A FIELD``
+    (FIELD: median, mean, recovered — "k/n" —, percent — the success rate —, n, gain, baseline; ``attack=strongest``:
+    the entry's strongest attack; ``knowledge=K`` picks the level, default: the only or adaptive one)."""
+    _, tables = _tables(root, block)
+    wanted = block.options.get("defense")
+    level = block.options.get("knowledge")
+    entries = [e for t in tables for e in t.entries if e.defense == wanted and (level is None or e.knowledge == level)]
+    if level is None and len(entries) > 1:
+        entries = [e for e in entries if e.knowledge == "adaptive"]
+    if len(entries) != 1:
+        raise BenchError(f"block '{block.name}': {len(entries)} entries match (say round=, dataset=, knowledge=)")
+    entry = entries[0]
+    name = block.options.get("attack", "strongest")
+    cell = entry.strongest_cell if name == "strongest" else entry.attacks.get(name)
+    if cell is None:
+        raise BenchError(f"block '{block.name}': no attack {name!r} against {wanted}")
+    field = block.positional[0] if block.positional else "median"
+    psnr = cell.stats["psnr"]
+    values = {"median": psnr.median_text(2), "mean": psnr.text(2), "recovered": f"{cell.success.k}/{cell.success.n}",
+              "percent": "n/a" if cell.success.value is None else f"{100 * cell.success.value:.0f} %",
+              "n": str(cell.used), "gain": "n/a" if cell.gain.median is None else f"{cell.gain.median:+.1f}",
+              "baseline": cell.baseline.median_text(2), "attack": cell.label}
+    if field not in values:
+        raise BenchError(f"block '{block.name}': unknown field {field!r}; valid: {', '.join(values)}")
+    return values[field]
+
+
 def _median(root: Path, block: Block) -> str:
     """The median of a numeric key over the attack rows of SOURCE (e.g. attack_seconds), formatted."""
     import statistics
@@ -194,6 +224,7 @@ KINDS: dict[str, Callable[[Path, Block], str]] = {
     "value": _value,
     "cost": _cost,
     "median": _median,
+    "cell": _cell,
 }
 
 

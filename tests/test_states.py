@@ -69,5 +69,6 @@ def test_he_attacks_a_restored_federation(tmp_path):
     spec = RunSpec(defense=Choice("he"), attack=Choice("ig", {"iterations": 1}), output_dir=tmp_path / "a",
                    model=Choice("lenet"), attack_round=1, federation=fed, state_cache=tmp_path / "states")
     run(spec)  # trains and keeps the state
-    rows = run(  # a new defense object restores it: no keys until the key holder re-keysreplace(spec, output_dir=tmp_path / "b", attack=Choice("ig", {"iterations": 2})))
+    # A new defense object restores it: no keys until the key holder re-keys.
+    rows = run(replace(spec, output_dir=tmp_path / "b", attack=Choice("ig", {"iterations": 2})))
     assert rows[0]["defense_metrics"]["aggregated_clients"] == 2
