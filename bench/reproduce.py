@@ -18,7 +18,8 @@ JSON), so a figure in the docs is always what the current rows produce; ``bench 
 * ``value FILE KEY [FORMAT]``: one number (or text) from a JSON file (``KEY`` may be dotted);
 * ``median SOURCE KEY [FORMAT]``: the median of a numeric key over the attack rows of SOURCE;
 * ``cell SOURCE round=R defense=D [attack=A] [knowledge=K] FIELD``: one number of one leaderboard cell,
-  for a sentence (median, mean, recovered, percent, n, gain, baseline, attack).
+  for a sentence (median, mean, recovered, percent, n, gain, baseline, attack, accuracy, epsilon,
+  epsilon_exchange).
 """
 
 from __future__ import annotations
@@ -56,11 +57,15 @@ class Block:
 def parse_blocks(text: str) -> list[Block]:
     out = []
     for m in BLOCK.finditer(text):
-        words = shlex.split(m.group("args"))
+        # ``columns=`` comes last and its titles hold spaces ("PSNR median"): it takes the rest of the line.
+        args, _, columns = m.group("args").partition(" columns=")
+        words = shlex.split(args)
         if not words:
             raise BenchError(f"block '{m.group(0)[:60]}...' names no source")
         positional = tuple(w for w in words[1:] if "=" not in w)
         options = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+        if columns:
+            options["columns"] = columns.strip()
         out.append(Block(m.group("kind"), words[0], options, positional, m.group("body"), m.span("body")))
     return out
 
@@ -164,7 +169,8 @@ def _cost(root: Path, block: Block) -> str:
 
 def _cell(root: Path, block: Block) -> str:
     """One number of one leaderboard cell, for a sentence: ``cell SOURCE round=R defense=D attack=A FIELD``
-    (FIELD: median, mean, recovered — "k/n" —, percent — the success rate —, n, gain, baseline; ``attack=strongest``:
+    (FIELD: median, mean, recovered — "k/n" —, percent — the success rate —, n, gain, baseline, accuracy,
+    epsilon, epsilon_exchange; ``attack=strongest``:
     the entry's strongest attack; ``knowledge=K`` picks the level, default: the only or adaptive one)."""
     _, tables = _tables(root, block)
     wanted = block.options.get("defense")
@@ -181,10 +187,19 @@ def _cell(root: Path, block: Block) -> str:
         raise BenchError(f"block '{block.name}': no attack {name!r} against {wanted}")
     field = block.positional[0] if block.positional else "median"
     psnr = cell.stats["psnr"]
-    values = {"median": psnr.median_text(2), "mean": psnr.text(2), "recovered": f"{cell.success.k}/{cell.success.n}",
-              "percent": "n/a" if cell.success.value is None else f"{100 * cell.success.value:.0f} %",
-              "n": str(cell.used), "gain": "n/a" if cell.gain.median is None else f"{cell.gain.median:+.1f}",
-              "baseline": cell.baseline.median_text(2), "attack": cell.label}
+    values = {
+        "median": psnr.median_text(2),
+        "mean": psnr.text(2),
+        "recovered": f"{cell.success.k}/{cell.success.n}",
+        "percent": "n/a" if cell.success.value is None else f"{100 * cell.success.value:.0f} %",
+        "n": str(cell.used),
+        "gain": "n/a" if cell.gain.median is None else f"{cell.gain.median:+.1f}",
+        "baseline": cell.baseline.median_text(2),
+        "attack": cell.label,
+        "accuracy": "n/a" if entry.accuracy.mean is None else f"{100 * entry.accuracy.mean:.1f} %",
+        "epsilon": "n/a" if entry.epsilon is None else f"{entry.epsilon:.3g}",
+        "epsilon_exchange": "n/a" if entry.epsilon_exchange is None else f"{entry.epsilon_exchange:.3g}",
+    }
     if field not in values:
         raise BenchError(f"block '{block.name}': unknown field {field!r}; valid: {', '.join(values)}")
     return values[field]

@@ -1,4 +1,5 @@
 """The docs cite files that exist and commands that parse: a stale path in a doc is a bug."""
+
 from __future__ import annotations
 
 import re
@@ -8,18 +9,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "results" / "README.md"]
-PATH = re.compile(r"(?<![\w/.-])((?:bench|attacks|defenses|benchmarks|configs|docs|examples|tests|results)/[\w./-]+\.(?:py|md|toml|jsonl|json))")
+ROOTS = "bench|attacks|defenses|benchmarks|configs|docs|examples|tests|results"
+PATH = re.compile(rf"(?<![\w/.-])((?:{ROOTS})/[\w./-]+\.(?:py|md|toml|jsonl|json|png))")
 
 
 @pytest.mark.parametrize("doc", [d for d in DOCS if d.exists()], ids=lambda d: d.name)
 def test_every_cited_file_exists(doc):
-    missing = sorted({p for p in PATH.findall(doc.read_text()) if not (ROOT / p).exists() and "*" not in p
-                      and "<" not in p})
+    missing = sorted(
+        {p for p in PATH.findall(doc.read_text()) if not (ROOT / p).exists() and "*" not in p and "<" not in p}
+    )
     assert not missing, f"{doc.name} cites missing files: {missing}"
 
 
 def test_no_source_file_of_the_package_is_over_400_lines():
-    files = [*ROOT.joinpath("bench").rglob("*.py"), *ROOT.joinpath("attacks").rglob("*.py"),
-             *ROOT.joinpath("defenses").rglob("*.py")]
+    files = [
+        *ROOT.joinpath("bench").rglob("*.py"),
+        *ROOT.joinpath("attacks").rglob("*.py"),
+        *ROOT.joinpath("defenses").rglob("*.py"),
+    ]
     long = {str(f.relative_to(ROOT)): n for f in files if (n := len(f.read_text().splitlines())) > 400}
     assert not long, f"split these modules: {long}"

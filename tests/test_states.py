@@ -66,8 +66,15 @@ def test_a_training_runs_final_state_is_the_one_attacked_at_that_round(tmp_path)
 def test_he_attacks_a_restored_federation(tmp_path):
     """A kept state holds no CKKS keys: the key holder re-keys in the process that restores it."""
     fed = FLSettings(clients=3, train_per_client=10, test_per_client=5, batch_size=5)
-    spec = RunSpec(defense=Choice("he"), attack=Choice("ig", {"iterations": 1}), output_dir=tmp_path / "a",
-                   model=Choice("lenet"), attack_round=1, federation=fed, state_cache=tmp_path / "states")
+    spec = RunSpec(
+        defense=Choice("he"),
+        attack=Choice("ig", {"iterations": 1}),
+        output_dir=tmp_path / "a",
+        model=Choice("lenet"),
+        attack_round=1,
+        federation=fed,
+        state_cache=tmp_path / "states",
+    )
     run(spec)  # trains and keeps the state
     # A new defense object restores it: no keys until the key holder re-keys.
     rows = run(replace(spec, output_dir=tmp_path / "b", attack=Choice("ig", {"iterations": 2})))

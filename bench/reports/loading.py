@@ -118,6 +118,9 @@ def _files(path: Path, out: ResultSet) -> list[Path]:
                 out.notes.append(f"{cell}: unfinished sweep cell, left out")
                 continue
             found.append(cell / RESULTS_FILE)
+            # A folder with its own results.jsonl is one result set (a run, a published sweep such as the
+            # committed results/): what lies below it (local sweeps, runs) is not part of it.
+            dirs[:] = []
     return found
 
 

@@ -3,10 +3,10 @@
 Each client runs plain local SGD (FedSGD gradient or FedAvg update, exactly as ``fedavg``), scales
 its flattened upload by its number of examples n_k and encrypts it under CKKS; the server adds the
 ciphertexts and the decrypted sum Σ n_k u_k, divided by the public Σ n_k, is the FedAvg mean: the
-server sees only the aggregate over a round's clients, plus CKKS' approximation error. In the attack setting the aggregate covers K clients
-(``clients``: the target and K−1 others of its round, same batch size B); the attacker must
-reconstruct all K×B images from the mean of K uploads, and the target's images are scored by their
-best match among the reconstructions. In training the aggregate covers every participating client.
+server sees only the aggregate over a round's clients, plus CKKS' approximation error. In the attack
+setting the aggregate covers K clients (``clients``: the target and K−1 others of its round, same
+batch size B); the attacker must reconstruct all K×B images from the mean of K uploads, and the
+target's images are scored by their best match among them. Training aggregates every client.
 
 Roles (the threat model, enforced by which object holds which key):
 
