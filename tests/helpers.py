@@ -35,3 +35,11 @@ def exploding(obs, after: int = 4):
         return {k: v * (float("nan") if calls["n"] > after else 1.0) for k, v in sim.items()}
 
     return Observation(observed=obs.observed, public=obs.public, simulate=simulate)
+
+
+# A one-round `bench train` on the quick protocol at the smallest size (format: defense=, extra= flags;
+# append the output dir).
+QUICK_TRAIN = (
+    "train --defense {defense} {extra}--protocol quick --dataset digits --model lenet --rounds 1 --clients 2 "
+    "--train-per-client 10 --test-per-client 5 --local-epochs 1 --output-dir"
+)

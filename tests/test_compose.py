@@ -39,7 +39,7 @@ def test_dp_under_he_conforms_and_records_both(tmp_path):
         ("dp+fedavg", {}, "cannot wrap another defense"),
         ("hyperfl+he", {}, "not a FedAvg-family defense"),
         ("dp+he", {"nope": 1}, "has no option 'nope'"),
-        ("+he", {}, "must be INNER+OUTER"),
+        ("+he", {}, r"must be INNER\+OUTER"),
     ],
 )
 def test_a_composition_that_cannot_work_is_a_one_line_error(spec, args, fragment):

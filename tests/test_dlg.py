@@ -86,7 +86,7 @@ def test_divergence_is_detected_and_reported():
 
 def test_a_row_says_when_its_attack_never_moved():
     from bench.attack import Reconstruction
-    from bench.runs.attack import _optimisation_notes
+    from bench.runs.annotate import optimisation_notes as _optimisation_notes
 
     def rec(improved, diverged=False):
         return Reconstruction(

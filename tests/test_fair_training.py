@@ -22,7 +22,7 @@ from bench.sweeps.plan import plan
 from bench.threat import LocalData
 from bench.runs.train import TrainSpec, run_training, tune_learning_rate
 from bench.defenses.fedavg import FINETUNED, FedAvg, FedAvgFT
-from tests.helpers import lenet_task
+from tests.helpers import QUICK_TRAIN, lenet_task
 
 OFFICIAL = {"lr": 0.02, "momentum": 0.5, "weight_decay": 5e-4}
 TINY = FLSettings(
@@ -50,36 +50,7 @@ def test_a_defense_preset_or_the_user_overrides_the_rule_and_the_row_says_so(tmp
     assert sgd_of(choice) == {**OFFICIAL, "momentum": 0.9}
     with pytest.raises(BenchError, match="unknown optimiser rule 'adam'; valid: 'hyperfl-official' or 'defaults'"):
         equal_optimiser(Choice("fedavg"), "adam")
-    assert (
-        main(
-            [
-                "train",
-                "--defense",
-                "soteria",
-                "--defense-arg",
-                "lr=0.05",
-                "--protocol",
-                "quick",
-                "--dataset",
-                "digits",
-                "--model",
-                "lenet",
-                "--rounds",
-                "1",
-                "--clients",
-                "2",
-                "--train-per-client",
-                "10",
-                "--test-per-client",
-                "5",
-                "--local-epochs",
-                "1",
-                "--output-dir",
-                str(tmp_path),
-            ]
-        )
-        == 0
-    )
+    assert main([*QUICK_TRAIN.format(defense="soteria", extra="--defense-arg lr=0.05 ").split(), str(tmp_path)]) == 0
     row = read_rows(tmp_path / "results.jsonl")[0][0]
     assert row["optimiser"] == {**OFFICIAL, "lr": 0.05} and row["optimiser_rule"] == "hyperfl-official"
     assert row["optimiser_deviations"] == {"lr": 0.05} and row["evaluated"] == "global" and row["seed"] == 0

@@ -12,6 +12,7 @@ from bench.errors import BenchError
 from bench.functional import cross_entropy, forward
 from bench.inversion import GradientMatching
 from bench.models.cnn import CNN
+from tests.helpers import QUICK_TRAIN
 from bench.models.convnet import ConvNet
 from bench.threat import LocalData, Upload
 from bench.defenses.hyperfl import (
@@ -409,7 +410,7 @@ def test_train_presets_apply_the_protocol_the_model_and_the_defense_preset():
     assert r.defense.args == {"preset": "hyperfl-paper", "lr": "0.1"} and r.federation.train_per_client == 1000
     r = resolve(None, Choice("fedavg"), Choice("photos"), None, {"clients": 4})
     assert r.model is None and r.federation.clients == 4 and r.extra == {}
-    with pytest.raises(BenchError, match="unknown preset 'fast'; valid: 'quick' or 'paper'"):
+    with pytest.raises(BenchError, match="unknown training protocol 'fast'; valid: 'quick' or 'paper'"):
         resolve("fast", Choice("fedavg"), Choice("photos"), None, {})
 
 
@@ -417,29 +418,7 @@ def test_train_cli_applies_a_preset_under_explicit_flags(tmp_path):
     from bench.cli import main
     from bench.results import read_rows
 
-    args = [
-        "train",
-        "--defense",
-        "hyperfl",
-        "--protocol",
-        "quick",
-        "--dataset",
-        "digits",
-        "--model",
-        "lenet",
-        "--rounds",
-        "1",
-        "--clients",
-        "2",
-        "--train-per-client",
-        "10",
-        "--test-per-client",
-        "5",
-        "--local-epochs",
-        "1",
-        "--output-dir",
-        str(tmp_path),
-    ]
+    args = [*QUICK_TRAIN.format(defense="hyperfl", extra="").split(), str(tmp_path)]
     assert main(args) == 0
     row = read_rows(tmp_path / "results.jsonl")[0][0]
     fed = row["config"]["run"]["federation"]

@@ -222,7 +222,7 @@ def test_a_cell_with_missing_or_duplicated_rows_is_never_marked_done(tmp_path):
     assert finish(cell, directory, 1.0, None).status == "done" and (directory / DONE_FILE).exists()
 
 
-def test_every_sweep_invocation_is_recorded_with_its_wall_time(tmp_path):
+def test_every_sweep_invocation_that_runs_cells_is_recorded_with_its_wall_time(tmp_path):
     import json
 
     from bench.cli import main
@@ -235,5 +235,5 @@ def test_every_sweep_invocation_is_recorded_with_its_wall_time(tmp_path):
     )
     assert main(["sweep", str(path), "--quiet"]) == 0 and main(["sweep", str(path), "--quiet"]) == 0
     lines = [json.loads(x) for x in (tmp_path / "out" / "invocations.jsonl").read_text().splitlines()]
-    assert [r["cells_done"] for r in lines] == [1, 0] and all(r["wall_seconds"] >= 0 for r in lines)
+    assert [r["cells_done"] for r in lines] == [1] and lines[0]["wall_seconds"] >= 0  # the rerun had nothing to do
     assert lines[0]["jobs"] == 1 and "git" in lines[0]

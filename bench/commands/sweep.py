@@ -95,7 +95,8 @@ def handle(args: argparse.Namespace) -> int:
     write_plan(root, cfg, cells)
     began = time.time()
     outcomes = run_cells(todo, root, args.jobs, args.executor, args.address, args.quiet)
-    record_invocation(root, began, time.time(), outcomes, args.jobs, args.executor)
+    if outcomes:  # a rerun with nothing to do writes nothing
+        record_invocation(root, began, time.time(), outcomes, args.jobs, args.executor)
     rows = merge(root, cells)  # the finished cells' rows, in plan order: what load_results([root]) reads
     if rows:
         from bench.reports.leaderboard import build

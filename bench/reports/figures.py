@@ -45,6 +45,26 @@ def _rows_of(frame: pd.DataFrame, entry: Entry, attack: str | None = None) -> pd
     return frame[mask].sort_values(["seed", "target"])
 
 
+def _psnr_axis_and_legend(fig: Any, axes: Any) -> None:
+    """The PSNR axis label on the first panel and one legend below all panels (each label once)."""
+    axes[0][0].set_ylabel("attack PSNR median, dB (↓ more private)")
+    handles: dict[str, Any] = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(
+            handles.values(),
+            handles.keys(),
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=min(4, len(handles)),
+            fontsize=9,
+            frameon=False,
+        )
+    fig.tight_layout()
+
+
 def privacy_utility(table: Table) -> tuple[bytes, list[str]]:
     """The scatter, and the labels of defense configurations it cannot place (no training run)."""
     plt = pyplot()
@@ -74,22 +94,7 @@ def privacy_utility(table: Table) -> tuple[bytes, list[str]]:
         ax.set_title(panel if panel != "strongest attack" else "strongest attack (per defense)", fontsize=10)
         ax.set_xlabel("accuracy % (more useful →)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("attack PSNR median, dB (↓ more private)")
-    handles: dict[str, Any] = {}
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, handle)
-    if handles:
-        fig.legend(
-            handles.values(),
-            handles.keys(),
-            loc="upper center",
-            bbox_to_anchor=(0.5, 0.0),
-            ncol=min(4, len(handles)),
-            fontsize=9,
-            frameon=False,
-        )
-    fig.tight_layout()
+    _psnr_axis_and_legend(fig, axes)
     return _png(fig), unplaced
 
 
@@ -146,22 +151,7 @@ def psnr_by_round(tables: Sequence[Table]) -> bytes:
         ax.set_title(panel, fontsize=10)
         ax.set_xlabel("training round attacked")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("attack PSNR median, dB (↓ more private)")
-    handles: dict[str, Any] = {}
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, handle)
-    if handles:
-        fig.legend(
-            handles.values(),
-            handles.keys(),
-            loc="upper center",
-            bbox_to_anchor=(0.5, 0.0),
-            ncol=min(4, len(handles)),
-            fontsize=9,
-            frameon=False,
-        )
-    fig.tight_layout()
+    _psnr_axis_and_legend(fig, axes)
     return _png(fig)
 
 
