@@ -159,3 +159,7 @@ def test_two_rounds_of_training_run(tmp_path):
     row = read_rows(out / "results.jsonl")[0][0]
     assert row["defense"] == "pfedhn" and len(row["accuracy_per_round"]) == 2
     assert row["history"][-1]["server_seconds"] > 0 and row["bytes_uploaded_per_client_per_round"] > 0
+
+
+def test_training_rows_say_each_client_is_scored_with_its_own_generated_network():
+    assert registry.create("defense", "pfedhn", {}).evaluated_model() == "personalised"
