@@ -123,7 +123,11 @@ def _attacks(root: Path, block: Block) -> str:
     from bench.reports.render import attack_records, markdown_table
 
     board, tables = _tables(root, block)
-    parts = [markdown_table(_select(attack_records(t, board.diverged), block)) for t in tables]
+    parts = [
+        (f"*{t.scenario}*\n\n" if len(tables) > 1 else "")
+        + markdown_table(_select(attack_records(t, board.diverged), block))
+        for t in tables
+    ]
     return "\n" + "\n\n".join(parts) + f"\n\n(`python -m bench reproduce` from `{block.source}`.)\n"
 
 
