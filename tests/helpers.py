@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from bench.defense import FLTask
+from bench.models.cnn import CNN
 from bench.models.lenet import LeNet
 
 
@@ -43,3 +44,17 @@ QUICK_TRAIN = (
     "train --defense {defense} {extra}--protocol quick --dataset digits --model lenet --rounds 1 --clients 2 "
     "--train-per-client 10 --test-per-client 5 --local-epochs 1 --output-dir"
 )
+
+
+def cnn_task(shape: tuple[int, int, int] = (3, 32, 32)) -> FLTask:
+    """The HyperFL paper's CNN as an FL task (classifier fc2), for a colour or a grey-scale shape."""
+    return FLTask(
+        new_model=lambda: CNN().build(shape, 10),
+        model_name="cnn",
+        classifier="fc2",
+        image_shape=shape,
+        num_classes=10,
+        mean=(0.5,) * shape[0],
+        std=(0.25,) * shape[0],
+        device=torch.device("cpu"),
+    )

@@ -14,26 +14,12 @@ from bench.defense import FLTask
 from bench.functional import loss_gradient
 from bench.inversion.linear import layer_input, leaky_layers, lower_keys, read_layer, replay_function
 from bench.metrics import psnr_per_image
-from bench.models.cnn import CNN
 from bench.progress import SilentProgress
 from bench.threat import LocalData
 from bench.defenses.dp import DP
 from bench.defenses.fedavg import FedAvg
 from bench.defenses.hyperfl import HyperFL
-from tests.helpers import lenet_task
-
-
-def cnn_task(shape=(3, 32, 32)) -> FLTask:
-    return FLTask(
-        new_model=lambda: CNN().build(shape, 10),
-        model_name="cnn",
-        classifier="fc2",
-        image_shape=shape,
-        num_classes=10,
-        mean=(0.5,) * shape[0],
-        std=(0.25,) * shape[0],
-        device=torch.device("cpu"),
-    )
+from tests.helpers import cnn_task, lenet_task
 
 
 class MLP(nn.Module):

@@ -11,8 +11,7 @@ from bench.defense import FLTask
 from bench.errors import BenchError
 from bench.functional import cross_entropy, forward
 from bench.inversion import GradientMatching
-from bench.models.cnn import CNN
-from tests.helpers import QUICK_TRAIN
+from tests.helpers import QUICK_TRAIN, cnn_task
 from bench.models.convnet import ConvNet
 from bench.threat import LocalData, Upload
 from bench.defenses.hyperfl import (
@@ -73,19 +72,6 @@ def tiny(seed=0, knowledge=None, **options):
 def data(n=4, batch=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     return LocalData(torch.randn(n, 1, 6, 6, generator=g), torch.randint(0, 3, (n,), generator=g), batch)
-
-
-def cnn_task(shape):
-    return FLTask(
-        new_model=lambda: CNN().build(shape, 10),
-        model_name="cnn",
-        classifier="fc2",
-        image_shape=shape,
-        num_classes=10,
-        mean=(0.5,) * shape[0],
-        std=(0.25,) * shape[0],
-        device=torch.device("cpu"),
-    )
 
 
 @pytest.mark.parametrize("shape, generated", [((3, 32, 32), 106_400), ((1, 28, 28), 115_776)])

@@ -103,18 +103,24 @@ def iid_split(
     return [perm[i * per_client : (i + 1) * per_client] for i in range(num_clients)]
 
 
-def max_per_client(
-    kind: str, labels: torch.Tensor, num_classes: int, num_clients: int, dominant_fraction: float = 0.8
-) -> int:
-    """The most examples per client the split can give every client without running out."""
-    if kind == "iid":
-        return len(labels) // num_clients
+def _label_rates(num_classes: int, num_clients: int, dominant_fraction: float) -> list[float]:
+    """Per label, the examples the dominant split asks of it per example per client, summed over clients."""
     groups = label_groups(num_classes)
     rate = [(1 - dominant_fraction) / num_classes * num_clients for _ in range(num_classes)]
     for client in range(num_clients):
         group = groups[client % len(groups)]
         for label in group:
             rate[label] += dominant_fraction / len(group)
+    return rate
+
+
+def max_per_client(
+    kind: str, labels: torch.Tensor, num_classes: int, num_clients: int, dominant_fraction: float = 0.8
+) -> int:
+    """The most examples per client the split can give every client without running out."""
+    if kind == "iid":
+        return len(labels) // num_clients
+    rate = _label_rates(num_classes, num_clients, dominant_fraction)
     available = torch.bincount(labels, minlength=num_classes).tolist()
     # rounding hands each label at most one extra example per client
     return max(0, int(min((available[c] - num_clients) / rate[c] for c in range(num_classes) if rate[c] > 0)))
@@ -155,12 +161,7 @@ def fits(
 def _expected_bound(labels: torch.Tensor, num_classes: int, num_clients: int, dominant_fraction: float = 0.8) -> int:
     """The per-client size at which the dominant split's *expected* demand of some label reaches its supply
     (no split can be larger; rounding may make it smaller)."""
-    groups = label_groups(num_classes)
-    rate = [(1 - dominant_fraction) / num_classes * num_clients for _ in range(num_classes)]
-    for client in range(num_clients):
-        group = groups[client % len(groups)]
-        for label in group:
-            rate[label] += dominant_fraction / len(group)
+    rate = _label_rates(num_classes, num_clients, dominant_fraction)
     available = torch.bincount(labels, minlength=num_classes).tolist()
     return max(0, int(min(available[c] / rate[c] for c in range(num_classes) if rate[c] > 0)))
 
