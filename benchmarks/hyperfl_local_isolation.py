@@ -38,27 +38,12 @@ from bench import provenance  # noqa: E402
 from bench.components import Choice  # noqa: E402
 from bench.defenses.hyperfl.model import EMBEDDING, HEAD_BIAS, HEAD_WEIGHT, HyperNetwork, private_state  # noqa: E402
 from bench.federation import FLSettings  # noqa: E402
+from bench.inversion.isolation import agreeing_groups  # noqa: E402
 from bench.inversion.linear import layer_input  # noqa: E402
 from bench.runs.attack import RunSpec, _target_batch, prepare  # noqa: E402
 from bench.training import start  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "hyperfl_local_isolation.json"
-
-
-def groups_of(ratios: torch.Tensor, tolerance: float) -> list[list[int]]:
-    """Rows whose ratio vectors agree to ``tolerance`` (relative), greedily, largest first."""
-    norms = ratios.norm(dim=1, keepdim=True)
-    close = torch.cdist(ratios, ratios) / ((norms + norms.T) / 2).clamp_min(1e-300) < tolerance
-    left = set(range(len(ratios)))
-    out = []
-    for j in sorted(left, key=lambda j: -int(close[j].sum())):
-        if j not in left:
-            continue
-        members = [i for i in left if bool(close[j, i])]
-        left -= set(members)
-        if len(members) > 1:
-            out.append(sorted(members))
-    return out
 
 
 def measure(target: int, p, state, tolerance: float) -> dict:
@@ -79,7 +64,7 @@ def measure(target: int, p, state, tolerance: float) -> dict:
     gw = gw.reshape(gb.numel(), -1)
     keep = gb.abs() > 0
     ratios = gw[keep] / gb[keep, None]
-    groups = groups_of(ratios, tolerance)
+    groups = agreeing_groups(ratios, tolerance)
     hyper = d.model.hypernetwork
     generated = functional_call(hyper, {k: state.server[k] for k, _ in hyper.named_parameters()}, (truth[EMBEDDING],))
     params = {**generated, **d.model.head_params(truth[HEAD_WEIGHT], truth[HEAD_BIAS])}

@@ -165,3 +165,17 @@ def test_an_unknown_layer_name_falls_back(layer, fragment):
     obs, _ = observe(FedAvg(), cnn_task())
     rec = Analytic(iterations=2, layer=layer).reconstruct(obs, torch.Generator(), SilentProgress())
     assert fragment in rec.info["fallback"]
+
+
+def test_a_batch_gradient_still_gives_away_the_inputs_of_examples_a_unit_sees_alone():
+    from bench.inversion.isolation import isolated_inputs
+
+    obs, target = observe(FedAvg(), mlp_task(), n=2, seed=2)
+    layer = leaky_layers(obs)[0]
+    found = isolated_inputs(obs, layer)
+    assert found, "no unit of fc1 is reached by one example alone at this seed"
+    truth = target.x.flatten(1)
+    for f in found:  # each is one example's input, exactly
+        assert min(float((f.features - t).abs().max()) for t in truth) < 1e-5 and f.rows >= 2
+    noisy = dataclasses.replace(obs, observed={k: v + 1e-3 * torch.randn_like(v) for k, v in obs.observed.items()})
+    assert isolated_inputs(noisy, layer) == []  # noise: no two rows agree any more
