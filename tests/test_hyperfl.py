@@ -555,3 +555,24 @@ def test_the_harness_hands_the_local_setting_the_clients_other_examples(tmp_path
     row = read_rows(tmp_path / "results.jsonl")[0][0]
     assert row["defense_metrics"]["round_examples"] == 2 and row["num_reconstructed"] == 2
     assert "embedding_estimate_cosine" in row["defense_metrics"]
+
+
+def test_the_generated_replay_of_a_local_round_is_exact_for_one_step_and_close_for_two():
+    """local_replay=generated: the update's data part gives the generated network and Σ_s β_s g_s; with one
+    hypernetwork step that is exact (the true images and head replay it), with two the network moves a
+    little between the steps and the replay is close, not exact."""
+    d, server, client = tiny(knowledge="adaptive", attack_setting="local", local_replay="generated", head_epochs=0)
+    head = {k: client[k] for k in (HEAD_WEIGHT, HEAD_BIAS)}
+    one = d.observe(server, client, data(1, 1, seed=1), [], torch.Generator().manual_seed(5))
+    assert one.exact and one.public.num_images == 1 and one.metrics["recovered_weight_max_error"] < 1e-5
+    sim = one.simulate(data(1, 1, seed=1).x, data(1, 1, seed=1).y, head)
+    assert all(torch.allclose(sim[k], one.observed[k], rtol=1e-4, atol=1e-7) for k in one.observed)
+    target = with_others(data(1, 1, seed=1), data(3, 1, seed=2))
+    two = d.observe(server, client, target, [], torch.Generator().manual_seed(5))
+    assert not two.exact and two.public.num_images == 2 and any("local_replay=generated" in n for n in two.notes)
+    round_x, round_y = torch.cat([target.x, target.others[0][:1]]), torch.cat([target.y, target.others[1][:1]])
+    sim = two.simulate(round_x, round_y, head)
+    cos = sum((sim[k] * two.observed[k]).sum() for k in sim) / (
+        sum((v**2).sum() for v in sim.values()).sqrt() * sum((v**2).sum() for v in two.observed.values()).sqrt()
+    )
+    assert float(cos) > 0.99

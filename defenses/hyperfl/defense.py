@@ -31,7 +31,10 @@ The attacker's knowledge level (``--knowledge``) says what the honest-but-curiou
   only the classifier head unknown (optimised with the images). After a local round the same
   ratio, taken on the data part of the update (its weight-decay drift removed exactly: see
   :func:`weight_decay_factor`), estimates the embedding, which starts a joint optimisation of
-  embedding and head through the unrolled round;
+  embedding and head through the unrolled round (``local_replay=round``), or, with
+  ``local_replay=generated``, the same ratio on every generator head gives the generated network and
+  the weighted sum of the round's per-step gradients of it (SGD's coefficients are public), which the
+  attack matches on the generated network alone — far cheaper per step;
 * ``oracle`` is handed the true embedding and head (and, in the local setting, the client's other
   examples of the round): an upper bound on what the attacker *knows* (not on what leaks: its
   optimisation through the full hypernetwork can do worse than ``adaptive``).
@@ -94,6 +97,15 @@ class HyperFL(ThreatModel, Defense):
             "stronger-attacker variant, the hypernetwork gradient of the target batch (training always runs "
             "the full round)",
             choices=("fedsgd", "local"),
+        ),
+        Option(
+            "local_replay",
+            str,
+            "round",
+            "local setting, adaptive attacker: round = optimise embedding and head through the unrolled round "
+            "and the hypernetwork; generated = read the generated network and the steps' summed gradients off "
+            "the update's data part and match those on the generated network alone",
+            choices=("round", "generated"),
         ),
         Option(
             "attack_local_batches",

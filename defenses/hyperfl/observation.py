@@ -25,7 +25,12 @@ from bench.defenses.hyperfl.model import (
     private_state,
     unprefixed,
 )
-from bench.defenses.hyperfl.recovery import estimate_embedding, recover_from_gradient
+from bench.defenses.hyperfl.recovery import (
+    estimate_embedding,
+    recover_from_gradient,
+    step_coefficients,
+    weight_decay_factor,
+)
 from bench.defenses.hyperfl.round import (
     HyperFLProtocol,
     StackedHeads,
@@ -128,6 +133,8 @@ class ThreatModel:
         attacker = self.knowledge
         if attacker == "adaptive" and kind == "gradient":
             return self._adaptive_fedsgd(server, observed, truth, target, generator, protocol, metrics)
+        if attacker == "adaptive" and self.opt.local_replay == "generated":
+            return self._adaptive_local_generated(server, observed, truth, target, generator, protocol, metrics)
         round_data = self.round_data(target)
         others = len(round_data) - len(target)
         if kind == "update":
@@ -248,8 +255,6 @@ class ThreatModel:
             metrics["recovered_embedding_max_error"] = float((recovered.embedding - truth[EMBEDDING]).abs().max())
         target_net = self.model.target
         generated = recovered.generated
-        guess = self._guess(generator)
-        head = {HEAD_WEIGHT: guess[HEAD_WEIGHT], HEAD_BIAS: guess[HEAD_BIAS]}
         model = self.model
 
         def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
@@ -257,7 +262,103 @@ class ThreatModel:
             head_params = model.head_params(unknowns[HEAD_WEIGHT], unknowns[HEAD_BIAS])
             return loss_gradient(target_net, generated, x, y, head_params, create_graph=True)
 
-        public_net = public_model(target_net, {**generated, **model.head_params(head[HEAD_WEIGHT], head[HEAD_BIAS])})
+        note = (
+            "hyperfl/adaptive: the generated feature extractor and its gradient were recovered exactly from the "
+            "hypernetwork gradient (generator-head bias gradient = generated-tensor gradient; weight gradient = "
+            "that times the hidden features); the classifier head is optimised with the images"
+        )
+        return self._on_generated(
+            generated,
+            recovered.gradients,
+            simulate,
+            len(target),
+            "gradient",
+            generator,
+            {**protocol, "derived": "generated feature extractor and its gradient"},
+            metrics,
+            note,
+            exact=True,
+        )
+
+    def _adaptive_local_generated(
+        self,
+        server: ServerState,
+        observed: Tensors,
+        truth: Tensors,
+        target: LocalData,
+        generator: torch.Generator | None,
+        protocol: dict,
+        metrics: dict,
+    ) -> Observation:
+        """The adaptive attacker's derived observation after a local round: with the weight-decay drift removed
+        (exactly), every generator head's update is Σ_s β_s·(g_s, g_s h_sᵀ) over the round's hypernetwork steps
+        (β_s: SGD's public coefficients), so the ratio that is exact for one gradient gives the hidden features
+        (a weighted mean over the steps), the generated network, and Σ_s β_s g_s, which a replay of the steps'
+        gradients on that network matches. Estimates: the generated network moves a little between steps, the
+        embedding too, and gradient clipping (inactive at these norms) would rescale a step."""
+        round_data = self.round_data(target)
+        steps = round_data.steps_per_epoch() * self.protocol.local_epochs
+        p = self.protocol
+        drift = weight_decay_factor(p.lr, p.momentum, p.weight_decay, steps) - 1
+        data = {k: observed[k].double() - drift * server[k].double() for k in observed}
+        recovered = recover_from_gradient(server, data, self.model.hypernetwork.shapes)
+        with torch.no_grad():
+            true_generated = forward(self.model.hypernetwork, dict(server), truth[EMBEDDING])
+        metrics["recovered_weight_max_error"] = max(
+            float((recovered.generated[k] - true_generated[k]).abs().max()) for k in true_generated
+        )
+        beta = step_coefficients(p.lr, p.momentum, p.weight_decay, steps)
+        size, epochs = target.batch_size, p.local_epochs
+        target_net, generated, model = self.model.target, recovered.generated, self.model
+        observed_sum = {k: v.to(server[next(iter(server))].dtype) for k, v in recovered.gradients.items()}
+
+        def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
+            target_net.eval()
+            head_params = model.head_params(unknowns[HEAD_WEIGHT], unknowns[HEAD_BIAS])
+            batches = [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)] * epochs
+            total: Tensors = {}
+            for b, (xb, yb) in zip(beta, batches):
+                grads = loss_gradient(target_net, generated, xb, yb, head_params, create_graph=True)
+                total = {k: total.get(k, 0) + b * g for k, g in grads.items()}
+            return total
+
+        note = (
+            f"hyperfl/adaptive (local_replay=generated): the generated network and the SGD-weighted sum of its "
+            f"gradients over the round's {steps} hypernetwork steps were read off the update's data part (estimates: "
+            f"the network moves between steps); all {len(round_data)} examples of the round are reconstructed on "
+            f"the generated network, the head optimised with them, and the target's scored by best match"
+        )
+        return self._on_generated(
+            generated,
+            observed_sum,
+            simulate,
+            len(round_data),
+            "update",
+            generator,
+            {**protocol, "round_examples": len(round_data), "derived": "generated network and summed step gradients"},
+            metrics,
+            note,
+            exact=len(round_data) == len(target) and steps == 1 and p.head_epochs == 0,  # else: moved head
+        )
+
+    def _on_generated(
+        self,
+        generated: Tensors,
+        observed: Tensors,
+        simulate: Simulator,
+        num_images: int,
+        kind: Literal["gradient", "update"],
+        generator: torch.Generator | None,
+        protocol: dict,
+        metrics: dict,
+        note: str,
+        exact: bool,
+    ) -> Observation:
+        """An observation on the generated network with the private head as the only unknown (optimised)."""
+        guess = self._guess(generator)
+        head = {HEAD_WEIGHT: guess[HEAD_WEIGHT], HEAD_BIAS: guess[HEAD_BIAS]}
+        model = self.model
+        public_net = public_model(model.target, {**generated, **model.head_params(head[HEAD_WEIGHT], head[HEAD_BIAS])})
         unknowns = {
             HEAD_WEIGHT: Unknown(
                 tuple(head[HEAD_WEIGHT].shape),
@@ -271,26 +372,22 @@ class ThreatModel:
         }
         public = PublicKnowledge(
             model=public_net,
-            num_images=len(target),
+            num_images=num_images,
             image_shape=self.task.image_shape,
             num_classes=self.task.num_classes,
             mean=self.task.mean,
             std=self.task.std,
-            observed_kind="gradient",
+            observed_kind=kind,
             classifier_key=None,
-            protocol={**protocol, "derived": "generated feature extractor and its gradient"},
-        )
-        note = (
-            "hyperfl/adaptive: the generated feature extractor and its gradient were recovered exactly from the "
-            "hypernetwork gradient (generator-head bias gradient = generated-tensor gradient; weight gradient = "
-            "that times the hidden features); the classifier head is optimised with the images"
+            protocol=protocol,
         )
         return Observation(
-            observed=recovered.gradients,
+            observed=observed,
             public=public,
             simulate=simulate,
             unknowns=unknowns,
             knowledge="adaptive",
             notes=(note,),
             metrics=metrics,
+            exact=exact,
         )

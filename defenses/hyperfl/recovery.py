@@ -73,6 +73,19 @@ def weight_decay_factor(lr: float, momentum: float, weight_decay: float, steps: 
     return p
 
 
+def step_coefficients(lr: float, momentum: float, weight_decay: float, steps: int) -> list[float]:
+    """β_s with p_T − a_T·p_0 = Σ_s β_s·g_s over ``steps`` steps of ``torch.optim.SGD`` (see
+    :func:`weight_decay_factor`): the recurrence run on a unit gradient at step s and p_0 = 0."""
+    out = []
+    for s in range(steps):
+        p, v = 0.0, 0.0
+        for t in range(steps):
+            v = momentum * v + (1.0 if t == s else 0.0) + weight_decay * p
+            p -= lr * v
+        out.append(p)
+    return out
+
+
 def first_layer_data_part(
     server: Mapping[str, torch.Tensor], update: Mapping[str, torch.Tensor], p: HyperFLProtocol, steps: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
