@@ -7,6 +7,7 @@ with line numbers) lines that are not valid JSON objects, so a damaged file lose
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import torch
 from bench.errors import BenchError
 
 RESULTS_FILE = "results.jsonl"
+PUBLISHED_FILE = "results.jsonl.gz"  # a published (committed) result set: the same lines, gzip-compressed
 
 
 def to_jsonable(value: Any) -> Any:
@@ -74,7 +76,8 @@ def read_numbered_rows(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], li
     """Every valid row with its line number, and one message per skipped line (with its line number)."""
     rows: list[tuple[int, dict[str, Any]]] = []
     problems: list[str] = []
-    with open(path, encoding="utf-8", errors="replace") as f:
+    opener = gzip.open if Path(path).suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -88,6 +91,12 @@ def read_numbered_rows(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], li
                 continue
             rows.append((number, row))
     return rows, problems
+
+
+def gzipped_lines(rows: Iterable[Mapping[str, Any]]) -> bytes:
+    """Rows as JSON Lines, gzip-compressed reproducibly (no timestamp or name in the header)."""
+    text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows).encode()
+    return gzip.compress(text, compresslevel=9, mtime=0)
 
 
 def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "results" / "README.md"]
 ROOTS = "bench|attacks|defenses|benchmarks|configs|docs|examples|tests|results"
-PATH = re.compile(rf"(?<![\w/.-])((?:{ROOTS})/[\w./-]+\.(?:py|md|toml|jsonl|json|png))")
+PATH = re.compile(rf"(?<![\w/.-])((?:{ROOTS})/[\w./-]+\.(?:py|md|toml|jsonl\.gz|jsonl|json|png))")
 
 
 @pytest.mark.parametrize("doc", [d for d in DOCS if d.exists()], ids=lambda d: d.name)

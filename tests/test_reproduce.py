@@ -3,6 +3,7 @@ sweep's rows and report images together."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def test_the_committed_docs_and_leaderboard_are_what_the_committed_results_produ
 def test_publish_keeps_the_rows_and_the_images_a_report_shows(tmp_path, capsys):
     write_fixture(tmp_path / "sweep")
     assert main(["publish", str(tmp_path / "sweep"), "--to", str(tmp_path / "pub"), "--max-images", "2"]) == 0
-    rows = [json.loads(line) for line in (tmp_path / "pub" / "results.jsonl").read_text().splitlines()]
+    text = gzip.decompress((tmp_path / "pub" / "results.jsonl.gz").read_bytes()).decode()
+    rows = [json.loads(line) for line in text.splitlines()]
     images = [r["image_file"] for r in rows if r.get("image_file")]
     assert len(images) == 8 * 2 and all((tmp_path / "pub" / i).is_file() for i in images)
     before, after = build(load_results([tmp_path / "sweep"]).rows), build(load_results([tmp_path / "pub"]).rows)

@@ -2,7 +2,8 @@
 
 A sweep directory holds every cell's files, trained states and scratch; what a reader needs to re-rank,
 re-plot and re-report without running an attack is its rows and the few reconstruction images a report
-shows. ``publish`` writes ``DEST/results.jsonl`` (every usable row, image paths relative to DEST) and
+shows. ``publish`` writes ``DEST/results.jsonl.gz`` (every usable row, image paths relative to DEST;
+gzip-compressed, since it is meant to be committed) and
 ``DEST/images/`` (the first ``--max-images`` targets per defense × knowledge × attack of each scenario,
 by seed and target, as the report's grids take them); other rows keep no image (``image_file: null``).
 """
@@ -16,14 +17,14 @@ from pathlib import Path
 
 from bench.commands.leaderboard import add_result_args, load
 from bench.errors import BenchError
-from bench.results import RESULTS_FILE, atomic_write_bytes, writable_dir
+from bench.results import PUBLISHED_FILE, RESULTS_FILE, atomic_write_bytes, gzipped_lines, writable_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "publish",
         help="copy a sweep's rows and report images into one folder to commit",
-        description="Write DEST/results.jsonl (every usable row of RESULTS, image paths relative to "
+        description="Write DEST/results.jsonl.gz (every usable row of RESULTS, image paths relative to "
         "DEST) and DEST/images/ (the images a report of those rows shows), so that "
         "`bench leaderboard DEST` and `bench report DEST` need nothing else.",
     )
@@ -79,6 +80,7 @@ def handle(args: argparse.Namespace) -> int:
             else:
                 row["image_file"] = None
         out.append(row)
-    atomic_write_bytes(dest / RESULTS_FILE, "".join(json.dumps(r, allow_nan=False) + "\n" for r in out).encode())
+    atomic_write_bytes(dest / PUBLISHED_FILE, gzipped_lines(out))
+    (dest / RESULTS_FILE).unlink(missing_ok=True)  # an older, uncompressed publication of the same set
     print(f"published {len(out)} rows and {copied} images to {dest}")
     return 0

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.rows import problem
 from bench.errors import BenchError
-from bench.results import RESULTS_FILE, read_numbered_rows
+from bench.results import PUBLISHED_FILE, RESULTS_FILE, read_numbered_rows
 from bench.sweeps.layout import CELLS_DIR, PLAN_FILE, cell_dir, is_done, is_sweep_dir
 
 #: Fields a row needs to take part in a leaderboard, by kind.
@@ -110,6 +110,9 @@ def _files(path: Path, out: ResultSet) -> list[Path]:
         dirs.sort()
         if is_sweep_dir(Path(here)):
             found += _sweep_cells(Path(here), out)
+            dirs[:] = []
+        elif PUBLISHED_FILE in names:  # a published result set (bench publish)
+            found.append(Path(here) / PUBLISHED_FILE)
             dirs[:] = []
         elif RESULTS_FILE in names:
             cell = Path(here)
