@@ -245,35 +245,20 @@ class ThreatModel:
         metrics: dict,
     ) -> Observation:
         """The adaptive attacker's derived observation: the generated feature extractor and its gradient."""
-        recovered = recover_from_gradient(server, observed, self.model.hypernetwork.shapes)
-        with torch.no_grad():
-            true_generated = forward(self.model.hypernetwork, dict(server), truth[EMBEDDING])
-        metrics["recovered_weight_max_error"] = max(
-            float((recovered.generated[k] - true_generated[k]).abs().max()) for k in true_generated
-        )
-        if recovered.embedding is not None:
-            metrics["recovered_embedding_max_error"] = float((recovered.embedding - truth[EMBEDDING]).abs().max())
-        target_net = self.model.target
-        generated = recovered.generated
-        model = self.model
-
-        def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
-            target_net.eval()
-            head_params = model.head_params(unknowns[HEAD_WEIGHT], unknowns[HEAD_BIAS])
-            return loss_gradient(target_net, generated, x, y, head_params, create_graph=True)
-
         note = (
             "hyperfl/adaptive: the generated feature extractor and its gradient were recovered exactly from the "
             "hypernetwork gradient (generator-head bias gradient = generated-tensor gradient; weight gradient = "
             "that times the hidden features); the classifier head is optimised with the images"
         )
         return self._on_generated(
-            generated,
-            recovered.gradients,
-            simulate,
+            server,
+            observed,
+            truth,
+            generator,
+            [1.0],
+            len(target),
             len(target),
             "gradient",
-            generator,
             {**protocol, "derived": "generated feature extractor and its gradient"},
             metrics,
             note,
@@ -301,27 +286,6 @@ class ThreatModel:
         p = self.protocol
         drift = weight_decay_factor(p.lr, p.momentum, p.weight_decay, steps) - 1
         data = {k: observed[k].double() - drift * server[k].double() for k in observed}
-        recovered = recover_from_gradient(server, data, self.model.hypernetwork.shapes)
-        with torch.no_grad():
-            true_generated = forward(self.model.hypernetwork, dict(server), truth[EMBEDDING])
-        metrics["recovered_weight_max_error"] = max(
-            float((recovered.generated[k] - true_generated[k]).abs().max()) for k in true_generated
-        )
-        beta = step_coefficients(p.lr, p.momentum, p.weight_decay, steps)
-        size, epochs = target.batch_size, p.local_epochs
-        target_net, generated, model = self.model.target, recovered.generated, self.model
-        observed_sum = {k: v.to(server[next(iter(server))].dtype) for k, v in recovered.gradients.items()}
-
-        def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
-            target_net.eval()
-            head_params = model.head_params(unknowns[HEAD_WEIGHT], unknowns[HEAD_BIAS])
-            batches = [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)] * epochs
-            total: Tensors = {}
-            for b, (xb, yb) in zip(beta, batches):
-                grads = loss_gradient(target_net, generated, xb, yb, head_params, create_graph=True)
-                total = {k: total.get(k, 0) + b * g for k, g in grads.items()}
-            return total
-
         note = (
             f"hyperfl/adaptive (local_replay=generated): the generated network and the SGD-weighted sum of its "
             f"gradients over the round's {steps} hypernetwork steps were read off the update's data part (estimates: "
@@ -329,35 +293,72 @@ class ThreatModel:
             f"the generated network, the head optimised with them, and the target's scored by best match"
         )
         return self._on_generated(
-            generated,
-            observed_sum,
-            simulate,
+            server,
+            data,
+            truth,
+            generator,
+            step_coefficients(p.lr, p.momentum, p.weight_decay, steps),
+            target.batch_size,
             len(round_data),
             "update",
-            generator,
             {**protocol, "round_examples": len(round_data), "derived": "generated network and summed step gradients"},
             metrics,
             note,
-            exact=len(round_data) == len(target) and steps == 1 and p.head_epochs == 0,  # else: moved head
+            exact=len(round_data) == len(target) and steps == 1 and p.head_epochs == 0,
         )
 
     def _on_generated(
         self,
-        generated: Tensors,
-        observed: Tensors,
-        simulate: Simulator,
+        server: ServerState,
+        gradient: Tensors,
+        truth: Tensors,
+        generator: torch.Generator | None,
+        beta: list[float],
+        batch_size: int,
         num_images: int,
         kind: Literal["gradient", "update"],
-        generator: torch.Generator | None,
         protocol: dict,
         metrics: dict,
         note: str,
         exact: bool,
     ) -> Observation:
-        """An observation on the generated network with the private head as the only unknown (optimised)."""
+        """An observation on the generated network read off ``gradient`` (Σ_s β_s of the hypernetwork's step
+        gradients; one FedSGD gradient: β = [1]), with the private head as the only unknown (optimised).
+        Step s of the replay takes the round's mini-batch s (of ``batch_size``, cycling over the epochs)."""
+        recovered = recover_from_gradient(server, gradient, self.model.hypernetwork.shapes)
+        with torch.no_grad():
+            true_generated = forward(self.model.hypernetwork, dict(server), truth[EMBEDDING])
+        metrics["recovered_weight_max_error"] = max(
+            float((recovered.generated[k] - true_generated[k]).abs().max()) for k in true_generated
+        )
+        if recovered.embedding is not None:
+            metrics["recovered_embedding_max_error"] = float((recovered.embedding - truth[EMBEDDING]).abs().max())
+        dtype = next(iter(server.values())).dtype
+        observed = {k: v.to(dtype) for k, v in recovered.gradients.items()}
+        model, generated = self.model, recovered.generated
+
+        def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
+            model.target.eval()
+            head_params = model.head_params(unknowns[HEAD_WEIGHT], unknowns[HEAD_BIAS])
+            batches = -(-len(x) // batch_size)
+            total: Tensors = {}
+            for s, b in enumerate(beta):
+                i = (s % batches) * batch_size
+                grads = loss_gradient(
+                    model.target,
+                    generated,
+                    x[i : i + batch_size],
+                    y[i : i + batch_size],
+                    head_params,
+                    create_graph=True,
+                )
+                total = (
+                    {k: total[k] + b * g for k, g in grads.items()} if total else {k: b * g for k, g in grads.items()}
+                )
+            return total
+
         guess = self._guess(generator)
         head = {HEAD_WEIGHT: guess[HEAD_WEIGHT], HEAD_BIAS: guess[HEAD_BIAS]}
-        model = self.model
         public_net = public_model(model.target, {**generated, **model.head_params(head[HEAD_WEIGHT], head[HEAD_BIAS])})
         unknowns = {
             HEAD_WEIGHT: Unknown(
