@@ -27,10 +27,6 @@ from bench.threat import Tensors, Upload
 ATOL, RTOL = 1e-6, 1e-5
 
 
-#: simulate(true inputs) must match observed within ATOL + RTOL · max|observed| per tensor.
-ATOL, RTOL = 1e-6, 1e-5
-
-
 def mismatch(got: Mapping[str, torch.Tensor], want: Mapping[str, torch.Tensor]) -> tuple[str, float, float] | None:
     """(key, largest difference, tolerance) of the first tensor that differs beyond tolerance."""
     for key, w in want.items():
