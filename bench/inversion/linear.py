@@ -31,14 +31,10 @@ class _Captured(Exception):
     """Raised by the forward pre-hook once the layer's input is captured: nothing above it runs."""
 
 
-@dataclass(frozen=True)
-class LeakyLayer:
-    """An observed linear layer with a bias, in forward order (0 = nearest the input)."""
+class ModuleKeys:
+    """The observed keys of a module's weight and bias, from its ``name``."""
 
     name: str
-    order: int
-    in_features: int
-    out_features: int
 
     @property
     def weight_key(self) -> str:
@@ -47,6 +43,16 @@ class LeakyLayer:
     @property
     def bias_key(self) -> str:
         return f"{self.name}.bias"
+
+
+@dataclass(frozen=True)
+class LeakyLayer(ModuleKeys):
+    """An observed linear layer with a bias, in forward order (0 = nearest the input)."""
+
+    name: str
+    order: int
+    in_features: int
+    out_features: int
 
 
 def leaky_layers(obs: Observation) -> list[LeakyLayer]:

@@ -35,11 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from bench.inversion.linear import ModuleKeys
+
 ACTIVATIONS = ("identity", "leaky_relu", "sigmoid", "tanh")
 
 
 @dataclass(frozen=True)
-class ConvBlock:
+class ConvBlock(ModuleKeys):
     """One ``Conv2d`` of the chain below the leaky layer, with the activation and max-pool after it."""
 
     name: str  # the Conv2d module's name (its parameters: name.weight, name.bias)
@@ -49,14 +51,6 @@ class ConvBlock:
     activation: str  # one of ACTIVATIONS
     slope: float  # leaky ReLU's negative slope
     pool: int  # max-pool window (= its stride); 1: no pooling
-
-    @property
-    def weight_key(self) -> str:
-        return f"{self.name}.weight"
-
-    @property
-    def bias_key(self) -> str:
-        return f"{self.name}.bias"
 
 
 def _activation(node: fx.Node, modules: Mapping[str, nn.Module]) -> tuple[str, float] | None:
