@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from bench import provenance  # noqa: E402
 from bench.components import Choice  # noqa: E402
 from bench.inversion.linear import as_gradient  # noqa: E402
-from bench.inversion.recursive import block_inputs, conv_chain, invert_chain  # noqa: E402
+from bench.inversion.recursive import chain_states, conv_chain, invert_chain, pool_switches  # noqa: E402
 from bench.metrics import psnr_per_image  # noqa: E402
 from bench.progress import SilentProgress  # noqa: E402
 from bench.runs.attack import RunSpec, observe_target, prepare  # noqa: E402
@@ -39,14 +38,11 @@ OUT = ROOT / "benchmarks" / "results" / "rgap_switches.json"
 
 
 def switches(blocks, params, image: torch.Tensor) -> list[torch.Tensor]:
-    """Each block's max-pool indices when the chain runs on ``image``."""
-    out = []
-    for block, x in zip(blocks, block_inputs(blocks, params, image)):
-        z = F.conv2d(
-            x[None], params[block.weight_key].double(), params[block.bias_key].double(), block.stride, block.padding
-        )
-        out.append(F.max_pool2d(z, block.pool, return_indices=True)[1])
-    return out
+    """Each block's max-pool switches when the chain runs on ``image``."""
+    inputs = chain_states(blocks, params, image)[:-1]
+    return [
+        pool_switches(b, params[b.weight_key].double(), params[b.bias_key].double(), x) for b, x in zip(blocks, inputs)
+    ]
 
 
 def main() -> int:

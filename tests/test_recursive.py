@@ -9,7 +9,7 @@ from bench.attacks.analytic import Analytic
 from bench.defenses.fedavg import FedAvg
 from bench.defenses.hyperfl import HyperFL
 from bench.inversion.linear import as_gradient, leaky_layers, read_layer
-from bench.inversion.recursive import block_inputs, conv_chain, invert_chain, solve_block
+from bench.inversion.recursive import chain_states, conv_chain, invert_chain, solve_block
 from bench.metrics import psnr_per_image
 from bench.models.cnn import HyperFLCNN
 from bench.models.lenet import LeNet, SigmoidLeNet
@@ -90,7 +90,7 @@ def test_through_a_max_pool_the_right_switches_give_the_exact_input():
     blocks = conv_chain(obs.public.model, layer.name)
     assert isinstance(blocks, list)
     top = blocks[-1]
-    truth = block_inputs(blocks, params, target.x[0])[-1]
+    truth = chain_states(blocks, params, target.x[0])[-2]  # the top block's input
     shape = (params[top.weight_key].shape[0], *[s // 2 for s in truth.shape[1:]])
     solution = solve_block(
         top,

@@ -249,18 +249,14 @@ def solve_block(
     gradient_target = g.reshape(cout, -1)
     seen = (g != 0).reshape(cout, -1).to(g)  # entries a defense zeroed are left out, as in read_layer
     gw = seen / gradient_target.norm().clamp_min(1e-300)
-    spatial = None
+    spatial = _out_hw(v, block)
     residual = float("nan")
     for _ in range(max(1, switch_rounds if block.pool > 1 else 1)):
-        with torch.no_grad():
-            z_hat = (wm @ patches(v) + b[:, None]).reshape(cout, *(_out_hw(v, block)))
-        spatial = z_hat.shape[1:]
-        if block.pool > 1:
-            _, index = F.max_pool2d(z_hat[None], block.pool, return_indices=True)
-            size = list(z_hat.shape[1:])
+        index = pool_switches(block, w, b, v)
+        if index is not None:
 
-            def place(t: torch.Tensor, index: torch.Tensor = index, size: list[int] = size) -> torch.Tensor:
-                return F.max_unpool2d(t[None], index, (block.pool, block.pool), output_size=size)[0]
+            def place(t: torch.Tensor, index: torch.Tensor = index) -> torch.Tensor:
+                return F.max_unpool2d(t[None], index[None], (block.pool, block.pool), output_size=spatial)[0]
 
             mask, z_full, delta = place(torch.ones_like(out)), place(z_seen), place(d_seen)
         else:
@@ -276,10 +272,8 @@ def solve_block(
         targets = [fw * forward_target, gw * gradient_target]
         v = cgls(apply, targets, v, iterations)
         with torch.no_grad():
-            got = apply(v)
-            error = [a - t for a, t in zip(got, targets)]
+            error = [a - t for a, t in zip(apply(v), targets)]
             residual = float((_dot(error, error) / _dot(targets, targets)).sqrt())
-    assert spatial is not None
     x = v.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         z = (wm @ patches(x)).reshape(cout, *spatial)
@@ -293,24 +287,37 @@ def _out_hw(x: torch.Tensor, block: ConvBlock) -> tuple[int, int]:
     return (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
 
 
-def block_inputs(
+def _activate(block: ConvBlock, z: torch.Tensor) -> torch.Tensor:
+    if block.activation == "leaky_relu":
+        return F.leaky_relu(z, block.slope)
+    if block.activation in ("sigmoid", "tanh"):
+        return getattr(torch, block.activation)(z)
+    return z
+
+
+def pool_switches(
+    block: ConvBlock, weight: torch.Tensor, bias: torch.Tensor, inputs: torch.Tensor
+) -> torch.Tensor | None:
+    """Which entry of each max-pool window survives when ``block`` runs on ``inputs`` [C, H, W] (max_pool2d's
+    indices; the activations are monotone, so the pre-activation decides), or None without a pool."""
+    if block.pool == 1:
+        return None
+    with torch.no_grad():
+        z = F.conv2d(inputs[None].to(weight), weight, bias, block.stride, block.padding)
+        return F.max_pool2d(z, block.pool, return_indices=True)[1][0]
+
+
+def chain_states(
     blocks: Sequence[ConvBlock], params: Mapping[str, torch.Tensor], image: torch.Tensor
 ) -> list[torch.Tensor]:
-    """Each block's input when the chain runs on ``image`` [C, H, W] (the estimates that set the switches)."""
-    out, x = [], image.detach().double()
-    for block in blocks:
-        out.append(x)
-        z = F.conv2d(
-            x[None], params[block.weight_key].double(), params[block.bias_key].double(), block.stride, block.padding
-        )
-        if block.activation == "leaky_relu":
-            z = F.leaky_relu(z, block.slope)
-        elif block.activation in ("sigmoid", "tanh"):
-            z = getattr(torch, block.activation)(z)
-        if block.pool > 1:
-            z = F.max_pool2d(z, block.pool)
-        x = z[0]
-    return out
+    """Each block's input when the chain runs on ``image`` [C, H, W] (in float64), then the chain's output."""
+    states = [image.detach().double()]
+    with torch.no_grad():
+        for block in blocks:
+            weight, bias = params[block.weight_key].double(), params[block.bias_key].double()
+            z = _activate(block, F.conv2d(states[-1][None], weight, bias, block.stride, block.padding))
+            states.append((F.max_pool2d(z, block.pool) if block.pool > 1 else z)[0])
+    return states
 
 
 def invert_chain(
@@ -326,16 +333,8 @@ def invert_chain(
     """The image [C, H, W] that R-GAP's recursion recovers from the leaky layer's input ``features`` and
     upstream gradient (both flat), the blocks' observed weight gradients, and an image ``estimate`` (for
     the starting points and the switches). Returns it and each block's relative residual (top first)."""
-    guesses = block_inputs(blocks, params, estimate)
-    with torch.no_grad():
-        last = F.conv2d(
-            guesses[-1][None],
-            params[blocks[-1].weight_key].double(),
-            None,
-            blocks[-1].stride,
-            blocks[-1].padding,
-        )
-        shape = F.max_pool2d(last, blocks[-1].pool).shape[1:] if blocks[-1].pool > 1 else last.shape[1:]
+    *guesses, last = chain_states(blocks, params, estimate)
+    shape = last.shape
     output, up = features.double().reshape(shape), upstream.double().reshape(shape)
     residuals = []
     for block, guess in zip(reversed(blocks), reversed(guesses)):
