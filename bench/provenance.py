@@ -78,3 +78,12 @@ def stamp(device: str) -> dict[str, Any]:
         "machine": machine(device),
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def write_record(path: Path, record: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
+    """Write a benchmark's JSON record to ``path`` with its provenance last (``recorded``); returns it."""
+    import json
+
+    record = {**record, "recorded": stamp(device)}
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return record

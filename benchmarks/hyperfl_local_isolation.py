@@ -114,9 +114,8 @@ def main() -> int:
         "targets_with_an_exposed_example": sum(bool(r["examples_found"]) for r in per_target),
         "median_relative_error_of_groups": statistics.median(errors) if errors else None,
         "per_target": per_target,
-        "recorded": provenance.stamp("cpu"),
     }
-    OUT.write_text(json.dumps(record, indent=1) + "\n")
+    record = provenance.write_record(OUT, record)
     print(json.dumps({k: record[k] for k in list(record)[2:7]}))
     return 0
 

@@ -108,9 +108,8 @@ def main() -> int:
             r["recursion_from_true_switches_psnr"] for r in rows
         ),
         "per_target": rows,
-        "recorded": provenance.stamp("cpu"),
     }
-    OUT.write_text(json.dumps(record, indent=1) + "\n")
+    record = provenance.write_record(OUT, record)
     print(json.dumps({k: record[k] for k in list(record)[2:8]}))
     return 0
 

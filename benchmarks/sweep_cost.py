@@ -48,7 +48,6 @@ def summarise(sweep: Path, jobs: int) -> dict:
             {k: inv.get(k) for k in ("timestamp", "wall_seconds", "jobs", "cells_done", "cells_failed", "cell_seconds")}
             for inv in invocations
         ],
-        "recorded": provenance.stamp("cpu"),
     }
 
 
@@ -59,7 +58,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     record = summarise(args.sweep, args.jobs)
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    record = provenance.write_record(args.out, record)
     print(json.dumps({k: record[k] for k in ("cells_done", "cell_minutes", "wall_minutes")}))
     return 0
 
