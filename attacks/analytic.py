@@ -6,6 +6,13 @@ gradient (Phong et al. 2018; Geiping et al. 2020, §3; the "linear layer leakage
 and δ, the upstream gradient at that layer's output. For the HyperFL paper's CNN this is fc1's 576
 convolutional features; for an MLP whose first layer is linear, it is the image itself.
 
+Step 1b, peeling (:mod:`bench.inversion.peel`): where a convolution block just below has fewer output
+positions than channels, its weight gradient's row space is the span of its input's patches, which
+fixes that input up to a scale the block's known output sets, without its max-pool switches. Going
+down while this holds (``peel``), the lowest input reached replaces φ̂ below, with the exact upstream
+gradient there; on the HyperFL paper's CNN this is conv3's 32×6×6 input (``info["peel"]`` says
+which blocks, and why it stopped). Where it reaches the image itself, the image is the answer.
+
 Step 2, inversion of the layers below: candidate images minimise
 
     feature_weight · ‖φ(x) − φ̂‖² / ‖φ̂‖²  +  replay_weight · (1 − cos(J_θ(x)ᵀ Wᵀδ, g_below))  +  tv · TV(x)
@@ -52,6 +59,7 @@ from bench.attacks.ig import InvertingGradients
 from bench.attack import Attack, Reconstruction
 from bench.inversion import adam, image_init, infer_labels, total_variation
 from bench.inversion.linear import LayerReading, as_gradient, leaky_layers, lower_keys, read_layer, replay_function
+from bench.inversion.peel import REACHED_IMAGE, MatchTarget, peel_chain
 from bench.inversion.recursive import ConvBlock, conv_chain, invert_chain
 from bench.options import Option
 from bench.progress import Progress
@@ -64,11 +72,13 @@ class Plan:
 
     obs: Observation
     reading: LayerReading
-    keys: list[str]  # the observed layers below, replayed
+    keys: list[str]  # the observed layers below the matched input, replayed
     state: Tensors  # the public network's parameters and buffers
-    upstream: torch.Tensor  # u = Wᵀδ at the layer's input
+    upstream: torch.Tensor  # u = Wᵀδ at the leaky layer's input
     below: list[torch.Tensor]  # the observed gradients of ``keys``
     chain: list[ConvBlock] | str  # the convolutions R-GAP's recursion inverts, or why it does not run
+    target: MatchTarget
+    peel: dict[str, Any]  # which blocks were peeled, how well, and why it stopped
 
     def group(self) -> tuple:
         """Targets with equal groups can share one tensor."""
@@ -77,6 +87,7 @@ class Plan:
             type(self.obs.public.model),
             shapes,
             self.reading.layer.name,
+            self.target.layer,
             tuple(self.keys),
             tuple(self.obs.public.image_shape),
             self.obs.public.pixel_bounds()[0].device.type,
@@ -105,6 +116,15 @@ class Analytic(Attack):
         Option("decay", bool, True, "learning rate ×0.1 at 3/8, 5/8 and 7/8 of the iterations"),
         Option(
             "layer", str, "first", "which observed linear layer to read: 'first' (nearest the input) or a module name"
+        ),
+        Option(
+            "peel",
+            str,
+            "auto",
+            "recover the inputs of the convolution blocks below the leaky layer from their weight gradients' "
+            "row space where that determines them ('auto'), and match the lowest one reached; 'off': match the "
+            "leaky layer's input",
+            choices=("auto", "off"),
         ),
         Option("target_batch", int, 16, "targets optimised together in one tensor (1: one at a time)", min=1),
         Option(
@@ -163,10 +183,18 @@ class Analytic(Attack):
             return f"{layer.name}'s observed gradient is zero: nothing to read"
         model = obs.public.model
         state = {k: v.detach() for k, v in [*model.named_parameters(), *model.named_buffers()]}
-        weight = state[layer.weight_key]
-        keys = lower_keys(obs, layer) if self.opt.replay_weight else []
+        upstream = state[layer.weight_key].T @ reading.delta
+        known = reading.known.to(reading.features.dtype)
+        top = MatchTarget(layer.name, reading.features, known, upstream)
+        target, peel = (
+            peel_chain(obs, top, state)
+            if self.opt.peel == "auto"
+            else (top, {"blocks": [], "stopped": "off (peel='off')"})
+        )
+        keys = lower_keys(obs, target.layer) if self.opt.replay_weight else []
         below = [as_gradient(obs, k) for k in keys]
-        return Plan(obs, reading, keys, state, weight.T @ reading.delta, below, self._chain(obs, layer.name, state))
+        chain = self._chain(obs, layer.name, state)
+        return Plan(obs, reading, keys, state, upstream, below, chain, target, peel)
 
     def _chain(self, obs: Observation, layer: str, state: Tensors) -> list[ConvBlock] | str:
         """The blocks R-GAP's recursion inverts for this observation, or why it does not run."""
@@ -191,16 +219,16 @@ class Analytic(Attack):
     ) -> list[Reconstruction]:
         first = plans[0]
         restarts, targets = self.opt.restarts, len(plans)
-        replay = replay_function(first.obs, first.reading.layer, first.keys)
+        replay = replay_function(first.obs, first.target.layer, first.keys)
         device = first.upstream.device
 
         def stack(values: Sequence[torch.Tensor]) -> torch.Tensor:  # [T, ...] → [T·R, ...]
             return torch.stack(list(values)).repeat_interleave(restarts, dim=0)
 
         state = {k: stack([p.state[k] for p in plans]) for k in first.state}
-        features = stack([p.reading.features for p in plans])
-        known = stack([p.reading.known.to(p.reading.features.dtype) for p in plans])
-        upstream = stack([p.upstream for p in plans])
+        features = stack([p.target.features for p in plans])
+        known = stack([p.target.known for p in plans])
+        upstream = stack([p.target.upstream for p in plans])
         below = [stack([p.below[j] for p in plans]) for j in range(len(first.keys))]
         x = torch.cat([image_init(p.obs, g, restarts=restarts)[:, 0] for p, g in zip(plans, generators)])
         x = x.to(device).requires_grad_(True)
@@ -268,10 +296,8 @@ class Analytic(Attack):
                 )
                 candidate = torch.maximum(torch.minimum(candidate, high), low)
                 with torch.no_grad():
-                    known_t = plan.reading.known.to(plan.reading.features.dtype)
-                    rival = float(
-                        matching(plan.state, candidate, plan.reading.features, known_t, plan.upstream, plan.below)
-                    )
+                    tg = plan.target
+                    rival = float(matching(plan.state, candidate, tg.features, tg.known, tg.upstream, plan.below))
                 won = rival < loss  # a NaN never wins
                 recursion = {
                     "ran": True,
@@ -283,6 +309,14 @@ class Analytic(Attack):
                 }
                 if won:
                     image, loss = candidate, rival
+            if plan.peel["stopped"] == REACHED_IMAGE:  # the lowest peeled input is the image itself
+                with torch.no_grad():
+                    tg = plan.target
+                    direct = torch.maximum(torch.minimum(tg.features.reshape(image.shape), high), low)
+                    rival = float(matching(plan.state, direct, tg.features, tg.known, tg.upstream, plan.below))
+                plan.peel["won"] = rival < loss
+                if plan.peel["won"]:
+                    image, loss = direct, rival
             labels, label_source = self._labels(plan, g)
             info: dict[str, Any] = {
                 "method": "linear-layer leakage + head-free inversion of the layers below",
@@ -298,6 +332,8 @@ class Analytic(Attack):
                 "improved": result.improved(index),
                 "targets_together": targets,
                 "recursion": recursion,
+                "peel": plan.peel,
+                "matched_input_of": plan.target.layer,
             }
             if not plan.reading.exact:
                 info["not_exact_because"] = plan.reading.why_not_exact

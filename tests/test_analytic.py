@@ -88,10 +88,11 @@ def test_the_head_free_replay_equals_the_true_lower_gradients_for_the_true_image
     obs, target = observe(FedAvg(), cnn_task())
     layer = leaky_layers(obs)[0]
     reading = read_layer(obs, layer)
-    keys = lower_keys(obs, layer)
+    keys = lower_keys(obs, layer.name)
     assert keys == ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias"]
     params = {k: v.detach() for k, v in obs.public.model.named_parameters()}
-    features, grads = replay_function(obs, layer, keys)(params, target.x[0], params["fc1.weight"].T @ reading.delta)
+    replay = replay_function(obs, layer.name, keys)
+    features, grads = replay(params, target.x[0], params["fc1.weight"].T @ reading.delta)
     true = loss_gradient(obs.public.model, params, target.x, target.y, create_graph=False)
     for k, g in zip(keys, grads):
         assert torch.allclose(g, true[k], atol=1e-6, rtol=1e-4), k

@@ -164,29 +164,31 @@ def layer_input(model: nn.Module, layer: str, params: Mapping[str, torch.Tensor]
     return seen[0].flatten(1)
 
 
-def lower_keys(obs: Observation, layer: LeakyLayer) -> list[str]:
-    """The observed parameters that feed ``layer``'s input (the layers below it), in the model's order."""
+def lower_keys(obs: Observation, layer: str) -> list[str]:
+    """The observed parameters that feed the input of module ``layer`` (the layers below it), in the model's order."""
     model = obs.public.model
     params = {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
     keys = [
         k
         for k in params
-        if k in obs.observed and obs.observed[k].shape == params[k].shape and not k.startswith(layer.name + ".")
+        if k in obs.observed and obs.observed[k].shape == params[k].shape and not k.startswith(layer + ".")
     ]
     if not keys:
         return []
     device = next(iter(obs.observed.values())).device
     with torch.enable_grad():
         probe = torch.randn((1, *obs.public.image_shape), generator=torch.Generator().manual_seed(0)).to(device)
-        out = layer_input(model, layer.name, params, probe).sum()
+        out = layer_input(model, layer, params, probe).sum()
+        if not out.requires_grad:  # the layer's input is the image: no parameter feeds it
+            return []
         grads = torch.autograd.grad(out, [params[k] for k in keys], allow_unused=True)
     return [k for k, g in zip(keys, grads) if g is not None]
 
 
 def replay_function(
-    obs: Observation, layer: LeakyLayer, keys: list[str]
+    obs: Observation, layer: str, keys: list[str]
 ) -> Callable[[Tensors, torch.Tensor, torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]:
-    """f(params, x, u) → (the layer's input for one image x [C, H, W], the gradients of the ``keys``
+    """f(params, x, u) → (the input of module ``layer`` for one image x [C, H, W], the gradients of the ``keys``
     parameters of the loss whose upstream gradient at that input is ``u``): the head-free replay
     J_θ(x)ᵀ u of the layers below. Pure (``torch.func``), so it runs under ``vmap`` over targets."""
     model = obs.public.model
@@ -197,8 +199,10 @@ def replay_function(
         rest = {k: v for k, v in params.items() if k not in lower}
 
         def feats(low: Tensors) -> torch.Tensor:
-            return layer_input(model, layer.name, {**rest, **low}, x[None])[0]
+            return layer_input(model, layer, {**rest, **low}, x[None])[0]
 
+        if not names:  # nothing observed below (the layer's input is the image): features only
+            return feats({}), []
         features, pullback = torch.func.vjp(feats, lower)[:2]
         (grads,) = pullback(u)
         return features, [grads[k] for k in names]

@@ -150,7 +150,7 @@ def conv_chain(model: nn.Module, layer: str) -> list[ConvBlock] | str:
     return f"the forward pass never reaches {layer}"
 
 
-def _inverse(block: ConvBlock, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def inverse_activation(block: ConvBlock, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(z, act′(z)) from the activation's output a."""
     if block.activation == "leaky_relu":
         positive = a > 0
@@ -240,7 +240,7 @@ def solve_block(
     out, up, v = output.double(), upstream.double(), estimate.double().detach()
     cout, kk = w.shape[0], block.kernel
     wm = w.reshape(cout, -1)
-    z_seen, slope = _inverse(block, out)
+    z_seen, slope = inverse_activation(block, out)
     d_seen = up * slope
 
     def patches(x: torch.Tensor) -> torch.Tensor:  # [C·k·k, L]
@@ -287,12 +287,18 @@ def _out_hw(x: torch.Tensor, block: ConvBlock) -> tuple[int, int]:
     return (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
 
 
-def _activate(block: ConvBlock, z: torch.Tensor) -> torch.Tensor:
+def activate(block: ConvBlock, z: torch.Tensor) -> torch.Tensor:
     if block.activation == "leaky_relu":
         return F.leaky_relu(z, block.slope)
     if block.activation in ("sigmoid", "tanh"):
         return getattr(torch, block.activation)(z)
     return z
+
+
+def block_output(block: ConvBlock, weight: torch.Tensor, bias: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """The block's output (convolution, activation, max-pool) for ``inputs`` [C, H, W]."""
+    z = activate(block, F.conv2d(inputs[None], weight, bias, block.stride, block.padding))
+    return (F.max_pool2d(z, block.pool) if block.pool > 1 else z)[0]
 
 
 def pool_switches(
@@ -314,9 +320,9 @@ def chain_states(
     states = [image.detach().double()]
     with torch.no_grad():
         for block in blocks:
-            weight, bias = params[block.weight_key].double(), params[block.bias_key].double()
-            z = _activate(block, F.conv2d(states[-1][None], weight, bias, block.stride, block.padding))
-            states.append((F.max_pool2d(z, block.pool) if block.pool > 1 else z)[0])
+            states.append(
+                block_output(block, params[block.weight_key].double(), params[block.bias_key].double(), states[-1])
+            )
     return states
 
 
