@@ -32,7 +32,14 @@ import torch
 import torch.nn.functional as F
 
 from bench.inversion.linear import as_gradient
-from bench.inversion.recursive import ConvBlock, block_output, chain_states, conv_chain, inverse_activation
+from bench.inversion.recursive import (
+    ConvBlock,
+    block_output,
+    chain_states,
+    conv_chain,
+    inverse_activation,
+    unobserved,
+)
 from bench.threat import Observation, Tensors
 
 RANK_GAP = 1e-3  # σ_{L+1}/σ_L of the weight gradient, and √(λ₁/λ₂) of the null-space system, at most
@@ -169,9 +176,9 @@ def peel_chain(obs: Observation, top: MatchTarget, state: Tensors) -> tuple[Matc
     output, upstream = top.features.reshape(shapes[-1]), top.upstream.reshape(shapes[-1])
     target, peeled, residuals, stopped = top, [], [], ""
     for block, shape in zip(reversed(chain), reversed(shapes[:-1])):
-        keys = (block.weight_key, block.bias_key)
-        if any(k not in obs.observed or obs.observed[k].shape != state[k].shape for k in keys):
-            stopped = f"{block.weight_key} or {block.bias_key} is not observed"
+        missing = unobserved(obs, block, state)
+        if missing:
+            stopped = missing
             break
         result = peel_block(
             block,

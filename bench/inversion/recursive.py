@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from bench.inversion.linear import ModuleKeys
+from bench.threat import Observation, Tensors
 
 ACTIVATIONS = ("identity", "leaky_relu", "sigmoid", "tanh")
 
@@ -358,3 +359,27 @@ def invert_chain(
         residuals.append(solution.residual)
         output, up = solution.inputs, solution.upstream
     return output.to(estimate.dtype), residuals
+
+
+def unobserved(obs: Observation, block: ConvBlock, state: Tensors) -> str | None:
+    """Why the server does not see ``block``'s weight or bias gradient (with the parameters' shapes), or None."""
+    for key in (block.weight_key, block.bias_key):
+        if key not in obs.observed or obs.observed[key].shape != state[key].shape:
+            return f"{key} is not observed"
+    return None
+
+
+def recursion_chain(obs: Observation, layer: str, state: Tensors, mode: str) -> list[ConvBlock] | str:
+    """The blocks below ``layer`` that the recursion inverts (``mode``: 'auto' only without max-pools,
+    'switches' also through them, 'off'), or why it does not run."""
+    if mode == "off":
+        return "off (recursion='off')"
+    chain = conv_chain(obs.public.model, layer)
+    if isinstance(chain, str):
+        return chain
+    if not chain:
+        return f"nothing below {layer}: its input is the image"
+    if mode == "auto" and any(block.pool > 1 for block in chain):
+        return "a max-pool lies below (its switches are unknown; recursion='switches' takes them from the estimate)"
+    missing = [why for why in (unobserved(obs, block, state) for block in chain) if why]
+    return missing[0] if missing else chain
