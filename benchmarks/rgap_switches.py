@@ -5,7 +5,10 @@ gradient; after a 2×2 max-pool only the window's maximum is seen, and *which* e
 switch) must come from an estimate. For FedAvg's FedSGD gradient of one photo (the CNN, round 0, the
 main command's targets) this script runs the analytic attack (gradient matching, the default), takes
 the switches its image gives at every block, counts how many differ from the true image's, and runs
-the recursion with them (``recursion=switches``), and with the true switches for comparison.
+the recursion with them (``recursion=switches``), and with the true switches for comparison. It also
+records how exactly the attack's switch-free peeling (:mod:`bench.inversion.peel`) recovers the input
+of the top block (conv3), and what the recursion gives from there down, with the estimate's switches
+of the two lower blocks.
 
 Usage: python benchmarks/rgap_switches.py [--targets 16] [--seed 0]
 Writes benchmarks/results/rgap_switches.json.
@@ -84,6 +87,11 @@ def main() -> int:
 
         from_estimate, _ = invert_chain(blocks, plan.state, gradients, plan.reading.features, plan.upstream, estimate)
         from_truth, _ = invert_chain(blocks, plan.state, gradients, plan.reading.features, plan.upstream, truth)
+        peeled, peel = plan.target, plan.peel  # the input the attack matched: conv3's, peeled switch-free
+        below = blocks[: [b.name for b in blocks].index(peeled.layer)]
+        true_input = chain_states(blocks, plan.state, truth)[len(below)]
+        peel_error = float((peeled.features.double() - true_input.flatten()).norm() / true_input.norm())
+        from_peeled, _ = invert_chain(below, plan.state, gradients, peeled.features, peeled.upstream, estimate)
         rows.append(
             {
                 "target": t,
@@ -91,6 +99,9 @@ def main() -> int:
                 "wrong_switches": dict(zip([b.name for b in blocks], wrong)),
                 "recursion_from_estimate_psnr": psnr(from_estimate),
                 "recursion_from_true_switches_psnr": psnr(from_truth),
+                "peeled": peel["blocks"],
+                "peeled_input_relative_error": peel_error,
+                "recursion_from_peeled_input_psnr": psnr(from_peeled),
             }
         )
         print(json.dumps(rows[-1]), flush=True)
@@ -98,7 +109,8 @@ def main() -> int:
     record = {
         "what": "FedAvg, FedSGD gradient of one photo, the HyperFL paper's CNN at round 0: the fraction of "
         "max-pool switches the analytic attack's image gets wrong per block, and what R-GAP's recursion gives "
-        "with its switches and with the true ones",
+        "with its switches and with the true ones; how exactly the switch-free peeling recovers conv3's input, and "
+        "what the recursion gives from there with the estimate's switches below",
         "targets": args.targets,
         "seed": args.seed,
         "median_estimate_psnr": statistics.median(r["estimate_psnr"] for r in rows),
@@ -106,6 +118,10 @@ def main() -> int:
         "median_recursion_from_estimate_psnr": statistics.median(r["recursion_from_estimate_psnr"] for r in rows),
         "median_recursion_from_true_switches_psnr": statistics.median(
             r["recursion_from_true_switches_psnr"] for r in rows
+        ),
+        "median_peeled_input_relative_error": statistics.median(r["peeled_input_relative_error"] for r in rows),
+        "median_recursion_from_peeled_input_psnr": statistics.median(
+            r["recursion_from_peeled_input_psnr"] for r in rows
         ),
         "per_target": rows,
     }
