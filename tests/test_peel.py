@@ -109,3 +109,13 @@ def test_a_single_wide_block_gives_the_image_itself():
     rec = Analytic(iterations=3).reconstruct(obs, torch.Generator().manual_seed(0), SilentProgress())
     assert rec.info["peel"]["blocks"] == ["conv"] and rec.info["peel"]["won"]
     assert torch.allclose(rec.images, target.x.clamp(-2, 2), atol=1e-4)
+
+
+def test_the_restarts_try_a_ladder_of_priors_and_the_matching_loss_picks_one():
+    assert Analytic(tv=0.1, tv_spread=2.0).tv_weights(5) == [0.1, 0.2, 0.05, 0.4, 0.025]
+    assert Analytic(tv=0.1, tv_spread=1.0).tv_weights(3) == [0.1, 0.1, 0.1]
+    obs, _ = observe(FedAvg(), cnn_task())
+    rec = Analytic(iterations=5).reconstruct(obs, torch.Generator().manual_seed(0), SilentProgress())
+    losses = rec.info["restart_losses"]
+    assert len(losses) == 3 and rec.info["selected_restart"] == losses.index(min(losses))
+    assert rec.info["selected_tv"] == [0.1, 0.2, 0.05][rec.info["selected_restart"]]
