@@ -5,7 +5,8 @@ has no single wall time; what it does have is the seconds each finished cell too
 one line per completed ``bench sweep`` invocation (``invocations.jsonl``; an invocation killed before
 it ended leaves none). This script writes both, and the wall time the finished cells need at
 ``--jobs J`` if the workers were never idle (Σ cell seconds / J: a lower bound, since the last cells
-leave a worker idle), so a README can quote the sweep's cost honestly.
+leave a worker idle), so a README can quote the sweep's cost honestly. Only the cells of the current
+plan (``sweep.json``) count: cells that a changed grid or changed code superseded stay on disk.
 
 Usage: python benchmarks/sweep_cost.py results/sweeps/default --jobs 2 --out results/default-sweep.json
 """
@@ -21,11 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import provenance  # noqa: E402
-from bench.sweeps.layout import CELLS_DIR, DONE_FILE, INVOCATIONS_FILE  # noqa: E402
+from bench.sweeps.layout import CELLS_DIR, DONE_FILE, INVOCATIONS_FILE, PLAN_FILE  # noqa: E402
 
 
 def summarise(sweep: Path, jobs: int) -> dict:
-    done = [json.loads(p.read_text()) for p in sorted((sweep / CELLS_DIR).glob(f"*/{DONE_FILE}"))]
+    planned = {cell["id"] for cell in json.loads((sweep / PLAN_FILE).read_text())["cells"]}
+    finished = [json.loads(p.read_text()) for p in sorted((sweep / CELLS_DIR).glob(f"*/{DONE_FILE}"))]
+    done = [d for d in finished if d.get("id") in planned]  # cells a changed grid or code superseded stay on disk
     seconds = [float(d.get("seconds") or 0.0) for d in done]
     by_kind: dict[str, float] = {}
     for d, s in zip(done, seconds):
@@ -36,6 +39,7 @@ def summarise(sweep: Path, jobs: int) -> dict:
     return {
         "sweep": str(sweep),
         "cells_done": len(done),
+        "superseded_cells_left_out": len(finished) - len(done),
         "cell_seconds": round(total, 1),
         "cell_minutes": round(total / 60, 1),
         "cell_minutes_by_kind": {k: round(v / 60, 1) for k, v in sorted(by_kind.items())},
