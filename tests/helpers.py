@@ -9,18 +9,25 @@ from bench.models.cnn import CNN
 from bench.models.lenet import LeNet
 
 
-def lenet_task(image_shape=(3, 32, 32), num_classes=10, local_epochs=1, model=None) -> FLTask:
-    model = model or LeNet()
+def module_task(new_model, model_name: str, classifier: str, image_shape, num_classes: int, local_epochs: int = 1):
+    """An FL task around any ``nn.Module`` factory (images normalised with mean 0.5, std 0.25), on CPU."""
     return FLTask(
-        new_model=lambda: model.build(image_shape, num_classes),
-        model_name="lenet",
-        classifier="fc",
+        new_model=new_model,
+        model_name=model_name,
+        classifier=classifier,
         image_shape=image_shape,
         num_classes=num_classes,
         mean=(0.5,) * image_shape[0],
         std=(0.25,) * image_shape[0],
         device=torch.device("cpu"),
         local_epochs=local_epochs,
+    )
+
+
+def lenet_task(image_shape=(3, 32, 32), num_classes=10, local_epochs=1, model=None) -> FLTask:
+    model = model or LeNet()
+    return module_task(
+        lambda: model.build(image_shape, num_classes), "lenet", "fc", image_shape, num_classes, local_epochs
     )
 
 
@@ -48,13 +55,4 @@ QUICK_TRAIN = (
 
 def cnn_task(shape: tuple[int, int, int] = (3, 32, 32)) -> FLTask:
     """The HyperFL paper's CNN as an FL task (classifier fc2), for a colour or a grey-scale shape."""
-    return FLTask(
-        new_model=lambda: CNN().build(shape, 10),
-        model_name="cnn",
-        classifier="fc2",
-        image_shape=shape,
-        num_classes=10,
-        mean=(0.5,) * shape[0],
-        std=(0.25,) * shape[0],
-        device=torch.device("cpu"),
-    )
+    return module_task(lambda: CNN().build(shape, 10), "cnn", "fc2", shape, 10)

@@ -19,7 +19,7 @@ from bench.threat import LocalData
 from bench.defenses.dp import DP
 from bench.defenses.fedavg import FedAvg
 from bench.defenses.hyperfl import HyperFL
-from tests.helpers import cnn_task, lenet_task
+from tests.helpers import cnn_task, lenet_task, module_task
 
 
 class MLP(nn.Module):
@@ -33,16 +33,7 @@ class MLP(nn.Module):
 
 
 def mlp_task() -> FLTask:
-    return FLTask(
-        new_model=MLP,
-        model_name="mlp",
-        classifier="fc2",
-        image_shape=(3, 2, 2),
-        num_classes=3,
-        mean=(0.5,) * 3,
-        std=(0.25,) * 3,
-        device=torch.device("cpu"),
-    )
+    return module_task(MLP, "mlp", "fc2", (3, 2, 2), 3)
 
 
 def observe(defense, task, n=1, seed=0, knowledge=None, smooth=False):

@@ -11,7 +11,7 @@ from bench.inversion.linear import as_gradient
 from bench.inversion.peel import peel_block
 from bench.inversion.recursive import chain_states, conv_chain
 from bench.progress import SilentProgress
-from tests.helpers import cnn_task
+from tests.helpers import cnn_task, module_task
 from tests.test_analytic import observe
 from tests.test_recursive import _reading
 
@@ -82,8 +82,6 @@ def test_the_analytic_attack_matches_the_lowest_peeled_input():
 def test_a_single_wide_block_gives_the_image_itself():
     from torch import nn
 
-    from bench.defense import FLTask
-
     class Wide(nn.Module):  # 4×4 positions, 64 channels: the rank of its weight gradient fixes its input
         classifier_name = "fc"
 
@@ -95,17 +93,7 @@ def test_a_single_wide_block_gives_the_image_itself():
         def forward(self, x):
             return self.fc(nn.functional.max_pool2d(nn.functional.leaky_relu(self.conv(x)), 2).flatten(1))
 
-    task = FLTask(
-        new_model=Wide,
-        model_name="wide",
-        classifier="fc",
-        image_shape=(3, 6, 6),
-        num_classes=10,
-        mean=(0.5,) * 3,
-        std=(0.25,) * 3,
-        device=torch.device("cpu"),
-    )
-    obs, target = observe(FedAvg(), task)
+    obs, target = observe(FedAvg(), module_task(Wide, "wide", "fc", (3, 6, 6), 10))
     rec = Analytic(iterations=3).reconstruct(obs, torch.Generator().manual_seed(0), SilentProgress())
     assert rec.info["peel"]["blocks"] == ["conv"] and rec.info["peel"]["won"]
     assert torch.allclose(rec.images, target.x.clamp(-2, 2), atol=1e-4)
