@@ -9,7 +9,7 @@ from bench.defenses.dp import DP
 from bench.defenses.fedavg import FedAvg
 from bench.inversion.linear import as_gradient
 from bench.inversion.peel import peel_block
-from bench.inversion.recursive import chain_states, conv_chain
+from bench.inversion.recursive import BlockEvidence, chain_states, conv_chain
 from bench.progress import SilentProgress
 from tests.helpers import cnn_task, module_task
 from tests.test_analytic import observe
@@ -24,12 +24,13 @@ def _peel(obs, block_index):
         blocks,
         params,
         peel_block(
-            block,
-            params[block.weight_key],
-            params[block.bias_key],
-            as_gradient(obs, block.weight_key),
-            reading.features.reshape(64, 3, 3),
-            upstream.reshape(64, 3, 3),
+            BlockEvidence.of(
+                block,
+                params,
+                as_gradient(obs, block.weight_key),
+                reading.features.reshape(64, 3, 3),
+                upstream.reshape(64, 3, 3),
+            ),
             (32, 6, 6),
         ),
     )
@@ -58,15 +59,8 @@ def test_it_refuses_when_the_rank_structure_is_broken_and_says_why():
     obs, _ = observe(FedAvg(), cnn_task())
     layer, reading, params, upstream = _reading(obs)
     conv2 = conv_chain(obs.public.model, layer.name)[1]
-    why = peel_block(
-        conv2,
-        params[conv2.weight_key],
-        params[conv2.bias_key],
-        as_gradient(obs, conv2.weight_key),
-        torch.zeros(32, 6, 6),
-        torch.zeros(32, 6, 6),
-        (16, 14, 14),
-    )
+    zeros = torch.zeros(32, 6, 6)
+    why = peel_block(BlockEvidence.of(conv2, params, as_gradient(obs, conv2.weight_key), zeros, zeros), (16, 14, 14))
     assert isinstance(why, str) and "144 output positions" in why
 
 

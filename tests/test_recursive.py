@@ -9,7 +9,7 @@ from bench.attacks.analytic import Analytic
 from bench.defenses.fedavg import FedAvg
 from bench.defenses.hyperfl import HyperFL
 from bench.inversion.linear import as_gradient, leaky_layers, read_layer
-from bench.inversion.recursive import chain_states, conv_chain, invert_chain, solve_block
+from bench.inversion.recursive import BlockEvidence, chain_states, conv_chain, invert_chain, solve_block
 from bench.metrics import psnr_per_image
 from bench.models.cnn import HyperFLCNN
 from bench.models.lenet import LeNet, SigmoidLeNet
@@ -92,15 +92,10 @@ def test_through_a_max_pool_the_right_switches_give_the_exact_input():
     top = blocks[-1]
     truth = chain_states(blocks, params, target.x[0])[-2]  # the top block's input
     shape = (params[top.weight_key].shape[0], *[s // 2 for s in truth.shape[1:]])
-    solution = solve_block(
-        top,
-        params[top.weight_key],
-        params[top.bias_key],
-        as_gradient(obs, top.weight_key),
-        reading.features.reshape(shape),
-        upstream.reshape(shape),
-        truth,  # the true input sets the switches; the solve starts there too
+    evidence = BlockEvidence.of(
+        top, params, as_gradient(obs, top.weight_key), reading.features.reshape(shape), upstream.reshape(shape)
     )
+    solution = solve_block(evidence, truth)  # the true input sets the switches; the solve starts there too
     assert float((solution.inputs - truth).norm() / truth.norm()) < 1e-5
     assert solution.residual < 1e-5
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from bench.inversion.linear import as_gradient
 from bench.inversion.recursive import (
+    BlockEvidence,
     ConvBlock,
     block_output,
     chain_states,
@@ -85,20 +86,14 @@ def _null_system(block: ConvBlock, basis: torch.Tensor, shape: tuple[int, int, i
     return gram
 
 
-def peel_block(
-    block: ConvBlock,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    gradient: torch.Tensor,
-    output: torch.Tensor,
-    upstream: torch.Tensor,
-    input_shape: tuple[int, int, int],
-) -> Peeled | str:
-    """The input of ``block`` from its observed weight gradient and its output (after activation and pool),
-    and the upstream gradient at that input from ``upstream`` at the output; or why it cannot be had."""
-    w, b, out, up = weight.double(), bias.double(), output.double(), upstream.double()
+def peel_block(evidence: BlockEvidence, input_shape: tuple[int, int, int]) -> Peeled | str:
+    """The block's input from its evidence (its weight gradient's row space, then its output for the scale),
+    and the upstream gradient at that input; or why it cannot be had."""
+    block = evidence.block
+    w, b = evidence.weight.double(), evidence.bias.double()
+    out, up = evidence.output.double(), evidence.upstream.double()
     cout = w.shape[0]
-    g = gradient.double().reshape(cout, -1)
+    g = evidence.gradient.double().reshape(cout, -1)
     n = input_shape[0] * input_shape[1] * input_shape[2]
     height = (input_shape[1] + 2 * block.padding - block.kernel) // block.stride + 1
     width = (input_shape[2] + 2 * block.padding - block.kernel) // block.stride + 1
@@ -180,15 +175,8 @@ def peel_chain(obs: Observation, top: MatchTarget, state: Tensors) -> tuple[Matc
         if missing:
             stopped = missing
             break
-        result = peel_block(
-            block,
-            state[block.weight_key],
-            state[block.bias_key],
-            as_gradient(obs, block.weight_key),
-            output,
-            upstream,
-            shape,  # type: ignore[arg-type]
-        )
+        evidence = BlockEvidence.of(block, state, as_gradient(obs, block.weight_key), output, upstream)
+        result = peel_block(evidence, shape)  # type: ignore[arg-type]
         if isinstance(result, str):
             stopped = result
             break

@@ -223,22 +223,39 @@ class BlockSolution:
     residual: float  # relative residual of the scaled system at the solution
 
 
+@dataclass(frozen=True)
+class BlockEvidence:
+    """What is known of one block: its parameters, its observed weight gradient, its output (after
+    activation and pool) and the upstream gradient there. Both block solvers take it (:func:`solve_block`,
+    :func:`bench.inversion.peel.peel_block`)."""
+
+    block: ConvBlock
+    weight: torch.Tensor
+    bias: torch.Tensor
+    gradient: torch.Tensor
+    output: torch.Tensor
+    upstream: torch.Tensor
+
+    @classmethod
+    def of(
+        cls,
+        block: ConvBlock,
+        params: Mapping[str, torch.Tensor],
+        gradient: torch.Tensor,
+        output: torch.Tensor,
+        upstream: torch.Tensor,
+    ) -> BlockEvidence:
+        return cls(block, params[block.weight_key], params[block.bias_key], gradient, output, upstream)
+
+
 def solve_block(
-    block: ConvBlock,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    gradient: torch.Tensor,
-    output: torch.Tensor,
-    upstream: torch.Tensor,
-    estimate: torch.Tensor,
-    switch_rounds: int = 2,
-    iterations: int = 3000,
+    evidence: BlockEvidence, estimate: torch.Tensor, switch_rounds: int = 2, iterations: int = 3000
 ) -> BlockSolution:
-    """The input of ``block`` from its output (after activation and pool), the upstream gradient there,
-    and its observed weight gradient; ``estimate`` (its input's shape) gives the starting point and the
-    max-pool switches."""
-    w, b, g = weight.double(), bias.double(), gradient.double()
-    out, up, v = output.double(), upstream.double(), estimate.double().detach()
+    """The input of the block from its evidence; ``estimate`` (its input's shape) gives the starting
+    point and the max-pool switches."""
+    block = evidence.block
+    w, b, g = evidence.weight.double(), evidence.bias.double(), evidence.gradient.double()
+    out, up, v = evidence.output.double(), evidence.upstream.double(), estimate.double().detach()
     cout, kk = w.shape[0], block.kernel
     wm = w.reshape(cout, -1)
     z_seen, slope = inverse_activation(block, out)
@@ -345,17 +362,8 @@ def invert_chain(
     output, up = features.double().reshape(shape), upstream.double().reshape(shape)
     residuals = []
     for block, guess in zip(reversed(blocks), reversed(guesses)):
-        solution = solve_block(
-            block,
-            params[block.weight_key],
-            params[block.bias_key],
-            gradients[block.weight_key],
-            output,
-            up,
-            guess,
-            switch_rounds,
-            iterations,
-        )
+        evidence = BlockEvidence.of(block, params, gradients[block.weight_key], output, up)
+        solution = solve_block(evidence, guess, switch_rounds, iterations)
         residuals.append(solution.residual)
         output, up = solution.inputs, solution.upstream
     return output.to(estimate.dtype), residuals
