@@ -64,7 +64,7 @@ from bench.attack import Attack, Reconstruction
 from bench.inversion import adam, image_init, infer_labels, total_variation
 from bench.inversion.linear import LayerReading, as_gradient, leaky_layers, lower_keys, read_layer, replay_function
 from bench.inversion.peel import REACHED_IMAGE, MatchTarget, peel_chain
-from bench.inversion.recursive import ConvBlock, invert_chain, recursion_chain
+from bench.inversion.recursive import ConvBlock, conv_chain, invert_chain, recursion_chain
 from bench.options import Option
 from bench.progress import Progress
 from bench.threat import Observation, Tensors
@@ -205,14 +205,15 @@ class Analytic(Attack):
         upstream = state[layer.weight_key].T @ reading.delta
         known = reading.known.to(reading.features.dtype)
         top = MatchTarget(layer.name, reading.features, known, upstream)
+        blocks = conv_chain(model, layer.name)  # the convolutions below: traced once, for both steps
         target, peel = (
-            peel_chain(obs, top, state)
+            peel_chain(obs, top, state, blocks)
             if self.opt.peel == "auto"
             else (top, {"blocks": [], "stopped": "off (peel='off')"})
         )
         keys = lower_keys(obs, target.layer) if self.opt.replay_weight else []
         below = [as_gradient(obs, k) for k in keys]
-        chain = recursion_chain(obs, layer.name, state, self.opt.recursion)
+        chain = recursion_chain(obs, layer.name, state, self.opt.recursion, blocks)
         return Plan(obs, reading, keys, state, upstream, below, chain, target, peel)
 
     # --- step 2: the layers below, several targets in one tensor ------------------------------------
@@ -289,6 +290,13 @@ class Analytic(Attack):
             pick = int(torch.argmin(scores[rows].nan_to_num(nan=float("inf"))))
             index = t * restarts + pick
             image, loss = best[index], float(scores[index])
+
+            def compete(candidate: torch.Tensor, plan: Plan = plan) -> float:
+                """The matching loss of a closed-form candidate (in the box), scored like the restarts."""
+                tg = plan.target
+                with torch.no_grad():
+                    return float(matching(plan.state, candidate, tg.features, tg.known, tg.upstream, plan.below))
+
             recursion: dict[str, Any]
             if isinstance(plan.chain, str):
                 recursion = {"ran": False, "why_not": plan.chain}
@@ -298,9 +306,7 @@ class Analytic(Attack):
                     plan.chain, plan.state, gradients, plan.reading.features, plan.upstream, image
                 )
                 candidate = torch.maximum(torch.minimum(candidate, high), low)
-                with torch.no_grad():
-                    tg = plan.target
-                    rival = float(matching(plan.state, candidate, tg.features, tg.known, tg.upstream, plan.below))
+                rival = compete(candidate)
                 won = rival < loss  # a NaN never wins
                 recursion = {
                     "ran": True,
@@ -313,10 +319,8 @@ class Analytic(Attack):
                 if won:
                     image, loss = candidate, rival
             if plan.peel["stopped"] == REACHED_IMAGE:  # the lowest peeled input is the image itself
-                with torch.no_grad():
-                    tg = plan.target
-                    direct = torch.maximum(torch.minimum(tg.features.reshape(image.shape), high), low)
-                    rival = float(matching(plan.state, direct, tg.features, tg.known, tg.upstream, plan.below))
+                direct = torch.maximum(torch.minimum(plan.target.features.reshape(image.shape), high), low)
+                rival = compete(direct)
                 plan.peel["won"] = rival < loss
                 if plan.peel["won"]:
                     image, loss = direct, rival

@@ -37,7 +37,6 @@ from bench.inversion.recursive import (
     ConvBlock,
     block_output,
     chain_states,
-    conv_chain,
     inverse_activation,
     unobserved,
 )
@@ -156,12 +155,13 @@ def _scale(
     return best
 
 
-def peel_chain(obs: Observation, top: MatchTarget, state: Tensors) -> tuple[MatchTarget, dict[str, Any]]:
-    """Go down the convolution blocks below ``top`` (a leaky layer's reading) while each one's input can be
-    had from its weight gradient's row space; the lowest input reached is what an image recovery then
-    matches, with the exact upstream gradient there. Returns it and what was done (``blocks``, their
-    relative residuals, why it ``stopped``)."""
-    chain = conv_chain(obs.public.model, top.layer)
+def peel_chain(
+    obs: Observation, top: MatchTarget, state: Tensors, chain: list[ConvBlock] | str
+) -> tuple[MatchTarget, dict[str, Any]]:
+    """Go down ``chain`` (the convolutions below ``top.layer``, from ``conv_chain``; or why there are none)
+    while each block's input can be had from its weight gradient's row space; the lowest input reached is
+    what an image recovery then matches, with the exact upstream gradient there. Returns it and what was
+    done (``blocks``, their relative residuals, why it ``stopped``)."""
     if isinstance(chain, str) or not chain:
         return top, {"blocks": [], "stopped": chain or f"nothing below {top.layer}"}
     if not bool(top.known.all()):

@@ -377,12 +377,13 @@ def unobserved(obs: Observation, block: ConvBlock, state: Tensors) -> str | None
     return None
 
 
-def recursion_chain(obs: Observation, layer: str, state: Tensors, mode: str) -> list[ConvBlock] | str:
-    """The blocks below ``layer`` that the recursion inverts (``mode``: 'auto' only without max-pools,
-    'switches' also through them, 'off'), or why it does not run."""
+def recursion_chain(
+    obs: Observation, layer: str, state: Tensors, mode: str, chain: list[ConvBlock] | str
+) -> list[ConvBlock] | str:
+    """The blocks of ``chain`` (:func:`conv_chain` below ``layer``) that the recursion inverts (``mode``:
+    'auto' only without max-pools, 'switches' also through them, 'off'), or why it does not run."""
     if mode == "off":
         return "off (recursion='off')"
-    chain = conv_chain(obs.public.model, layer)
     if isinstance(chain, str):
         return chain
     if not chain:
