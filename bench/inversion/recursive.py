@@ -27,7 +27,7 @@ their targets' norms so neither dominates.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from bench.inversion.linear import ModuleKeys
+from bench.inversion.lstsq import cgls, dot
 from bench.threat import Observation, Tensors
 
 ACTIVATIONS = ("identity", "leaky_relu", "sigmoid", "tanh")
@@ -165,55 +166,6 @@ def inverse_activation(block: ConvBlock, a: torch.Tensor) -> tuple[torch.Tensor,
     return a, torch.ones_like(a)
 
 
-def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.stack([(x * y).sum() for x, y in zip(a, b)]).sum()
-
-
-def cgls(
-    apply: Callable[[torch.Tensor], list[torch.Tensor]],
-    target: Sequence[torch.Tensor],
-    start: torch.Tensor,
-    iterations: int,
-    tol: float = 1e-24,
-) -> torch.Tensor:
-    """argmin_v Σ‖A_k(v) − t_k‖² for a linear ``apply(v) → [A_k(v)]``, by CGLS from ``start``; Aᵀ by autograd.
-
-    Stops once ‖Aᵀr‖² ≤ tol · ‖Aᵀt‖² (rounding level: a warm start at the solution must not wander
-    off in the noise) and returns the iterate with the smallest residual seen."""
-
-    def adjoint(r: Sequence[torch.Tensor]) -> torch.Tensor:
-        v = torch.zeros_like(start, requires_grad=True)
-        with torch.enable_grad():
-            out = apply(v)
-            return torch.autograd.grad(_dot(out, r), v)[0]
-
-    scale = float((adjoint(target) ** 2).sum())
-    x = start.clone()
-    with torch.no_grad():
-        r = [t - a for t, a in zip(target, apply(x))]
-    best, best_rr = x, float(_dot(r, r))
-    s = adjoint(r)
-    p, gamma = s.clone(), (s * s).sum()
-    for _ in range(iterations):
-        if float(gamma) <= tol * scale:
-            break
-        with torch.no_grad():
-            q = apply(p)
-            qq = _dot(q, q)
-            if not bool(qq > 0) or not bool(torch.isfinite(qq)):
-                break
-            alpha = gamma / qq
-            x = x + alpha * p
-            r = [ri - alpha * qi for ri, qi in zip(r, q)]
-            rr = float(_dot(r, r))
-            if rr < best_rr:
-                best, best_rr = x, rr
-        s = adjoint(r)
-        new = (s * s).sum()
-        p, gamma = s + (new / gamma) * p, new
-    return best
-
-
 @dataclass
 class BlockSolution:
     """One block's recovered input, the upstream gradient at it, and how well the equations hold."""
@@ -252,14 +204,38 @@ def solve_block(
     evidence: BlockEvidence, estimate: torch.Tensor, switch_rounds: int = 2, iterations: int = 3000
 ) -> BlockSolution:
     """The input of the block from its evidence; ``estimate`` (its input's shape) gives the starting
-    point and the max-pool switches."""
+    point and the max-pool switches (refreshed from each solution, ``switch_rounds`` times)."""
+    block = evidence.block
+    w, b = evidence.weight.double(), evidence.bias.double()
+    solution = BlockSolution(estimate.double().detach(), torch.zeros(0), float("nan"))
+    for _ in range(max(1, switch_rounds if block.pool > 1 else 1)):
+        switches = pool_switches(block, w, b, solution.inputs)
+        solution = solve_at(evidence, solution.inputs, switches, iterations)
+    return solution
+
+
+def solve_at(
+    evidence: BlockEvidence, start: torch.Tensor, switches: torch.Tensor | None, iterations: int = 3000
+) -> BlockSolution:
+    """The least-squares input of the block for the given max-pool ``switches`` (max_pool2d's indices; None
+    without a pool), by CGLS from ``start``: the forward pass at the switches and the weight gradient, each
+    scaled by its target's norm."""
     block = evidence.block
     w, b, g = evidence.weight.double(), evidence.bias.double(), evidence.gradient.double()
-    out, up, v = evidence.output.double(), evidence.upstream.double(), estimate.double().detach()
+    out, up, v = evidence.output.double(), evidence.upstream.double(), start.double().detach()
     cout, kk = w.shape[0], block.kernel
     wm = w.reshape(cout, -1)
     z_seen, slope = inverse_activation(block, out)
     d_seen = up * slope
+    spatial = output_hw(v, block)
+    if switches is not None:
+
+        def place(t: torch.Tensor) -> torch.Tensor:
+            return F.max_unpool2d(t[None], switches[None], (block.pool, block.pool), output_size=spatial)[0]
+
+        mask, z_full, delta = place(torch.ones_like(out)), place(z_seen), place(d_seen)
+    else:
+        mask, z_full, delta = torch.ones_like(z_seen), z_seen, d_seen
 
     def patches(x: torch.Tensor) -> torch.Tensor:  # [C·k·k, L]
         return F.unfold(x[None], kk, padding=block.padding, stride=block.stride)[0]
@@ -267,31 +243,19 @@ def solve_block(
     gradient_target = g.reshape(cout, -1)
     seen = (g != 0).reshape(cout, -1).to(g)  # entries a defense zeroed are left out, as in read_layer
     gw = seen / gradient_target.norm().clamp_min(1e-300)
-    spatial = _out_hw(v, block)
-    residual = float("nan")
-    for _ in range(max(1, switch_rounds if block.pool > 1 else 1)):
-        index = pool_switches(block, w, b, v)
-        if index is not None:
+    dm = delta.reshape(cout, -1)
+    forward_target = mask.reshape(cout, -1) * (z_full.reshape(cout, -1) - b[:, None])
+    fw = mask.reshape(cout, -1) / forward_target.norm().clamp_min(1e-300)  # seen rows, scaled
 
-            def place(t: torch.Tensor, index: torch.Tensor = index) -> torch.Tensor:
-                return F.max_unpool2d(t[None], index[None], (block.pool, block.pool), output_size=spatial)[0]
+    def apply(x: torch.Tensor) -> list[torch.Tensor]:
+        p = patches(x)
+        return [fw * (wm @ p), gw * (dm @ p.T)]
 
-            mask, z_full, delta = place(torch.ones_like(out)), place(z_seen), place(d_seen)
-        else:
-            mask, z_full, delta = torch.ones_like(z_seen), z_seen, d_seen
-        dm = delta.reshape(cout, -1)
-        forward_target = mask.reshape(cout, -1) * (z_full.reshape(cout, -1) - b[:, None])
-        fw = mask.reshape(cout, -1) / forward_target.norm().clamp_min(1e-300)  # seen rows, scaled
-
-        def apply(x: torch.Tensor, fw: torch.Tensor = fw, dm: torch.Tensor = dm) -> list[torch.Tensor]:
-            p = patches(x)
-            return [fw * (wm @ p), gw * (dm @ p.T)]
-
-        targets = [fw * forward_target, gw * gradient_target]
-        v = cgls(apply, targets, v, iterations)
-        with torch.no_grad():
-            error = [a - t for a, t in zip(apply(v), targets)]
-            residual = float((_dot(error, error) / _dot(targets, targets)).sqrt())
+    targets = [fw * forward_target, gw * gradient_target]
+    v = cgls(apply, targets, v, iterations)
+    with torch.no_grad():
+        error = [a - t for a, t in zip(apply(v), targets)]
+        residual = float((dot(error, error) / dot(targets, targets)).sqrt())
     x = v.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         z = (wm @ patches(x)).reshape(cout, *spatial)
@@ -299,7 +263,8 @@ def solve_block(
     return BlockSolution(v.detach(), up_in.detach(), residual)
 
 
-def _out_hw(x: torch.Tensor, block: ConvBlock) -> tuple[int, int]:
+def output_hw(x: torch.Tensor, block: ConvBlock) -> tuple[int, int]:
+    """The height and width of ``block``'s convolution output for input ``x`` (before its pool)."""
     h, w = x.shape[-2:]
     k, s, p = block.kernel, block.stride, block.padding
     return (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1

@@ -1,0 +1,67 @@
+"""What the analytic attack knows of one target before its image recovery, and how a candidate image is scored."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from bench.inversion.linear import LayerReading
+from bench.inversion.peel import MatchTarget
+from bench.inversion.recursive import ConvBlock
+from bench.threat import Observation, Tensors
+
+
+@dataclass
+class Plan:
+    """One target's closed-form reading and what its image recovery matches."""
+
+    obs: Observation
+    reading: LayerReading
+    keys: list[str]  # the observed layers below the matched input, replayed
+    state: Tensors  # the public network's parameters and buffers
+    upstream: torch.Tensor  # u = Wᵀδ at the leaky layer's input
+    below: list[torch.Tensor]  # the observed gradients of ``keys``
+    chain: list[ConvBlock] | str  # the convolutions R-GAP's recursion inverts, or why it does not run
+    convs: list[ConvBlock] | str  # every convolution block below the leaky layer, or why they are not a chain
+    target: MatchTarget
+    peel: dict[str, Any]  # which blocks were peeled, how well, and why it stopped
+
+    def group(self) -> tuple:
+        """Targets with equal groups can share one tensor."""
+        shapes = tuple((k, tuple(v.shape)) for k, v in self.state.items())
+        return (
+            type(self.obs.public.model),
+            shapes,
+            self.reading.layer.name,
+            self.target.layer,
+            tuple(self.keys),
+            tuple(self.obs.public.image_shape),
+            self.obs.public.pixel_bounds()[0].device.type,
+        )
+
+
+def matching_loss(
+    replay: Callable[..., tuple[torch.Tensor, list[torch.Tensor]]],
+    feature_weight: float,
+    replay_weight: float,
+    state: Tensors,
+    image: torch.Tensor,
+    phi: torch.Tensor,
+    mask: torch.Tensor,
+    upstream: torch.Tensor,
+    observed: list[torch.Tensor],
+) -> torch.Tensor:
+    """One candidate's matching loss (without TV): the relative feature misfit at the matched input plus
+    the cosine distance of the head-free replay of the layers below (``replay``: replay_function's)."""
+    got, grads = replay(state, image, upstream)
+    loss = feature_weight * (((got - phi) * mask) ** 2).sum() / ((phi * mask) ** 2).sum().clamp_min(1e-20)
+    if grads:
+        dot = torch.stack([(g * o).sum() for g, o in zip(grads, observed)]).sum()
+        norms = (
+            torch.stack([(g * g).sum() for g in grads]).sum() * torch.stack([(o * o).sum() for o in observed]).sum()
+        ).sqrt()
+        loss = loss + replay_weight * (1 - dot / norms.clamp_min(1e-20))
+    return loss
