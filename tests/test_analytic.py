@@ -171,3 +171,29 @@ def test_a_batch_gradient_still_gives_away_the_inputs_of_examples_a_unit_sees_al
         assert min(float((f.features - t).abs().max()) for t in truth) < 1e-5 and f.rows >= 2
     noisy = dataclasses.replace(obs, observed={k: v + 1e-3 * torch.randn_like(v) for k, v in obs.observed.items()})
     assert isolated_inputs(noisy, layer) == []  # noise: no two rows agree any more
+
+
+def test_the_replay_term_survives_a_confidently_classified_examples_tiny_gradients():
+    """A saturated loss gives gradients of ~1e-16; the product of two squared norms then underflows
+    float32, and the recovery must neither stall on a NaN gradient nor change its loss."""
+    from dataclasses import replace
+
+    from bench.attacks.analytic.plan import matching_loss
+    from bench.inversion.linear import replay_function
+
+    obs, target = observe(FedAvg(), cnn_task())
+    attack = Analytic()
+    plan = attack._plan(obs)
+    tiny = replace(
+        plan,
+        target=replace(plan.target, upstream=plan.target.upstream * 1e-20),
+        below=[b * 1e-20 for b in plan.below],
+    )
+    x = target.x[0].clone()
+    assert abs(attack._score(tiny, x) - attack._score(plan, x)) < 1e-4
+    image = torch.randn_like(x).requires_grad_(True)
+    replay = replay_function(obs, plan.target.layer, plan.keys)
+    tg = tiny.target
+    loss = matching_loss(replay, 1.0, 1.0, plan.state, image, tg.features, tg.known, tg.upstream, tiny.below)
+    (grad,) = torch.autograd.grad(loss, image)
+    assert torch.isfinite(grad).all() and float(grad.abs().max()) > 0

@@ -55,13 +55,21 @@ def matching_loss(
     observed: list[torch.Tensor],
 ) -> torch.Tensor:
     """One candidate's matching loss (without TV): the relative feature misfit at the matched input plus
-    the cosine distance of the head-free replay of the layers below (``replay``: replay_function's)."""
-    got, grads = replay(state, image, upstream)
+    the cosine distance of the head-free replay of the layers below (``replay``: replay_function's).
+
+    The cosine does not depend on the scale of the upstream gradient or of the observed gradients, so
+    both are brought to a unit peak first: a confidently classified example's gradients can be ~1e-16,
+    and the product of two such squared norms underflows float32 to 0, whose square root has no
+    gradient (NaN: the recovery never moves). Where the observed gradients below are exactly zero, the
+    replay term is a constant 1 and the features alone drive the recovery."""
+    u = upstream / upstream.abs().max().clamp_min(1e-30)
+    got, grads = replay(state, image, u)
     loss = feature_weight * (((got - phi) * mask) ** 2).sum() / ((phi * mask) ** 2).sum().clamp_min(1e-20)
     if grads:
-        dot = torch.stack([(g * o).sum() for g, o in zip(grads, observed)]).sum()
-        norms = (
-            torch.stack([(g * g).sum() for g in grads]).sum() * torch.stack([(o * o).sum() for o in observed]).sum()
-        ).sqrt()
-        loss = loss + replay_weight * (1 - dot / norms.clamp_min(1e-20))
+        peak = torch.stack([o.abs().max() for o in observed]).max().clamp_min(1e-30)
+        unit = [o / peak for o in observed]
+        dot = torch.stack([(g * o).sum() for g, o in zip(grads, unit)]).sum()
+        simulated = torch.stack([(g * g).sum() for g in grads]).sum().clamp_min(1e-30).sqrt()
+        seen = torch.stack([(o * o).sum() for o in unit]).sum().clamp_min(1e-30).sqrt()
+        loss = loss + replay_weight * (1 - dot / (simulated * seen))
     return loss
