@@ -50,3 +50,17 @@ def test_publish_keeps_the_rows_and_the_images_a_report_shows(tmp_path, capsys):
     before, after = build(load_results([tmp_path / "sweep"]).rows), build(load_results([tmp_path / "pub"]).rows)
     assert [e.defense for e in before.tables[0].entries] == [e.defense for e in after.tables[0].entries]
     assert before.tables[0].entries[0].attacks["ig"].stats == after.tables[0].entries[0].attacks["ig"].stats
+
+
+def test_reproduce_rebuilds_the_leaderboard_from_published_compressed_rows(tmp_path, capsys):
+    """publish writes results.jsonl.gz; a check that looked only for results.jsonl left the board stale."""
+    write_fixture(tmp_path / "sweep")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("nothing generated\n")
+    assert main(["publish", str(tmp_path / "sweep"), "--to", str(tmp_path / "results")]) == 0
+    assert not (tmp_path / "results" / "results.jsonl").exists()
+    assert main(["reproduce", "--root", str(tmp_path), "--check"]) == 1
+    assert main(["reproduce", "--root", str(tmp_path)]) == 0
+    board = (tmp_path / "results" / "leaderboard.md").read_text()
+    assert "dp(noise_multiplier=0.1)" in board
+    assert main(["reproduce", "--root", str(tmp_path), "--check"]) == 0

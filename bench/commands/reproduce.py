@@ -36,8 +36,8 @@ def _leaderboard(root: Path) -> str | None:
     from bench.reports.loading import load_results
     from bench.reports.render import to_markdown
 
-    if not (root / "results" / "results.jsonl").is_file():
-        return None
+    if not any((root / "results" / name).is_file() for name in ("results.jsonl", "results.jsonl.gz")):
+        return None  # publish writes results.jsonl.gz: checking only the plain name left the board stale
     return to_markdown(build(load_results([root / "results"]).rows), title="Leaderboard: configs/default.toml")
 
 
