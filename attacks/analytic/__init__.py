@@ -50,12 +50,12 @@ its known output, upstream gradient and weight gradient, with the switches *sear
 own residual (:mod:`bench.inversion.switches`) from the step-2 image's. A second recovery (step 2,
 same settings and generator) matches that input and replays the layers below it. The answer is the
 mean of the two images (``average``, the default), or the one with the lower matching loss
-(``compete``). On the tuning seeds 1000000/1000001 of FedAvg's CNN, the mean gained 1.28/0.62 dB over
-the first image. The matching loss almost always prefers the first image, which was fitted to it,
-even where the second is several dB closer. Averaging two recoveries that both match step 2's input
-gains only 0.45 dB, so the searched block input carries information of its own. It runs only on an
-exact reading, and not after a closed-form answer (step 1b's image, step 3's) won; ``info["descent"]``
-says what ran. Pulling restarts toward their mean is GradInversion's "group consistency" (Yin et al.,
+(``compete``). The mean was chosen on the tuning seeds of FedAvg's CNN. There the matching loss
+almost always preferred the first image, which was fitted to it, even where the second was several
+dB closer. ``benchmarks/descent.py`` measures all of this on reporting seeds, with a control: the mean
+of two recoveries of the *same* input, which shows what the searched block input adds beyond
+averaging. It runs only on an exact reading, and not after a closed-form answer (step 1b's image,
+step 3's) won; ``info["descent"]`` says what ran. Pulling restarts toward their mean is GradInversion's "group consistency" (Yin et al.,
 CVPR 2021); the switch search and the descent are ours.
 
 Where it degrades, it says so in ``info`` (``feature_source``, ``not_exact_because``) and keeps

@@ -2,10 +2,10 @@
 
 R-GAP's recursion (:mod:`bench.inversion.recursive`) solves a convolution block's input v from its
 forward pass and its weight gradient ``∂L/∂W = Δ Pᵀ``, both linear in v once the max-pool's *switches*
-are known (which entry of each window survived). Taken from an estimate's argmax, they are wrong for
-a fifth of conv2's windows on the HyperFL paper's CNN even from a 27 dB image, and refreshing them
-from the solution's own argmax does not repair them: the least-squares solution bends to fit the
-wrong switches, and its argmax keeps them (benchmarks/rgap_switches.py).
+are known (which entry of each window survived). Taken from an estimate's argmax, many are wrong
+(near-ties within the windows), and refreshing them from the least-squares solution's own argmax
+does not repair them: the solution bends to fit the wrong switches, and its argmax keeps them
+(benchmarks/rgap_switches.py measures how many are wrong).
 
 Here the switches are *searched*, by the residual of the block's own equations rather than by the
 argmax. With v fixed, each window's switch is chosen among its k² positions, one window at a time
@@ -18,10 +18,12 @@ plus the max-pool's inequality: the window's other entries may not exceed the se
   exactly in O(C·k²·patch) without a new solve.
 - The inequality: ``Σ relu(z_o − z_seen)²`` over the window's other positions o.
 
-Then v is solved again (CGLS) with the new switches, and the two steps alternate until few switches
-move. Each step lowers the same objective, so it converges. On FedAvg's CNN (tuning seeds, from the
-gradient-matching estimate and conv3's exact peeled input), this takes conv2's input from a 3–12 %
-relative error to 0.6–5.5 %, where the argmax refresh goes to 5–17 %.
+Then v is solved again (CGLS) with the new switches, and the two steps alternate until no switch
+moves, or for at most ``ROUNDS`` rounds. The search step lowers the residual plus the inequality
+term; the least-squares step lowers the residual alone, so the alternation need not be monotone in
+the sum, and in practice it settles within a few rounds. On FedAvg's CNN, from the
+gradient-matching image and conv3's exact peeled input, ``benchmarks/descent.py`` compares the
+relative error of conv2's input three ways: the image's own, the argmax refresh's, and this search's.
 
 This is our method, built on R-GAP's equations (Zhu & Blaschko, ICLR 2021, §3); it is not a method of
 the papers. Like the recursion, it needs an exact one-example gradient.
