@@ -55,8 +55,9 @@ almost always preferred the first image, which was fitted to it, even where the 
 dB closer. ``benchmarks/descent.py`` measures all of this on reporting seeds, with a control: the mean
 of two recoveries of the *same* input, which shows what the searched block input adds beyond
 averaging. It runs only on an exact reading, and not after a closed-form answer (step 1b's image,
-step 3's) won; ``info["descent"]`` says what ran. Pulling restarts toward their mean is GradInversion's "group consistency" (Yin et al.,
-CVPR 2021); the switch search and the descent are ours.
+step 3's) won; ``info["descent"]`` says what ran. Pulling restarts toward their mean is
+GradInversion's "group consistency" (Yin et al., CVPR 2021); the switch search and the descent are
+ours.
 
 Where it degrades, it says so in ``info`` (``feature_source``, ``not_exact_because``) and keeps
 going: an update after several local steps, noise (dp), an aggregate over clients (he), zeroed
