@@ -147,9 +147,9 @@ def test_without_a_readable_layer_it_falls_back_to_gradient_matching_and_says_so
     assert leaky_layers(obs) == []
     rec = Analytic(iterations=2).reconstruct(obs, torch.Generator(), SilentProgress())
     assert "no observed linear layer" in rec.info["fallback"]
-    obs, _ = observe(FedAvg(), cnn_task(), n=2)
-    rec = Analytic(iterations=2).reconstruct(obs, torch.Generator(), SilentProgress())
-    assert "mixes 2 examples" in rec.info["fallback"] and rec.images.shape[0] == 2
+    obs, _ = observe(FedAvg(), cnn_task(), n=200)  # more examples than fc1 has rows: no row space separates them
+    rec = Analytic(iterations=1).reconstruct(obs, torch.Generator(), SilentProgress())
+    assert "exceed fc1's 128 rows" in rec.info["fallback"] and rec.images.shape[0] == 200
 
 
 @pytest.mark.parametrize("layer, fragment", [("fc9", "not an observed linear layer")])

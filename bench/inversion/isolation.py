@@ -13,11 +13,10 @@ one-example gradients of one model (secure aggregation's mean), and for the summ
 several one-example steps where the layer's weights barely move.
 
 Works from the :class:`~bench.threat.Observation` alone (through :func:`bench.inversion.linear.as_gradient`).
-Not yet part of the analytic attack: recovering an isolated example's image from its features alone
-(without the replay of the layers below, which sum every example) was tried against he's two-client
-aggregate and came out worse than gradient matching on the whole aggregate, so the features still
-have to become a term of the joint matching. ``benchmarks/hyperfl_local_isolation.py`` measures what
-it exposes in HyperFL's local round.
+The analytic attack (:mod:`attacks.analytic.batch`) reports what this finds but matches the whole row
+space instead: with a LeakyReLU no unit is exactly off, so agreeing rows are near-isolations, and as a
+hard term of the matching they hurt on the tuning seeds of ``he``. ``benchmarks/hyperfl_local_isolation.py``
+measures what it exposes in HyperFL's local round.
 """
 
 from __future__ import annotations
