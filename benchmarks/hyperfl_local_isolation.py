@@ -1,20 +1,26 @@
-"""Does HyperFL's own protocol (the ``local`` setting) still give away exact fc1 inputs? A measurement.
+"""What HyperFL's own protocol (the ``local`` setting) gives away of the round's fc1 inputs. A measurement.
 
-Not a test, and not yet an attack: the evidence for the one docs/hyperfl.md says is in reach. In the
-``local`` setting the server sees the hypernetwork's update after the client's round over two
-mini-batches of one example each. For every generated tensor k the generator head's bias update is
-−lr × (momentum-weighted sum of the steps' gradients of the generated tensor + weight decay × the
-bias); the weight-decay part is known (the server sent the bias), so removing it leaves
-``a·g₁ + g₂``, the two examples' gradients of the generated network. For fc1, row j of that sum is
-``a·δ₁ⱼ x₁ + δ₂ⱼ x₂``: where unit j is inactive (ReLU) for one of the two examples, the row divided
-by its bias entry is the other example's fc1 input, exactly. Such rows agree with each other.
+The evidence behind the analytic attack's rows on ``configs/hyperfl-local.toml``. In the ``local``
+setting the server sees the hypernetwork's update after the client's round over two mini-batches of
+one example each. For every generated tensor k the generator head's bias update is −lr × (momentum-
+weighted sum of the steps' gradients of the generated tensor + weight decay × the bias); the
+weight-decay part is known (the server sent the bias), so removing it leaves ``a·g₁ + g₂``, the two
+examples' gradients of the generated network. For fc1 that sum is ``[a·δ₁ x₁ᵀ + δ₂ x₂ᵀ, a·δ₁ + δ₂]``:
+rank 2, its row space holding both examples' augmented inputs [x, 1]. Per target this script records
 
-Example 0 is the target's (its batch comes first in the round). For each target this script groups
-fc1's rows whose ratios agree to ``--tolerance`` (relative) and compares every group of two or more
-rows with the true fc1 inputs of the round's examples under the generated network of the round's
-start (the client's true embedding, which the attacker does not have: the comparison uses it, the
-grouping does not). Example 1's input is exact under that network; example 2's under the network
-after one step, so its error against the start network is small but not zero.
+* ``data_part_over_float32_spacing``: the median size of that data part in units of the float32
+  spacing of the parameters the client sends. Below ~1 it is lost to rounding: the update carries
+  nothing readable (the head epoch that starts the round has fitted the two examples and their
+  gradients are tiny); the analytic attack then reads noise, and its rows' ``rank_gap`` is near 1;
+* ``rank_gap`` (σ₃/σ₂ of the sum) and ``row_space_misfit_of_true_inputs``: how far each true fc1
+  input (under the generated network of the round's start and the client's true embedding, which
+  the attacker does not have: only the check uses it) lies from the affine space the attack matches;
+* fc1's rows whose ratios agree to ``--tolerance`` (relative), compared with the true inputs: where
+  unit j is (nearly) inactive for one example, the row divided by its bias entry is the other's input.
+
+Example 0 is the target's (its batch comes first in the round). Example 1's input is exact under the
+start network; example 2's under the network after one step, so its error is small but not zero.
+A fresh network per target, as the sweeps' round 0.
 
 Usage: python benchmarks/hyperfl_local_isolation.py [--targets 8] [--tolerance 1e-4]
 Writes benchmarks/results/hyperfl_local_isolation.json.
@@ -35,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import provenance  # noqa: E402
+from bench.attacks.analytic.batch import _affine_misfit  # noqa: E402
 from bench.components import Choice  # noqa: E402
 from bench.defenses.hyperfl.model import EMBEDDING, HEAD_BIAS, HEAD_WEIGHT, HyperNetwork, private_state  # noqa: E402
 from bench.federation import FLSettings  # noqa: E402
@@ -44,6 +51,7 @@ from bench.runs.attack import RunSpec, _target_batch, prepare  # noqa: E402
 from bench.training import start  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "hyperfl_local_isolation.json"
+READABLE = 10.0  # a data part this many float32 spacings above rounding is read; below, rounding dominates
 
 
 def measure(target: int, p, state, tolerance: float) -> dict:
@@ -70,6 +78,17 @@ def measure(target: int, p, state, tolerance: float) -> dict:
     params = {**generated, **d.model.head_params(truth[HEAD_WEIGHT], truth[HEAD_BIAS])}
     with torch.no_grad():
         true = layer_input(d.model.target, "fc1", params, round_data.x).double().reshape(len(round_data), -1)
+    # the update's resolution: the client sends float32 parameters, so a data part below their spacing is lost
+    _, bias = HyperNetwork.head_keys("fc1.weight")
+    sent = (state.server[bias] + update[bias]).float()
+    spacing = (torch.nextafter(sent, torch.full_like(sent, float("inf"))) - sent).double()
+    data_over_spacing = float((proto.lr * gw.flatten()).abs().median() / spacing.median())
+    # the row space: the analytic attack recovers each example's fc1 input against it (attacks/analytic/batch.py)
+    augmented = torch.cat([gw, gb[:, None]], 1)
+    singular = torch.linalg.svdvals(augmented / augmented.abs().max())
+    b = len(round_data)
+    basis = torch.linalg.svd(augmented / augmented.abs().max(), full_matrices=False)[2][:b].T
+    misfit = [float(_affine_misfit(t[None], basis)) for t in true]
     found = []
     for members in groups:
         features = ratios[members].mean(0)
@@ -80,6 +99,9 @@ def measure(target: int, p, state, tolerance: float) -> dict:
         "target": target,
         "round_examples": len(round_data),
         "fc1_rows": int(gb.numel()),
+        "data_part_over_float32_spacing": data_over_spacing,
+        "rank_gap": float(singular[b] / singular[b - 1]),
+        "row_space_misfit_of_true_inputs": misfit,
         "rows_in_groups": sum(len(g) for g in groups),
         "groups": found,
         "examples_found": sorted({g["example"] for g in found if g["relative_error"] < 1e-2}),  # 0: the target's
@@ -102,9 +124,13 @@ def main() -> int:
         device="cpu",
     )
     p = prepare(spec)
-    state = start(p.defense, p.federation, spec.seed, "target", 0, "model")
-    per_target = [measure(t, p, state, args.tolerance) for t in range(args.targets)]
+    per_target = [  # a fresh network per target, as the sweeps' round 0
+        measure(t, p, start(p.defense, p.federation, spec.seed, "target", t, "model"), args.tolerance)
+        for t in range(args.targets)
+    ]
     errors = [g["relative_error"] for r in per_target for g in r["groups"]]
+    readable = [r for r in per_target if r["data_part_over_float32_spacing"] > READABLE]
+    fits = [m for r in readable for m in r["row_space_misfit_of_true_inputs"]]
     record = {
         "what": "HyperFL local setting (2 one-example steps), round 0, the CNN on photos: fc1 rows whose "
         "ratio (weight-decay drift removed) agrees with other rows, against the true fc1 inputs",
@@ -113,10 +139,13 @@ def main() -> int:
         "targets_whose_own_example_is_exposed": sum(0 in r["examples_found"] for r in per_target),
         "targets_with_an_exposed_example": sum(bool(r["examples_found"]) for r in per_target),
         "median_relative_error_of_groups": statistics.median(errors) if errors else None,
+        "targets_readable": len(readable),
+        "median_row_space_misfit_readable": statistics.median(fits) if fits else None,
+        "median_rank_gap_readable": statistics.median(r["rank_gap"] for r in readable) if readable else None,
         "per_target": per_target,
     }
     record = provenance.write_record(OUT, record)
-    print(json.dumps({k: record[k] for k in list(record)[2:7]}))
+    print(json.dumps({k: record[k] for k in list(record)[2:10]}))
     return 0
 
 

@@ -27,7 +27,7 @@ def _plan(n: int = 2, seed: int = 0, smooth: bool = False) -> tuple[BatchPlan, t
 def test_each_examples_input_lies_in_the_row_space_of_the_batch_gradient():
     plan, x = _plan(n=3)
     phi = true_features(plan, x).double()
-    assert plan.images == 3 and plan.spectrum[3] < 1e-5  # rank 3: one direction per example
+    assert plan.rank == 3 and plan.spectrum[3] < 1e-5  # rank 3: one direction per example
     assert float(_affine_misfit(phi, plan.basis.double())) < 1e-9
     other = true_features(plan, torch.randn_like(x)).double()  # other images' inputs do not
     assert float(_affine_misfit(other, plan.basis.double())) > 1e-3
@@ -55,3 +55,12 @@ def test_the_attack_recovers_a_batch_of_two_without_falling_back():
     best = [max(psnr(r, t) for r in rec.images) for t in target.x]
     baseline = [psnr(s, t) for s, t in zip(start, target.x)]
     assert min(b - a for a, b in zip(baseline, best)) > 3  # both examples found, well above the start
+
+
+def test_only_the_examples_above_the_resolution_are_matched():
+    from bench.attacks.analytic.batch import row_space_rank
+
+    assert row_space_rank([1.0, 0.2, 1e-7], 2) == 2  # a clear drop after both examples
+    assert row_space_rank([1.0, 1e-6, 0.98e-6], 2) == 1  # the second example below the resolution
+    assert row_space_rank([1.0, 0.97, 0.96], 2) == 2  # no drop anywhere: noise, nothing to prefer
+    assert row_space_rank([1.0, 0.3], 2) == 2  # the spectrum runs out (fewer rows than examples + 1)

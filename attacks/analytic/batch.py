@@ -24,6 +24,13 @@ the one-example recovery up to the scale-free form of the feature term. Everythi
 an aggregate of one-example gradients of one network (secure aggregation's mean, ``he``); for a local
 round it is exact up to the weights' drift between the steps (momentum weights are absorbed into D).
 The peel and the descent need one example's gradient and do not run here.
+
+Where the spectrum shows fewer than B directions above the rest (σ_{k+1} < 0.1·σ_k at some k < B but
+not at B), only k examples are readable — in HyperFL's local round, the head epoch that starts the
+round can fit an example so well that its gradient falls below the float32 spacing of the parameters
+the client sends — and the row space matched is those k directions (one: a point, that example's
+input exactly); every candidate then answers for one of them. ``info`` records the spectrum, the rank
+used and ``rank_gap`` (near 1: no drop anywhere, nothing readable, the attack matches noise).
 """
 
 from __future__ import annotations
@@ -57,24 +64,39 @@ class BatchPlan:
     spectrum: list[float]  # M's singular values 1 .. B + 1, relative to the first
 
     @property
-    def images(self) -> int:
+    def rank(self) -> int:
+        """The rank of the row space matched: the examples whose inputs the reading holds."""
         return int(self.basis.shape[1])
 
     def info(self) -> dict[str, Any]:
         """What the row reports about the reading."""
-        b = self.images
+        b, r = self.obs.public.num_images, self.rank
         return {
             "method": "linear-layer leakage of a batch (row space + isolated rows) + joint head-free inversion",
             "layer": self.layer.name,
             "features": self.layer.in_features,
             "examples": b,
-            "row_space_rank": b,
+            "row_space_rank": r,
             "singular_values_relative": self.spectrum,
-            "rank_gap": self.spectrum[b] / self.spectrum[b - 1] if len(self.spectrum) > b else 0.0,
+            "rank_gap": self.spectrum[r] / self.spectrum[r - 1] if len(self.spectrum) > r else 0.0,
             "isolated_examples": len(self.isolated),
             "isolated_rows": [iso.rows for iso in self.isolated],
             "replayed": list(self.keys),
         }
+
+
+GAP = 0.1  # σ_{k+1}/σ_k below this: the examples' part of the spectrum ends at k
+
+
+def row_space_rank(spectrum: list[float], examples: int) -> int:
+    """How many of the top singular directions hold examples' inputs: ``examples`` where the spectrum
+    drops after them (or runs out); otherwise the last clear drop before (the other examples' gradients
+    are below the observation's resolution, e.g. a local round whose head epoch already fitted them,
+    under float32 rounding); ``examples`` again where no drop exists (nothing is readable: noise)."""
+    if len(spectrum) <= examples or spectrum[examples] < GAP * spectrum[examples - 1]:
+        return examples
+    drops = [k for k in range(1, examples) if spectrum[k] < GAP * spectrum[k - 1]]
+    return drops[-1] if drops else examples
 
 
 def batch_plan(obs: Observation, layer: LeakyLayer) -> BatchPlan | str:
@@ -89,8 +111,7 @@ def batch_plan(obs: Observation, layer: LeakyLayer) -> BatchPlan | str:
         return f"{layer.name}'s observed gradient is zero: nothing to read"
     _, s, vh = torch.linalg.svd(observed / observed.abs().max(), full_matrices=False)
     spectrum = [float(v) for v in (s[: b + 1] / s[0])]
-    if len(spectrum) < b or spectrum[b - 1] <= 1e-12:
-        return f"{layer.name}'s gradient has rank < {b}: it does not span the examples' inputs"
+    rank = row_space_rank(spectrum, b)
     model = obs.public.model
     state = {k: v.detach() for k, v in [*model.named_parameters(), *model.named_buffers()]}
     keys = lower_keys(obs, layer.name)
@@ -101,7 +122,7 @@ def batch_plan(obs: Observation, layer: LeakyLayer) -> BatchPlan | str:
         keys=keys,
         state=state,
         observed=observed.to(dtype),
-        basis=vh[:b].T.contiguous().to(dtype),
+        basis=vh[:rank].T.contiguous().to(dtype),
         isolated=isolated_inputs(obs, layer),
         below=[as_gradient(obs, k) for k in keys],
         spectrum=spectrum,
@@ -196,7 +217,7 @@ def recover_batch(
         signed=[x] if opt.signed else [],
         decay=opt.decay,
         project=box,
-        description=f"analytic (batch of {plan.images})",
+        description=f"analytic (batch of {plan.obs.public.num_images})",
     )
     best = result.values[0]
     with torch.no_grad():
