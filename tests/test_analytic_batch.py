@@ -64,3 +64,27 @@ def test_only_the_examples_above_the_resolution_are_matched():
     assert row_space_rank([1.0, 1e-6, 0.98e-6], 2) == 1  # the second example below the resolution
     assert row_space_rank([1.0, 0.97, 0.96], 2) == 2  # no drop anywhere: noise, nothing to prefer
     assert row_space_rank([1.0, 0.3], 2) == 2  # the spectrum runs out (fewer rows than examples + 1)
+
+
+def test_a_single_readable_example_goes_to_the_one_example_pipeline():
+    """Two examples whose second gradient is far below the first's (a fitted example, under rounding):
+    the row space has rank 1, so the observation is read as the first example's gradient, peeled as one,
+    and its image answers for both candidates."""
+    import dataclasses
+
+    from bench.attacks.analytic.plan import Plan
+
+    first, _ = observe(FedAvg(), cnn_task(), seed=0)
+    second, _ = observe(FedAvg(), cnn_task(), seed=5)
+    mixed = dataclasses.replace(
+        first,
+        observed={k: v + 1e-9 * second.observed[k] for k, v in first.observed.items()},
+        public=dataclasses.replace(first.public, num_images=2),
+    )
+    attack = Analytic(iterations=3, restarts=1)
+    plan = attack._plan(mixed)
+    assert isinstance(plan, Plan) and plan.examples == 2 and plan.batch is not None
+    assert plan.batch["row_space_rank"] == 1 and plan.peel["blocks"] == ["conv3"]
+    rec = attack.reconstruct(mixed, torch.Generator().manual_seed(0), SilentProgress())
+    assert rec.images.shape[0] == 2 and torch.equal(rec.images[0], rec.images[1])
+    assert rec.info["readable_examples"] == 1

@@ -64,7 +64,10 @@ Several examples (a batch, an aggregate over clients as ``he`` decrypts, the ste
 example's augmented input, so each image is recovered against that affine space, the upstream
 gradients come from a least-squares fit of the candidates' inputs, and the replay sums the examples'
 lower gradients. The B images are recovered together; peeling, the recursion and the descent need one
-example's gradient and do not run. Rows whose ratios agree (units one example reaches alone,
+example's gradient and do not run — except where the spectrum shows one example alone above the
+observation's resolution (a local round whose head epoch fitted the others, under float32 rounding):
+that observation is read as the example's own gradient and goes through steps 1–4, and its image
+answers for every candidate (``info["readable_examples"]``). Rows whose ratios agree (units one example reaches alone,
 :mod:`bench.inversion.isolation`) are counted in ``info`` but not matched: with the paper CNN's
 LeakyReLU no unit is exactly off, and as a hard term they hurt on the tuning seeds of ``he``.
 
@@ -85,7 +88,7 @@ from typing import Any
 import torch
 
 from bench.attack import Attack, Reconstruction
-from bench.attacks.analytic.batch import BatchPlan, batch_plan, recover_batch
+from bench.attacks.analytic.batch import BatchPlan, as_one_example, batch_plan, recover_batch, widen
 from bench.attacks.analytic.descent import descend
 from bench.attacks.analytic.plan import Plan, matching_loss
 from bench.attacks.ig import InvertingGradients
@@ -193,8 +196,8 @@ class Analytic(Attack):
                 lambda lower, members, gens=gens: self._recover(lower, [gens[i] for i in members], progress),
                 self._score,
             )
-            for i, rec in zip(members, recs):
-                out[i] = rec
+            for i, rec, plan in zip(members, recs, group):
+                out[i] = widen(rec, plan.examples, plan.batch) if plan.batch is not None else rec
         for i, plan in enumerate(plans):
             if isinstance(plan, BatchPlan):
                 out[i] = recover_batch(self.opt, self.tv_weights(self.opt.restarts), plan, generators[i], progress)
@@ -215,7 +218,13 @@ class Analytic(Attack):
                 return f"layer {self.opt.layer!r} is not an observed linear layer with a bias"
         layer = layers[0]
         if obs.public.num_images != 1:
-            return batch_plan(obs, layer)
+            batch = batch_plan(obs, layer)
+            if isinstance(batch, BatchPlan) and batch.rank == 1:  # one example readable: its own pipeline
+                one = self._plan(as_one_example(obs))
+                if isinstance(one, Plan):
+                    one.examples, one.batch = obs.public.num_images, batch.info()
+                    return one
+            return batch
         reading = read_layer(obs, layer)
         if not bool(reading.known.any()) or not bool(reading.delta.abs().sum() > 0):
             return f"{layer.name}'s observed gradient is zero: nothing to read"

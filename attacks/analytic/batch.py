@@ -31,11 +31,14 @@ round can fit an example so well that its gradient falls below the float32 spaci
 the client sends — and the row space matched is those k directions (one: a point, that example's
 input exactly); every candidate then answers for one of them. ``info`` records the spectrum, the rank
 used and ``rank_gap`` (near 1: no drop anywhere, nothing readable, the attack matches noise).
+Where one example alone is readable, the observation is that example's gradient up to the others'
+rounding, and the analytic attack hands it to the one-example pipeline (:func:`as_one_example`; the
+peel runs where its own checks pass) and answers with that image for every candidate (:func:`widen`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from collections.abc import Sequence
 from typing import Any
 
@@ -246,3 +249,19 @@ def recover_batch(
         diverged=bool(result.diverged[pick]),
         info=info,
     )
+
+
+def as_one_example(obs: Observation) -> Observation:
+    """The observation read as one example's gradient: for a row space of rank 1, where the other
+    examples' gradients are below the observation's resolution."""
+    return replace(obs, public=replace(obs.public, num_images=1))
+
+
+def widen(rec: Reconstruction, examples: int, reading: dict[str, Any]) -> Reconstruction:
+    """One readable example's reconstruction as the answer for all ``examples`` candidates (scored by
+    best match, as every several-example observation is), with the several-example reading in ``info``."""
+    rec.images = rec.images.expand(examples, *rec.images.shape[1:]).clone()
+    if rec.labels is not None:
+        rec.labels = rec.labels.expand(examples).clone()
+    rec.info = {**rec.info, "readable_examples": 1, "several_example_reading": reading}
+    return rec

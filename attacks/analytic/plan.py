@@ -28,6 +28,8 @@ class Plan:
     convs: list[ConvBlock] | str  # every convolution block below the leaky layer, or why they are not a chain
     target: MatchTarget
     peel: dict[str, Any]  # which blocks were peeled, how well, and why it stopped
+    examples: int = 1  # the observation's examples (> 1: the others are below its resolution; see batch.py)
+    batch: dict[str, Any] | None = None  # the several-example reading that found one example readable
 
     def group(self) -> tuple:
         """Targets with equal groups can share one tensor."""
