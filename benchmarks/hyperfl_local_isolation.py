@@ -12,7 +12,8 @@ rank 2, its row space holding both examples' augmented inputs [x, 1]. Per target
   spacing of the parameters the client sends. Below ~1 it is lost to rounding: the update carries
   nothing readable (the head epoch that starts the round has fitted the two examples and their
   gradients are tiny); the analytic attack then reads noise, and its rows' ``rank_gap`` is near 1;
-* ``rank_gap`` (σ₃/σ₂ of the sum) and ``row_space_misfit_of_true_inputs``: how far each true fc1
+* the sum's singular values, the rank the attack matches (``row_space_rank``: 1 where one example
+  alone is above the resolution) and ``row_space_misfit_of_true_inputs``: how far each true fc1
   input (under the generated network of the round's start and the client's true embedding, which
   the attacker does not have: only the check uses it) lies from the affine space the attack matches;
 * fc1's rows whose ratios agree to ``--tolerance`` (relative), compared with the true inputs: where
@@ -41,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import provenance  # noqa: E402
-from bench.attacks.analytic.batch import _affine_misfit  # noqa: E402
+from bench.attacks.analytic.batch import _affine_misfit, row_space_rank  # noqa: E402
 from bench.components import Choice  # noqa: E402
 from bench.defenses.hyperfl.model import EMBEDDING, HEAD_BIAS, HEAD_WEIGHT, HyperNetwork, private_state  # noqa: E402
 from bench.federation import FLSettings  # noqa: E402
@@ -85,10 +86,11 @@ def measure(target: int, p, state, tolerance: float) -> dict:
     data_over_spacing = float((proto.lr * gw.flatten()).abs().median() / spacing.median())
     # the row space: the analytic attack recovers each example's fc1 input against it (attacks/analytic/batch.py)
     augmented = torch.cat([gw, gb[:, None]], 1)
-    singular = torch.linalg.svdvals(augmented / augmented.abs().max())
+    _, singular, vh = torch.linalg.svd(augmented / augmented.abs().max(), full_matrices=False)
     b = len(round_data)
-    basis = torch.linalg.svd(augmented / augmented.abs().max(), full_matrices=False)[2][:b].T
-    misfit = [float(_affine_misfit(t[None], basis)) for t in true]
+    spectrum = [float(v) for v in singular[: b + 1] / singular[0]]
+    rank = row_space_rank(spectrum, b)  # as the attack decides it
+    misfit = [float(_affine_misfit(t[None], vh[:rank].T)) for t in true]
     found = []
     for members in groups:
         features = ratios[members].mean(0)
@@ -100,7 +102,8 @@ def measure(target: int, p, state, tolerance: float) -> dict:
         "round_examples": len(round_data),
         "fc1_rows": int(gb.numel()),
         "data_part_over_float32_spacing": data_over_spacing,
-        "rank_gap": float(singular[b] / singular[b - 1]),
+        "singular_values_relative": spectrum,
+        "row_space_rank": rank,
         "row_space_misfit_of_true_inputs": misfit,
         "rows_in_groups": sum(len(g) for g in groups),
         "groups": found,
@@ -130,7 +133,7 @@ def main() -> int:
     ]
     errors = [g["relative_error"] for r in per_target for g in r["groups"]]
     readable = [r for r in per_target if r["data_part_over_float32_spacing"] > READABLE]
-    fits = [m for r in readable for m in r["row_space_misfit_of_true_inputs"]]
+    fits = [min(r["row_space_misfit_of_true_inputs"]) for r in readable]  # the readable example's
     record = {
         "what": "HyperFL local setting (2 one-example steps), round 0, the CNN on photos: fc1 rows whose "
         "ratio (weight-decay drift removed) agrees with other rows, against the true fc1 inputs",
@@ -140,12 +143,15 @@ def main() -> int:
         "targets_with_an_exposed_example": sum(bool(r["examples_found"]) for r in per_target),
         "median_relative_error_of_groups": statistics.median(errors) if errors else None,
         "targets_readable": len(readable),
-        "median_row_space_misfit_readable": statistics.median(fits) if fits else None,
-        "median_rank_gap_readable": statistics.median(r["rank_gap"] for r in readable) if readable else None,
+        "targets_whose_own_input_is_in_the_row_space": sum(
+            r["row_space_misfit_of_true_inputs"][0] < 1e-6 for r in per_target
+        ),
+        "median_best_row_space_misfit_readable": statistics.median(fits) if fits else None,
+        "targets_readable_with_one_example": sum(r["row_space_rank"] == 1 for r in readable),
         "per_target": per_target,
     }
     record = provenance.write_record(OUT, record)
-    print(json.dumps({k: record[k] for k in list(record)[2:10]}))
+    print(json.dumps({k: record[k] for k in list(record)[2:11]}))
     return 0
 
 
