@@ -88,3 +88,19 @@ def test_a_single_readable_example_goes_to_the_one_example_pipeline():
     rec = attack.reconstruct(mixed, torch.Generator().manual_seed(0), SilentProgress())
     assert rec.images.shape[0] == 2 and torch.equal(rec.images[0], rec.images[1])
     assert rec.info["readable_examples"] == 1
+
+
+def test_labels_follow_the_images_and_the_lower_row_space_loss_wins():
+    from bench.attacks.analytic.batch import assign_labels
+
+    plan, x = _plan(n=2, seed=1)
+    model = plan.obs.public.model
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    if predicted[0] != predicted[1]:  # the network tells the two apart: the assignment follows it
+        assert assign_labels(plan.obs, x, predicted.flip(0)).tolist() == predicted.tolist()
+    obs = plan.obs
+    rec = Analytic(iterations=20, restarts=1).reconstruct(obs, torch.Generator().manual_seed(0), SilentProgress())
+    contest = rec.info["competition"]
+    assert contest["won"] in ("row space", "gradient matching (Inverting Gradients)")
+    assert rec.loss == min(contest["row_space_loss"], contest["gradient_matching_images_loss"])

@@ -64,7 +64,10 @@ Several examples (a batch, an aggregate over clients as ``he`` decrypts, the ste
 example's augmented input, so each image is recovered against that affine space, the upstream
 gradients come from a least-squares fit of the candidates' inputs, and the replay sums the examples'
 lower gradients. The B images are recovered together; peeling, the recursion and the descent need one
-example's gradient and do not run — except where the spectrum shows one example alone above the
+example's gradient and do not run. Gradient matching through the observation's simulator (Inverting
+Gradients with this attack's settings) runs beside it, and the images with the lower row-space
+matching loss win (``info["competition"]``): on trained networks the row space alone admits wrong
+images that match it well. The exception is where the spectrum shows one example alone above the
 observation's resolution (a local round whose head epoch fitted the others, under float32 rounding):
 that observation is read as the example's own gradient and goes through steps 1–4, and its image
 answers for every candidate (``info["readable_examples"]``). Rows whose ratios agree (units one example reaches alone,
@@ -88,7 +91,7 @@ from typing import Any
 import torch
 
 from bench.attack import Attack, Reconstruction
-from bench.attacks.analytic.batch import BatchPlan, as_one_example, batch_plan, recover_batch, widen
+from bench.attacks.analytic.batch import BatchPlan, as_one_example, batch_plan, compete, recover_batch, widen
 from bench.attacks.analytic.descent import descend
 from bench.attacks.analytic.plan import Plan, matching_loss
 from bench.attacks.ig import InvertingGradients
@@ -200,7 +203,9 @@ class Analytic(Attack):
                 out[i] = widen(rec, plan.examples, plan.batch) if plan.batch is not None else rec
         for i, plan in enumerate(plans):
             if isinstance(plan, BatchPlan):
-                out[i] = recover_batch(self.opt, self.tv_weights(self.opt.restarts), plan, generators[i], progress)
+                rec = recover_batch(self.opt, self.tv_weights(self.opt.restarts), plan, generators[i], progress)
+                rival = self._fallback(plan.obs, generators[i], progress, "a rival of the row-space recovery")
+                out[i] = compete(plan, rec, rival, self.opt.feature_weight, self.opt.replay_weight)
         for i, plan in enumerate(plans):
             if out[i] is None:
                 out[i] = self._fallback(observations[i], generators[i], progress, str(plan))

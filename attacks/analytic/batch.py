@@ -19,7 +19,10 @@ Golub & Pereyra 1973); the matching loss is
     Σ_b ‖φ_b − P_A φ_b‖² / ‖P_A φ_b‖²  +  ‖M − D A‖² / ‖M‖²            (features: in A, and spanning S)
     + (1 − cos(Σ_b J_θ(x_b)ᵀ Wᵀ D_b, g_below))                              (head-free replay, summed)
 
-plus TV and the pixel box, Adam with restarts as for one example. At B = 1 every term is the one of
+plus TV and the pixel box, Adam with restarts as for one example. Gradient matching through the
+observation's simulator (Inverting Gradients) competes on the same loss (:func:`compete`), and
+labels read off the classifier are assigned to the images by the public network
+(:func:`assign_labels`). At B = 1 every term is the one of
 the one-example recovery up to the scale-free form of the feature term. Everything here is exact for
 an aggregate of one-example gradients of one network (secure aggregation's mean, ``he``); for a local
 round it is exact up to the weights' drift between the steps (momentum weights are absorbed into D).
@@ -38,6 +41,7 @@ peel runs where its own checks pass) and answers with that image for every candi
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 from collections.abc import Sequence
 from typing import Any
@@ -230,7 +234,8 @@ def recover_batch(
     inferred = infer_labels(plan.obs, generator)
     labels, source = (None, "none: the classifier is not observed (labels not claimed)")
     if inferred is not None:
-        labels, source = inferred[0].to(x.device), inferred[1]
+        labels = assign_labels(plan.obs, best[pick].detach(), inferred[0].to(x.device))
+        source = inferred[1] + ", assigned to the images by the public network's predictions"
     info = {
         **plan.info(),
         "feature_source": "row space" + (" + isolated rows" if plan.isolated else ""),
@@ -265,3 +270,51 @@ def widen(rec: Reconstruction, examples: int, reading: dict[str, Any]) -> Recons
         rec.labels = rec.labels.expand(examples).clone()
     rec.info = {**rec.info, "readable_examples": 1, "several_example_reading": reading}
     return rec
+
+
+def assign_labels(obs: Observation, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The inferred labels (a multiset, read off the classifier) put in the order of ``images``: the
+    permutation the public network finds most likely (every permutation up to 6 examples, greedily
+    beyond). The gradient matching attacks tie image b to label b by optimising with it; the row space
+    does not, so the images found here need the assignment."""
+    with torch.no_grad():
+        logp = torch.log_softmax(obs.public.model(images), dim=1).double().cpu()  # [B, K]
+    pool = labels.tolist()
+    if len(pool) <= 6:
+        best = max(
+            itertools.permutations(range(len(pool))),
+            key=lambda o: sum(float(logp[b, pool[j]]) for b, j in enumerate(o)),
+        )
+        return labels[list(best)]
+    order: list[int] = []
+    for b in range(len(pool)):
+        j = max((j for j in range(len(pool)) if j not in order), key=lambda j: float(logp[b, pool[j]]))
+        order.append(j)
+    return labels[order]
+
+
+def compete(
+    plan: BatchPlan, rec: Reconstruction, rival: Reconstruction, feature_weight: float, replay_weight: float
+) -> Reconstruction:
+    """The row-space recovery against gradient matching on the same observation: the images with the
+    lower row-space matching loss win (a NaN never wins). On trained networks the row space alone can
+    admit wrong images (a low loss far from the truth), where matching the whole gradient through the
+    observation's simulator, head and labels included, does not; at the true images the loss is zero."""
+    with torch.no_grad():
+        score = float(
+            batch_matching_loss(plan, feature_weight, replay_weight, rival.images[: plan.obs.public.num_images])
+        )
+    won = score < rec.loss
+    result = rival if won else rec
+    result.info = {
+        **rec.info,
+        **({"rival": rival.info} if won else {}),
+        "competition": {
+            "row_space_loss": rec.loss,
+            "gradient_matching_images_loss": score,
+            "won": "gradient matching (Inverting Gradients)" if won else "row space",
+        },
+    }
+    if won:
+        result.loss = score
+    return result
