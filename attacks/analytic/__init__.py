@@ -93,9 +93,9 @@ import torch
 from bench.attack import Attack, Reconstruction
 from bench.attacks.analytic.batch import BatchPlan, as_one_example, batch_plan, compete, recover_batch, widen
 from bench.attacks.analytic.descent import descend
-from bench.attacks.analytic.plan import Plan, matching_loss
+from bench.attacks.analytic.plan import Plan, matching_loss, minimise_in_box
 from bench.attacks.ig import InvertingGradients
-from bench.inversion import adam, image_init, infer_labels, total_variation
+from bench.inversion import image_init, infer_labels, total_variation
 from bench.inversion.linear import as_gradient, leaky_layers, lower_keys, read_layer, replay_function
 from bench.inversion.peel import REACHED_IMAGE, MatchTarget, peel_chain
 from bench.inversion.recursive import conv_chain, invert_chain, recursion_chain
@@ -281,20 +281,8 @@ class Analytic(Attack):
                 losses = losses + priors * torch.func.vmap(total_variation)(x)
             return losses
 
-        def box() -> None:
-            x.copy_(torch.maximum(torch.minimum(x, high), low))
-
-        result = adam(
-            [x],
-            objective,
-            self.opt.iterations,
-            progress,
-            lr=self.opt.lr,
-            signed=[x] if self.opt.signed else [],
-            decay=self.opt.decay,
-            project=box,
-            description=f"analytic ×{targets}" if targets > 1 else "analytic",
-        )
+        description = f"analytic ×{targets}" if targets > 1 else "analytic"
+        result = minimise_in_box(self.opt, x, objective, (low, high), progress, description)
         best = result.values[0]
         with torch.no_grad():
             scores = batched(state, best, features, known, upstream, below).detach().cpu().double()

@@ -49,7 +49,8 @@ from typing import Any
 import torch
 
 from bench.attack import Reconstruction
-from bench.inversion import adam, image_init, infer_labels, total_variation
+from bench.attacks.analytic.plan import minimise_in_box
+from bench.inversion import image_init, infer_labels, total_variation
 from bench.inversion.isolation import Isolated, isolated_inputs
 from bench.inversion.linear import LeakyLayer, as_gradient, layer_input, lower_keys, replay_function
 from bench.progress import Progress
@@ -212,20 +213,8 @@ def recover_batch(
             losses = losses + priors * torch.func.vmap(torch.func.vmap(total_variation))(x).sum(1)
         return losses
 
-    def box() -> None:
-        x.copy_(torch.maximum(torch.minimum(x, high), low))
-
-    result = adam(
-        [x],
-        objective,
-        opt.iterations,
-        progress,
-        lr=opt.lr,
-        signed=[x] if opt.signed else [],
-        decay=opt.decay,
-        project=box,
-        description=f"analytic (batch of {plan.obs.public.num_images})",
-    )
+    description = f"analytic (batch of {plan.obs.public.num_images})"
+    result = minimise_in_box(opt, x, objective, (low, high), progress, description)
     best = result.values[0]
     with torch.no_grad():
         scores = batched(best).detach().cpu().double()

@@ -8,7 +8,10 @@ from typing import Any
 
 import torch
 
+from bench.inversion import adam
 from bench.inversion.linear import LayerReading
+from bench.inversion.optimise import RestartsResult
+from bench.progress import Progress
 from bench.inversion.peel import MatchTarget
 from bench.inversion.recursive import ConvBlock
 from bench.threat import Observation, Tensors
@@ -75,3 +78,31 @@ def matching_loss(
         seen = torch.stack([(o * o).sum() for o in unit]).sum().clamp_min(1e-30).sqrt()
         loss = loss + replay_weight * (1 - dot / (simulated * seen))
     return loss
+
+
+def minimise_in_box(
+    opt: Any,
+    x: torch.Tensor,
+    objective: Callable[[], torch.Tensor],
+    bounds: tuple[torch.Tensor, torch.Tensor],
+    progress: Progress,
+    description: str,
+) -> RestartsResult:
+    """Adam on the candidates ``x`` (restarts first) with the analytic attack's settings (``opt``: its
+    options; the signed gradient and the step decay as configured), the pixel box after every step."""
+    low, high = bounds
+
+    def box() -> None:
+        x.copy_(torch.maximum(torch.minimum(x, high), low))
+
+    return adam(
+        [x],
+        objective,
+        opt.iterations,
+        progress,
+        lr=opt.lr,
+        signed=[x] if opt.signed else [],
+        decay=opt.decay,
+        project=box,
+        description=description,
+    )
