@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from bench.attack import Reconstruction
-from bench.attacks.analytic.plan import minimise_in_box
+from bench.attacks.analytic.plan import cosine_distance, minimise_in_box
 from bench.inversion import image_init, infer_labels, total_variation
 from bench.inversion.isolation import Isolated, isolated_inputs
 from bench.inversion.linear import LeakyLayer, as_gradient, layer_input, lower_keys, replay_function
@@ -176,12 +176,7 @@ def batch_matching_loss(
         u = u / u.abs().max().clamp_min(1e-30)
         _, grads = torch.func.vmap(replay, in_dims=(None, 0, 0))(plan.state, images, u)
         summed = [g.sum(0) for g in grads]  # the examples' gradients add up in the observation
-        peak = torch.stack([o.abs().max() for o in plan.below]).max().clamp_min(1e-30)
-        unit = [o / peak for o in plan.below]
-        dot = torch.stack([(g * o).sum() for g, o in zip(summed, unit)]).sum()
-        simulated = torch.stack([(g * g).sum() for g in summed]).sum().clamp_min(1e-30).sqrt()
-        seen = torch.stack([(o * o).sum() for o in unit]).sum().clamp_min(1e-30).sqrt()
-        loss = loss + replay_weight * (1 - dot / (simulated * seen))
+        loss = loss + replay_weight * cosine_distance(summed, plan.below)
     return loss
 
 

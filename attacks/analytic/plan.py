@@ -71,13 +71,19 @@ def matching_loss(
     got, grads = replay(state, image, u)
     loss = feature_weight * (((got - phi) * mask) ** 2).sum() / ((phi * mask) ** 2).sum().clamp_min(1e-20)
     if grads:
-        peak = torch.stack([o.abs().max() for o in observed]).max().clamp_min(1e-30)
-        unit = [o / peak for o in observed]
-        dot = torch.stack([(g * o).sum() for g, o in zip(grads, unit)]).sum()
-        simulated = torch.stack([(g * g).sum() for g in grads]).sum().clamp_min(1e-30).sqrt()
-        seen = torch.stack([(o * o).sum() for o in unit]).sum().clamp_min(1e-30).sqrt()
-        loss = loss + replay_weight * (1 - dot / (simulated * seen))
+        loss = loss + replay_weight * cosine_distance(grads, observed)
     return loss
+
+
+def cosine_distance(replayed: list[torch.Tensor], observed: list[torch.Tensor]) -> torch.Tensor:
+    """1 − cos between the replayed and the observed gradients of the layers below, over all of them
+    at once; the observed ones are brought to a unit peak first (see :func:`matching_loss`)."""
+    peak = torch.stack([o.abs().max() for o in observed]).max().clamp_min(1e-30)
+    unit = [o / peak for o in observed]
+    dot = torch.stack([(g * o).sum() for g, o in zip(replayed, unit)]).sum()
+    simulated = torch.stack([(g * g).sum() for g in replayed]).sum().clamp_min(1e-30).sqrt()
+    seen = torch.stack([(o * o).sum() for o in unit]).sum().clamp_min(1e-30).sqrt()
+    return 1 - dot / (simulated * seen)
 
 
 def minimise_in_box(
