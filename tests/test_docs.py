@@ -19,13 +19,3 @@ def test_every_cited_file_exists(doc):
         {p for p in PATH.findall(doc.read_text()) if not (ROOT / p).exists() and "*" not in p and "<" not in p}
     )
     assert not missing, f"{doc.name} cites missing files: {missing}"
-
-
-def test_no_source_file_of_the_package_is_over_400_lines():
-    files = [
-        *ROOT.joinpath("bench").rglob("*.py"),
-        *ROOT.joinpath("attacks").rglob("*.py"),
-        *ROOT.joinpath("defenses").rglob("*.py"),
-    ]
-    long = {str(f.relative_to(ROOT)): n for f in files if (n := len(f.read_text().splitlines())) > 400}
-    assert not long, f"split these modules: {long}"
