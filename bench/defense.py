@@ -20,6 +20,7 @@ from torch import nn
 
 from bench.component import Component
 from bench.errors import BenchError, choices_text
+from bench.round import FEDSGD, Round
 from bench.threat import LocalData, Observation, Tensors, Upload
 
 
@@ -73,6 +74,13 @@ class Defense(Component):
     knowledge_levels: ClassVar[tuple[str, ...]] = ("adaptive",)
     #: The level used when the user names none; one of ``knowledge_levels``.
     default_knowledge: ClassVar[str] = "adaptive"
+    #: The kinds of attacked round ``observe`` can build (:data:`bench.round.ROUND_KINDS`): a defense whose client
+    #: trains locally runs ``local`` rounds too. The default is FedSGD only, for defenses that do not say.
+    round_kinds: ClassVar[tuple[str, ...]] = ("fedsgd",)
+    #: The options of the client's local SGD, by role (``lr``, ``momentum``, ``weight_decay``), that a comparison
+    #: may set to its common optimiser (:func:`bench.protocols.equal_optimiser`). Options not named here (a
+    #: server's optimiser, a method's own inner loop) are never touched by that rule.
+    client_optimiser: ClassVar[dict[str, str]] = {}
 
     @property
     def knowledge(self) -> str:
@@ -89,6 +97,22 @@ class Defense(Component):
             )
         self.__dict__["_knowledge"] = level
         return level
+
+    @property
+    def round(self) -> Round:
+        """The attacked client's round ``observe`` builds its Observation for (set by :meth:`use_round`)."""
+        return self.__dict__.get("_round", FEDSGD)
+
+    def use_round(self, round_: Round) -> Round:
+        """Build later Observations for the attacked round ``round_``; a kind the defense does not declare
+        (:attr:`round_kinds`) is a BenchError."""
+        if round_.kind not in self.round_kinds:
+            raise BenchError(
+                f"defense {self.name or type(self).__name__!r} cannot run a {round_.kind!r} round; valid: "
+                f"{choices_text(self.round_kinds)}"
+            )
+        self.__dict__["_round"] = round_
+        return round_
 
     def setup(self, task: FLTask) -> None:
         """Called once before anything else; keep what you need from the task."""
@@ -154,10 +178,24 @@ class Defense(Component):
     ) -> Observation:
         """What the honest-but-curious server sees when ``target`` is the client's local data.
 
-        Built for the attacker of :attr:`knowledge` (``Observation.knowledge`` must name it). ``cohort`` are
+        ``target`` holds the examples of the attacked round (:attr:`round`: one mini-batch at FedSGD, the
+        round's local examples otherwise; ``target.batch_size`` is the round's mini-batch size). Built for the
+        attacker of :attr:`knowledge` (``Observation.knowledge`` must name it). ``cohort`` are
         other clients taking part in the same round (with their states and data),
         for defenses that reveal only an aggregate. Must not mutate ``server`` or ``client``.
         """
+
+    def diagnostics(
+        self, server: ServerState, client: ClientState, target: LocalData, obs: Observation
+    ) -> dict[str, Any]:
+        """Evaluator-only numbers about ``obs`` that need the truth (the client's private state, its data):
+        e.g. how far what the attacker reads off the upload is from what the client really holds.
+
+        The harness calls it after the attack has been given ``obs`` and records the result in the row
+        (``diagnostics``); attacks never see it. ``Observation.metrics`` carries only what the server knows.
+        Default: none.
+        """
+        return {}
 
     def true_unknowns(self, client: ClientState, obs: Observation) -> Tensors | None:
         """The true values of ``obs.unknowns`` for this client, or ``None`` when they cannot be given.

@@ -8,12 +8,14 @@ the model every defense trains (the paper's CNN, so the defense is the only diff
 and, where a defense declares an option preset of the same name, that defense's own protocol
 settings. Anything the user sets explicitly wins over the protocol.
 
-A comparison trains every defense with the same optimiser (:func:`equal_optimiser`): the official
+A comparison trains every defense with the same client optimiser (:func:`equal_optimiser`): the official
 HyperFL code's client SGD (lr 0.02 — ``cnn/options.py``; momentum 0.5 and weight decay 5e-4 —
 ``torch.optim.SGD`` in ``cnn/methods/fedavg.py``, ``dp_fedavg.py``, ``hyperfl.py``), with which the paper
-trains every method. It is applied to each of ``lr``, ``momentum`` and ``weight_decay`` a defense
-declares, unless the user or the defense's own option preset (its paper's prescription) sets it;
-training rows record the effective values and every deviation from the rule.
+trains every method. It is applied by role: to the options a defense declares as its client's local SGD
+(``Defense.client_optimiser``: ``lr``, ``momentum``, ``weight_decay`` → option names), unless the user or
+the defense's own option preset (its paper's prescription) sets them; a server's optimiser or a method's
+own inner loop (pFedHN declares none) is never touched. Training rows record the effective values and
+every deviation from the rule.
 """
 
 from __future__ import annotations
@@ -80,18 +82,23 @@ COMPARISON_OPTIMISER = "hyperfl-official"
 
 
 def equal_optimiser(defense: Choice, rule: str = COMPARISON_OPTIMISER) -> tuple[Choice, dict[str, Any]]:
-    """``defense`` with the rule's settings for the options it declares and neither the user nor its
-    own option preset sets (where its default differs); and what was applied (recorded in the run's config)."""
+    """``defense`` with the rule's settings for the client-SGD roles it declares (``Defense.client_optimiser``:
+    role → option) that neither the user nor its own option preset sets (where its default differs); and
+    what was applied (recorded in the run's config). Options outside those roles (a server's optimiser, a
+    method's own inner loop) are never touched, whatever their names."""
     if rule not in OPTIMISERS:
         raise BenchError(f"unknown optimiser rule {rule!r}; valid: {choices_text(OPTIMISERS)}")
     cls = registry.load("defense", defense.name)
     defaults = {o.name: o.default for o in getattr(cls, "options", ())}
+    roles: Mapping[str, str] = getattr(cls, "client_optimiser", {})
     own_preset = getattr(cls, "presets", {}).get(defense.args.get("preset"), {})
-    applied = {
-        k: v
-        for k, v in OPTIMISERS[rule].items()
-        if k in defaults and defaults[k] != v and k not in defense.args and k not in own_preset
-    }
+    applied = {}
+    for role, value in OPTIMISERS[rule].items():
+        option = roles.get(role)
+        if option is None or option not in defaults or defaults[option] == value:
+            continue
+        if option not in defense.args and option not in own_preset:
+            applied[option] = value
     return Choice(defense.name, {**applied, **defense.args}), {"optimiser": rule, "optimiser_applied": applied}
 
 

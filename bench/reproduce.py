@@ -12,6 +12,8 @@ JSON), so a figure in the docs is always what the current rows produce; ``bench 
 
 * ``ranking SOURCE [round=R] [dataset=NAME] [knowledge=K] [columns=a,b,...]``: the leaderboard's
   ranking table of the matching scenarios (``columns``: a subset of its columns, by title prefix);
+  every kind that reads a leaderboard also takes ``exchange=fedsgd|local``, ``batch=B``, ``examples=N``
+  and ``head=H`` to pick scenarios by the attacked round;
 * ``attacks SOURCE [round=R] [dataset=NAME] [defense=A,B] [attack=X,Y] [knowledge=K]``: its every-attack table;
 * ``cost SOURCE [dataset=NAME]``: seconds per training round per defense, and the ratio to FedAvg's;
 * ``run SOURCE``: one sentence for a run's rows: target 0, then the distribution over all targets;
@@ -34,6 +36,8 @@ from typing import Any
 
 from bench.errors import BenchError
 
+#: Block options that pick scenarios by the attacked round (bench.round.Round.as_dict keys).
+ROUND_FILTERS = {"exchange": "kind", "batch": "batch_size", "examples": "local_examples", "head": "head_epochs"}
 BLOCK = re.compile(r"<!-- bench:(?P<kind>[a-z]+) (?P<args>[^>]*?) -->(?P<body>.*?)<!-- /bench -->", re.DOTALL)
 DEFAULT_FILES = ("README.md", "docs", "results/README.md")
 
@@ -85,6 +89,9 @@ def _tables(root: Path, block: Block):
         tables = [t for t in tables if str(t.fields.get("attack_round")) == block.options["round"]]
     if "dataset" in block.options:
         tables = [t for t in tables if (t.fields.get("dataset") or {}).get("name") == block.options["dataset"]]
+    for option, key in ROUND_FILTERS.items():  # the attacked round: exchange=local batch=4 examples=16 head=1
+        if option in block.options:
+            tables = [t for t in tables if str((t.fields.get("round") or {}).get(key)) == block.options[option]]
     if not tables:
         raise BenchError(f"block '{block.name}': no scenario of {block.source} matches")
     return board, tables

@@ -7,7 +7,9 @@ rows of an older schema still load where they carry what a reader needs.
 
 Version history: 1 — until the metric registry (no ``schema`` key); 2 — knowledge, no-information
 baseline (``baseline``, ``baseline_<metric>``), ``state_accuracy``, ``tuning``, ``targets_per_call``;
-3 — ``attribution`` (whether the server could tell which of an aggregate's reconstructions is the target's).
+3 — ``attribution`` (whether the server could tell which of an aggregate's reconstructions is the target's);
+4 — ``round`` (the attacked client's round, :mod:`bench.round`; older rows are FedSGD at their batch size) and
+``diagnostics`` (the defense's evaluator-only numbers, which attacks never see).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from bench.errors import PluginError
 from bench.metrics import REGISTRY, image_metrics
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: keys of every row (provenance: bench.provenance.stamp)
 COMMON = (
@@ -40,6 +42,7 @@ ATTACK = COMMON + (
     "target",
     "status",
     "batch_size",
+    "round",
     "attack_round",
     "knowledge",
     "state_accuracy",
@@ -62,6 +65,7 @@ ATTACK = COMMON + (
     "predicted_labels",
     "per_image",
     "defense_metrics",
+    "diagnostics",
     "attack_info",
     "notes",
     "tuning",

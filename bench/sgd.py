@@ -9,7 +9,7 @@ import copy
 import itertools
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -18,6 +18,7 @@ from torch import nn
 from bench.defense import FLTask
 from bench.functional import GradientFn, forward, loss_gradient, sgd_steps
 from bench.options import Option
+from bench.round import Round
 from bench.threat import LocalData, PublicKnowledge, Simulator, Tensors, Upload
 
 
@@ -38,26 +39,33 @@ SGD_OPTIONS: tuple[Option, ...] = (
         min=0.0,
         min_exclusive=True,
     ),
-    Option(
-        "local_steps",
-        int,
-        0,
-        "local SGD steps per round; 0 = local_epochs passes over the local "
-        "data (one batch in the attack setting: FedSGD)",
-        min=0,
-    ),
     Option("momentum", float, 0.0, "client SGD momentum", min=0.0, max=1.0),
     Option("weight_decay", float, 0.0, "client SGD weight decay", min=0.0),
+    Option(
+        "head_lr",
+        float,
+        0.1,
+        "learning rate of a round's head epochs (the classifier alone, before the local epochs), when the "
+        "attacked round has any (--head-epochs; HyperFL's head phase uses 0.1)",
+        min=0.0,
+        min_exclusive=True,
+    ),
 )
+
+#: The roles of :data:`SGD_OPTIONS` in the client's local SGD (``Defense.client_optimiser``).
+SGD_CLIENT_OPTIMISER: dict[str, str] = {"lr": "lr", "momentum": "momentum", "weight_decay": "weight_decay"}
 
 
 @dataclass(frozen=True)
 class SGDProtocol:
     """The local-training protocol the server fixes (public knowledge).
 
-    ``local_steps`` = 0 means ``local_epochs`` passes over the local data; otherwise exactly that many
-    SGD steps, cycling over the local mini-batches. One step in all shares the gradient (FedSGD);
-    more share the update (FedAvg).
+    ``local_steps`` = 0 means ``head_epochs`` passes over the local data on the classifier ``head`` alone
+    (module prefix; with ``head_lr``, the optimiser state starting afresh), then ``local_epochs`` passes on
+    every parameter; otherwise exactly ``local_steps`` SGD steps on every parameter, cycling over the local
+    mini-batches (pFedHN's inner loop). ``upload``: what the client sends — ``gradient`` (FedSGD: the one
+    step's gradient), ``update`` (FedAvg: final − initial parameters) or ``auto`` (the gradient exactly
+    when the round is one step; training).
     """
 
     lr: float
@@ -65,40 +73,103 @@ class SGDProtocol:
     local_epochs: int = 1
     momentum: float = 0.0
     weight_decay: float = 0.0
+    head_epochs: int = 0
+    head_lr: float = 0.1
+    head: str | None = None
+    upload: Literal["auto", "gradient", "update"] = "auto"
 
     @classmethod
-    def from_options(cls, opt: Any, local_epochs: int = 1) -> "SGDProtocol":
-        """The protocol of a component that declares :data:`SGD_OPTIONS` (``self.opt``)."""
+    def from_options(cls, opt: Any, local_epochs: int = 1, head: str | None = None) -> "SGDProtocol":
+        """The training protocol of a component that declares :data:`SGD_OPTIONS` (``self.opt``)."""
         return cls(
             lr=opt.lr,
-            local_steps=opt.local_steps,
             local_epochs=local_epochs,
             momentum=opt.momentum,
             weight_decay=opt.weight_decay,
+            head_lr=opt.head_lr,
+            head=head,
         )
 
+    def for_round(self, round_: Round, own_head_epochs: int = 0) -> "SGDProtocol":
+        """This client's protocol in the attacked round ``round_`` (:mod:`bench.round`): one gradient at
+        FedSGD; the round's epochs (and head epochs, else ``own_head_epochs``) and an update otherwise."""
+        if round_.kind == "fedsgd":
+            return replace(self, local_steps=0, local_epochs=1, head_epochs=0, upload="gradient")
+        if self.local_steps:  # a fixed number of steps is the method's own loop (pFedHN): the round gives the data
+            return replace(self, upload="update")
+        return replace(
+            self,
+            local_epochs=round_.local_epochs,
+            head_epochs=round_.head_epochs_or(own_head_epochs),
+            upload="update",
+        )
+
+    def head_schedule(self, data: LocalData, generator: torch.Generator | None = None) -> Batches:
+        """The mini-batches of the head epochs (none without a head phase)."""
+        if self.local_steps or not self.head_epochs:
+            return []
+        return [b for _ in range(self.head_epochs) for b in data.batches(generator)]
+
     def schedule(self, data: LocalData, generator: torch.Generator | None = None) -> Batches:
-        """The sequence of mini-batches the client trains on (shuffled per epoch when a generator is given)."""
+        """The mini-batches the client trains every parameter on (shuffled per epoch when a generator is given)."""
         if self.local_steps == 0:
             return [b for _ in range(self.local_epochs) for b in data.batches(generator)]
         epochs = (data.batches(generator) for _ in itertools.count())
         return list(itertools.islice(itertools.chain.from_iterable(epochs), self.local_steps))
 
     def num_steps(self, data: LocalData) -> int:
-        """How many local SGD steps :meth:`schedule` takes on ``data``."""
-        return self.local_steps or self.local_epochs * data.steps_per_epoch()
+        """How many local SGD steps the round takes on ``data`` (the head phase's included)."""
+        if self.local_steps:
+            return self.local_steps
+        return (self.local_epochs + self.head_epochs) * data.steps_per_epoch()
 
-    def shares_gradient(self, data: LocalData) -> bool:
-        return self.num_steps(data) == 1
+    @property
+    def passes(self) -> int:
+        """Passes over the local data in the round (head epochs included); 1 for a fixed number of steps."""
+        return 1 if self.local_steps else self.head_epochs + self.local_epochs
 
-    def as_dict(self) -> dict[str, float | int]:
+    def pass_schedules(self, passes: Sequence[LocalData]) -> tuple[Batches, Batches]:
+        """(head batches, batches) of a round whose passes each run over their own data: ``passes`` holds one
+        :class:`LocalData` per pass, or a single one that every pass reuses (fixed order)."""
+        if len(passes) == 1:
+            return self.head_schedule(passes[0]), self.schedule(passes[0])
+        if len(passes) != self.passes:
+            raise ValueError(f"the round has {self.passes} passes over the data, got {len(passes)} copies")
+        head = [b for d in passes[: self.head_epochs] for b in d.batches()]
+        return head, [b for d in passes[self.head_epochs :] for b in d.batches()]
+
+    def sends_gradient(self, data: LocalData) -> bool:
+        if self.upload == "auto":
+            return self.num_steps(data) == 1
+        return self.upload == "gradient"
+
+    def as_dict(self) -> dict[str, float | int | str | None]:
         return {
             "lr": self.lr,
             "local_steps": self.local_steps,
             "local_epochs": self.local_epochs,
             "momentum": self.momentum,
             "weight_decay": self.weight_decay,
+            "head_epochs": self.head_epochs,
+            "head_lr": self.head_lr,
+            "upload": self.upload,
         }
+
+
+def pass_data(x: torch.Tensor, y: torch.Tensor, batch_size: int, examples: int, passes: int) -> list[LocalData]:
+    """The round's data per pass over it: ``x`` holds ``examples`` rows (every pass reuses them) or
+    ``passes`` × ``examples`` rows (pass p uses rows p·examples … (p+1)·examples − 1)."""
+    if len(x) == examples or passes == 1:
+        return [LocalData(x, y, batch_size)]
+    if len(x) != examples * passes:
+        raise ValueError(
+            f"simulate takes the round's {examples} images or {passes} copies of them ({examples * passes}), "
+            f"got {len(x)}"
+        )
+    return [
+        LocalData(x[p * examples : (p + 1) * examples], y[p * examples : (p + 1) * examples], batch_size)
+        for p in range(passes)
+    ]
 
 
 def split_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[Tensors, Tensors]:
@@ -121,20 +192,47 @@ def local_payload(
     protocol: SGDProtocol,
     create_graph: bool,
     gradient: GradientFn = loss_gradient,
+    head_batches: Batches | None = None,
 ) -> tuple[Tensors, Literal["gradient", "update"]]:
     """What a FedSGD/FedAvg client sends: the gradient (one step) or the update (final − initial).
 
-    ``gradient`` forms each step's gradient (DP-SGD passes its clipped, noised one).
+    ``head_batches`` train the classifier (``protocol.head``) alone first, with ``protocol.head_lr`` and
+    optimiser state of its own; ``gradient`` forms each step's gradient (DP-SGD passes its clipped, noised one).
     """
-    if len(batches) == 1:
+    sends_gradient = protocol.upload == "gradient" or (protocol.upload == "auto" and len(batches) == 1)
+    if sends_gradient and not head_batches:
+        if len(batches) != 1:
+            raise ValueError(f"a gradient upload is one step; the schedule has {len(batches)}")
         xb, yb = batches[0]
         grads = gradient(model, params, xb, yb, buffers, create_graph=create_graph)
         if protocol.weight_decay:
             grads = {k: g + protocol.weight_decay * params[k] for k, g in grads.items()}
         return grads, "gradient"
+    current = dict(params)
+    if head_batches:
+        if protocol.head is None:
+            raise ValueError("a head phase needs the protocol's classifier (SGDProtocol.head)")
+        prefix = protocol.head + "."
+        head = {k: v for k, v in current.items() if k.startswith(prefix)}
+        rest = {**buffers, **{k: v for k, v in current.items() if not k.startswith(prefix)}}
+        head = sgd_steps(
+            model,
+            head,
+            head_batches,
+            protocol.head_lr,
+            protocol.momentum,
+            protocol.weight_decay,
+            rest,
+            create_graph=create_graph,
+            gradient=gradient,
+        )
+        # The local epochs differentiate with respect to the parameters as they are after the head phase; with
+        # a graph, the untouched ones get nodes of their own, so that their gradient does not run back through
+        # the head phase (the trained head depends on them).
+        current = {k: head[k] if k in head else (v.clone() if create_graph else v) for k, v in current.items()}
     final = sgd_steps(
         model,
-        params,
+        current,
         batches,
         protocol.lr,
         protocol.momentum,
@@ -169,8 +267,12 @@ def client_round(
     params, buffers = split_state(model, server)
     buffers = {k: v.clone() for k, v in buffers.items()}
     model.train(not attack_setting)
-    schedule = protocol.schedule(data, None if attack_setting else generator)
-    payload, kind = local_payload(model, params, buffers, schedule, protocol, create_graph=False, gradient=gradient)
+    order = None if attack_setting else generator
+    head = protocol.head_schedule(data, order)
+    schedule = protocol.schedule(data, order)
+    payload, kind = local_payload(
+        model, params, buffers, schedule, protocol, create_graph=False, gradient=gradient, head_batches=head
+    )
     payload = {k: v.detach() for k, v in payload.items()}
     return Upload(
         payload=payload,
@@ -276,11 +378,15 @@ def sgd_simulator(
     batch_size: int,
     protocol: SGDProtocol,
     gradient: GradientFn = loss_gradient,
+    examples: int | None = None,
 ) -> Simulator:
     """The attacker's differentiable replay of :func:`observe_sgd_client` for candidate inputs.
 
-    It runs a private copy of the network that holds the server's state as its own parameters, so
-    that the first (for FedSGD: the only) gradient is taken without swapping tensors in and out.
+    ``x`` holds the round's ``examples`` images, or one copy of them per pass over the data
+    (``protocol.passes`` × ``examples`` rows, pass-major: :func:`pass_data`), so an attack can give each
+    epoch images of its own (Dimitrov et al. 2022). It runs a private copy of the network that holds the
+    server's state as its own parameters, so that the first (for FedSGD: the only) gradient is taken
+    without swapping tensors in and out.
     """
     own = public_model(model, server)
     params = dict(own.named_parameters())
@@ -289,8 +395,10 @@ def sgd_simulator(
     def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
         if own.training:
             own.eval()
-        batches = protocol.schedule(LocalData(x, y, batch_size))
-        payload, _ = local_payload(own, params, buffers, batches, protocol, create_graph=True, gradient=gradient)
+        head, main = protocol.pass_schedules(pass_data(x, y, batch_size, examples or len(x), protocol.passes))
+        payload, _ = local_payload(
+            own, params, buffers, main, protocol, create_graph=True, gradient=gradient, head_batches=head
+        )
         return payload
 
     return simulate

@@ -17,6 +17,7 @@ from bench.threat import LocalData, Observation, Simulator, Tensors, Upload
 
 from bench.sgd import (
     GRADIENT_DECAY,
+    SGD_CLIENT_OPTIMISER,
     SGD_OPTIONS,
     Batches,
     SGDProtocol,
@@ -40,6 +41,7 @@ __all__ = [
     "GRADIENT_DECAY",
     "SGDDefense",
     "SGDProtocol",
+    "SGD_CLIENT_OPTIMISER",
     "SGD_OPTIONS",
     "apply_uploads",
     "client_round",
@@ -67,8 +69,10 @@ class SGDDefense(Defense):
     * :meth:`account`: bookkeeping in the client's private state (DP's accountant), returned as metrics.
 
     Training (:meth:`client_update`) and the attack (:meth:`observe`) run the *same* client step: the
-    observation is ``client_update`` in the attack setting (eval mode, fixed mini-batch order) on a
-    copy of the client's state, so what the server observes is exactly what the client would send.
+    observation is ``client_update`` in the attack setting (eval mode, fixed mini-batch order, the attacked
+    round's protocol: :attr:`active_protocol`) on a copy of the client's state, so what the server observes
+    is exactly what the client would send. Both round kinds run (:mod:`bench.round`): FedSGD (one gradient)
+    and a local round (head epochs on ``task.classifier`` where the round has any, then local epochs).
     Knowledge levels: ``adaptive`` replays the public steps (:meth:`replay_gradient`, :meth:`replay`);
     a defense with a mechanism also offers ``unaware``, whose simulator is plain FedAvg.
 
@@ -79,12 +83,20 @@ class SGDDefense(Defense):
 
     options = SGD_OPTIONS
     knowledge_levels: ClassVar[tuple[str, ...]] = ("adaptive", "unaware")
+    round_kinds: ClassVar[tuple[str, ...]] = ("fedsgd", "local")
+    client_optimiser: ClassVar[dict[str, str]] = SGD_CLIENT_OPTIMISER
 
     def setup(self, task: FLTask) -> None:
         super().setup(task)
         self.model = task.new_model()
-        self.protocol = SGDProtocol.from_options(self.opt, task.local_epochs)
+        self.protocol = SGDProtocol.from_options(self.opt, task.local_epochs, head=task.classifier)
         self._attack_setting = False
+
+    @property
+    def active_protocol(self) -> SGDProtocol:
+        """The protocol of the step being run: the attacked round's in the attack setting
+        (:meth:`SGDProtocol.for_round` of :attr:`round`), the training protocol otherwise."""
+        return self.protocol.for_round(self.round) if self._attack_setting else self.protocol
 
     def init_server(self) -> ServerState:
         return initial_state(self.task.new_model())
@@ -149,7 +161,7 @@ class SGDDefense(Defense):
             self.model,
             server,
             data,
-            self.protocol,
+            self.active_protocol,
             generator,
             self.step_gradient(data, generator),
             attack_setting=self._attack_setting,
@@ -164,10 +176,13 @@ class SGDDefense(Defense):
         return dataclasses.replace(upload, payload=payload, metrics=metrics)
 
     def simulator(self, server: ServerState, batch_size: int, observed: Tensors, data: LocalData) -> Simulator:
-        """The attacker's replay: plain FedAvg (``unaware``), or the public steps of the defense (``adaptive``)."""
+        """The attacker's replay of the attacked round: plain FedAvg (``unaware``), or the public steps of the
+        defense (``adaptive``)."""
+        protocol = self.protocol.for_round(self.round)
         if self.knowledge == "unaware":
-            return sgd_simulator(self.model, server, batch_size, self.protocol)
-        clean = sgd_simulator(self.model, server, batch_size, self.protocol, gradient=self.replay_gradient(data))
+            return sgd_simulator(self.model, server, batch_size, protocol, examples=len(data))
+        gradient = self.replay_gradient(data)
+        clean = sgd_simulator(self.model, server, batch_size, protocol, gradient=gradient, examples=len(data))
         if type(self).replay is SGDDefense.replay:
             return clean
         return lambda x, y, unknowns: self.replay(clean(x, y, unknowns), observed)
@@ -192,7 +207,15 @@ class SGDDefense(Defense):
         if unaware:
             notes.append(f"knowledge 'unaware': the attacker ignores {self.name}'s mechanism and replays plain FedAvg")
         public = sgd_public_knowledge(
-            self.model, server, self.task, target, self.protocol, upload.kind, **self.public_parameters()
+            self.model,
+            server,
+            self.task,
+            target,
+            self.protocol.for_round(self.round),
+            upload.kind,
+            round=self.round.as_dict(),
+            passes=self.protocol.for_round(self.round).passes,
+            **self.public_parameters(),
         )
         return Observation(
             observed=observed,
@@ -202,4 +225,5 @@ class SGDDefense(Defense):
             notes=tuple(notes),
             metrics=dict(upload.metrics),
             exact=(not has_mechanism) or (not unaware and self.exact_replay()),
+            passes=public.protocol["passes"],
         )

@@ -32,17 +32,12 @@ class LocalData:
     simulator, which knows the protocol, replays the same mini-batches. ``population`` is the size of
     the client's whole local training set when ``x`` is only a sample of it (an attacked batch), for
     privacy accounting (DP's sampling rate batch/population); ``None`` means ``x`` is the whole set.
-    ``others`` are the client's other local training examples (inputs, labels) in that case, for a
-    defense whose protocol runs the attacked client's round over its whole local set (HyperFL's
-    ``local`` setting); ``None`` when the harness does not give them. They are private data: a defense
-    decides what its attacker learns of them.
     """
 
     x: torch.Tensor
     y: torch.Tensor
     batch_size: int
     population: int | None = None
-    others: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -59,15 +54,10 @@ class LocalData:
             yield self.x[idx], self.y[idx]
 
     def attacked_batch(self, rows: torch.Tensor) -> LocalData:
-        """The examples ``rows`` of this (whole) local set as an attacked batch: ``population`` is this
-        set's size and ``others`` the remaining examples, in their order here."""
-        keep = torch.ones(len(self), dtype=torch.bool, device=rows.device)
-        keep[rows] = False
-        rest = keep.nonzero().flatten().to(self.x.device)
+        """The examples ``rows`` of this (whole) local set as an attacked round's data: ``population`` is
+        this set's size."""
         rows = rows.to(self.x.device)
-        return LocalData(
-            self.x[rows], self.y[rows], self.batch_size, population=len(self), others=(self.x[rest], self.y[rest])
-        )
+        return LocalData(self.x[rows], self.y[rows], self.batch_size, population=len(self))
 
     def population_size(self) -> int:
         """Examples in the client's whole local set (``population``, else ``len(self)``)."""
@@ -151,7 +141,11 @@ class Observation:
     ``exact`` says whether ``simulate`` on the client's true inputs (and true unknowns) reproduces
     ``observed`` up to floating-point error; a defense whose client adds randomness or loss the server
     cannot replay (DP noise, quantisation, an unaware attacker's simulator) sets it False, and the
-    conformance check (``bench check-defense``) then does not demand that equality.
+    conformance check (``bench check-defense``) then does not demand that equality. ``passes``: how many
+    passes over the data the round makes (a local round's epochs, head epochs included); where it is above
+    1, ``simulate`` also takes one copy of the images per pass (``passes × num_images`` rows, pass-major:
+    pass p uses rows p·num_images …), so an attack can give each epoch images of its own (Dimitrov et al.,
+    "Data Leakage in Federated Averaging", 2022); 1 where it takes only the one set of images.
     """
 
     observed: Tensors
@@ -162,6 +156,7 @@ class Observation:
     notes: tuple[str, ...] = ()
     metrics: Mapping[str, Any] = field(default_factory=dict)
     exact: bool = True
+    passes: int = 1
 
     def unknown_guesses(self) -> Tensors:
         return {name: u.guess for name, u in self.unknowns.items()}

@@ -66,10 +66,14 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 
 def entry_key(config: Mapping[str, Any]) -> dict[str, Any]:
     """What a tuning applies to, from a run's resolved config: the defense configuration, the attacker's
-    knowledge level, the attack's name, the data set and the model."""
+    knowledge level, the attacked round, the attack's name, the data set and the model."""
+    from bench.round import Round
+
+    run = config["run"]
     return {
         "defense": dict(config["defense"]),
-        "knowledge": config["run"].get("knowledge"),
+        "knowledge": run.get("knowledge"),
+        "round": Round.from_dict(run.get("round"), run.get("batch_size") or 1).as_dict(),
         "attack": config["attack"]["name"],
         "dataset": dict(config["dataset"]),
         "model": dict(config["model"]),

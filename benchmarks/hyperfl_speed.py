@@ -20,6 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.round import Round  # noqa: E402
 from bench.defense import FLTask  # noqa: E402
 from bench.models.cnn import CNN  # noqa: E402
 from bench.threat import LocalData  # noqa: E402
@@ -86,8 +87,10 @@ def main() -> None:
     results["attack step: fedavg FedSGD"] = timed(attack_step(obs, one.x, one.y, {}), args.repeats)
 
     for attacker, setting in (("adaptive", "fedsgd"), ("oracle", "fedsgd"), ("oracle", "local")):
-        d = HyperFL(attack_setting=setting)
+        d = HyperFL()
         d.use_knowledge(attacker)
+        if setting == "local":
+            d.use_round(Round("local", 1, 1, args.local_epochs))
         d.setup(task(args.local_epochs))
         server, client = d.init_server(), d.init_client(0)
         obs = d.observe(server, client, one, [], torch.Generator().manual_seed(1))

@@ -1,8 +1,8 @@
 """FedAvg / FedSGD — no protection: the baseline every defense is compared with.
 
 Each client runs plain local SGD from the global parameters and sends what it computed: its
-gradient on one batch when the round is a single step (FedSGD, the default attack setting), or its
-parameter update after several steps (FedAvg, ``local_steps=E``). The server averages the uploads
+gradient on one batch (``--round fedsgd``, the default attack setting), or its parameter update after
+its local epochs (FedAvg: training, and ``--round local``). The server averages the uploads
 weighted by the clients' numbers of examples. The honest-but-curious server observes the target
 client's upload exactly, and simulates it by replaying the same local computation on candidate data.
 

@@ -38,16 +38,21 @@ official server samples one client per step):
 * The protocol's ``--local-epochs`` is not used: pFedHN's local computation is ``inner_steps`` steps.
 
 Threat model (what ``observe`` gives the honest-but-curious server). The server generated the target
-client's network itself, so it knows the weights θ the client trained *exactly*; what it receives is
-the client's update Δθ after ``inner_steps`` local steps on its data (at ``inner_steps=1`` the step
-direction, clipped gradient plus weight decay, which bench sends as the "gradient", as for FedSGD).
-That is FedAvg on a personalised model: the ``adaptive`` attacker (the only level; there is no private
-piece to be unaware of or to be handed) replays the client's steps from θ, including the public
-gradient clip, with bench's shared SGD code (:mod:`bench.functional`, :mod:`bench.sgd_defense`), so the
-victim and the simulator run the same math. In the attack setting the client's steps cycle over the
-target's mini-batches in a fixed order (one batch: every step on it), in eval mode, as for every
-bench defense. Defaults unroll 50 steps in the attacker's simulator; ``--defense-arg inner_steps=1``
-attacks the one-step (FedSGD) exchange. ``predict`` uses the client's personalised generated network.
+client's network itself, so it knows the weights θ the client trained *exactly*; what it receives
+depends on the attacked round (:mod:`bench.round`): at ``fedsgd`` one inner step's direction on the
+attacked batch (clipped gradient plus weight decay, sent as the "gradient", as for FedSGD); in a
+``local`` round the update Δθ after the client's ``inner_steps`` steps, cycling in a fixed order over
+the mini-batches of the round's local examples (the method's own loop: the round's epochs do not
+apply). That is FedAvg on a personalised model: the ``adaptive`` attacker (the only level; there is
+no private piece to be unaware of or to be handed) replays the client's steps from θ, including the
+public gradient clip, with bench's shared SGD code (:mod:`bench.functional`, :mod:`bench.sgd`), so the
+victim and the simulator run the same math, in eval mode as for every bench defense. ``predict`` uses
+the client's personalised generated network.
+
+Optimisers: ``lr``, ``momentum``, ``weight_decay`` are the server's (hypernetwork) optimiser and the
+``inner_*`` options the client's; both keep the official values in a comparison (the equal-optimiser
+rule, :func:`bench.protocols.equal_optimiser`, applies to the client SGD of the FedAvg family and
+HyperFL, not to pFedHN's own inner loop: ``client_optimiser`` is empty).
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ from bench.functional import GradientFn, forward, loss_gradient, sgd_update
 from bench.options import Option
 from bench.sgd_defense import SGDProtocol, local_payload, payload_bytes, sgd_public_knowledge, sgd_simulator
 from bench.threat import LocalData, Observation, Tensors, Upload
-from typing import Literal
+from typing import ClassVar, Literal
 
 EMBEDDINGS = "embeddings.weight"  # the server's embedding table, one row per client
 MOMENTUM = "momentum."  # prefix of the server optimiser's momentum buffers in the server state
@@ -139,6 +144,12 @@ class PFedHN(Defense):
     #: The server knows the generated weights exactly and replays the client's steps: nothing is private to
     #: the client but its data, so there is no weaker (unaware) or stronger (oracle) level to offer.
     knowledge_levels = ("adaptive",)
+    round_kinds = ("fedsgd", "local")
+    #: None: the client's inner loop (``inner_*``: 50 steps, lr 5e-3, momentum 0.9, the official code's) is the
+    #: method's own protocol and ``lr``/``momentum``/``weight_decay`` are the *server's* hypernetwork optimiser,
+    #: so a comparison's equal-optimiser rule (bench.protocols.equal_optimiser) leaves both as the official code
+    #: sets them.
+    client_optimiser: ClassVar[dict[str, str]] = {}
     options = (
         Option(
             "max_clients",
@@ -254,12 +265,15 @@ class PFedHN(Defense):
 
     # -- the client ------------------------------------------------------------------------------
 
-    def schedule(self, data: LocalData, generator: torch.Generator | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def schedule(
+        self, data: LocalData, generator: torch.Generator | None, protocol: SGDProtocol | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The client's mini-batches: with a generator (training) each step's batch is the first of a fresh
-        random permutation, as the official loop draws it; without (the attack setting) the steps cycle over
-        the data's mini-batches in a fixed order, which the server's simulator replays."""
+        random permutation, as the official loop draws it; without (the attack setting, ``protocol`` the
+        attacked round's) the steps cycle over the data's mini-batches in a fixed order, which the server's
+        simulator replays."""
         if generator is None:
-            return self.protocol.schedule(data)
+            return (protocol or self.protocol).schedule(data)
         out = []
         for _ in range(self.opt.inner_steps):
             idx = torch.randperm(len(data), generator=generator)[: data.batch_size].to(data.x.device)
@@ -267,16 +281,18 @@ class PFedHN(Defense):
         return out
 
     def local(
-        self, theta: Tensors, data: LocalData, generator: torch.Generator | None
+        self, theta: Tensors, data: LocalData, generator: torch.Generator | None, protocol: SGDProtocol | None = None
     ) -> tuple[Tensors, Literal["gradient", "update"]]:
-        """The client's inner steps from ``theta``: its update (the step direction at one step, a "gradient")."""
+        """The client's inner steps from ``theta`` under ``protocol`` (default: training's): its update (the
+        step direction at one step, a "gradient")."""
+        protocol = protocol or self.protocol
         self.model.train(generator is not None)
         payload, kind = local_payload(
             self.model,
             theta,
             {},
-            self.schedule(data, generator),
-            self.protocol,
+            self.schedule(data, generator, protocol),
+            protocol,
             create_graph=False,
             gradient=self.gradient,
         )
@@ -361,15 +377,17 @@ class PFedHN(Defense):
         generator: torch.Generator | None,
     ) -> Observation:
         theta = self.generate(server, client[INDEX])
-        observed, kind = self.local(theta, target, None)
-        steps = self.protocol.num_steps(target)
+        protocol = self.protocol.for_round(self.round)
+        observed, kind = self.local(theta, target, None, protocol)
+        steps = protocol.num_steps(target)
         public = sgd_public_knowledge(
             self.model,
             theta,
             self.task,
             target,
-            self.protocol,
+            protocol,
             kind,
+            round=self.round.as_dict(),
             max_grad_norm=self.opt.inner_max_grad_norm,
             weights="generated by the server's hypernetwork for this client",
         )
@@ -382,7 +400,7 @@ class PFedHN(Defense):
         return Observation(
             observed=observed,
             public=public,
-            simulate=sgd_simulator(self.model, theta, target.batch_size, self.protocol, gradient=self.gradient),
+            simulate=sgd_simulator(self.model, theta, target.batch_size, protocol, gradient=self.gradient),
             knowledge=self.knowledge,
             notes=(note,),
             metrics={"bytes_uploaded": payload_bytes(observed)},

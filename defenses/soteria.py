@@ -1,12 +1,17 @@
 """Soteria — perturbing the data representation (Sun et al., CVPR 2021; jeremy313/Soteria).
 
-Soteria protects the layer whose input is the data representation r (the features entering the
-fully connected head; here the model's classifier, as in the authors' LeNet and ConvNet code). For
-each representation feature f it scores how little the feature reveals per unit of input change,
+Soteria protects the layer whose input is the data representation r: the convolutional features
+entering the fully connected part of the network. In the authors' LeNet and ConvNet that is their
+only linear layer, the classifier; on a network with several (the HyperFL paper's CNN: fc1 576→128,
+then the classifier fc2) it is the first, which the later Soteria code calls ``feature_fc1``, and it
+is the default here (``layer=first``). ``layer=classifier`` (or any linear module's name) defends
+another; which layer is defended decides the verdict, since an attack reads whichever linear layer
+is left unprotected (the analytic attack reads the first one). For each representation feature f it
+scores how little the feature reveals per unit of input change,
 
     s_f = Σ_n ‖∂r_f(x_n)/∂x_n‖₂ / (r_f(x_n) + 0.1)        (summed over the client's examples)
 
-and zeroes the classifier weight's gradient columns of the features whose score lies below the
+and zeroes the defended layer's weight-gradient columns of the features whose score lies below the
 ``ratio`` quantile (the authors' pruning rate; their Inverting-Gradients example uses 60 %). Every
 other tensor is sent unchanged. The mask is computed on the client's own data in eval mode, one
 Jacobian per example (``torch.func.jacrev``), which is the defense's compute cost: on one mini-batch
@@ -31,7 +36,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.plugin import SGD_OPTIONS, LocalData, Option, SGDDefense, ServerState, Tensors, forward, split_state
+from bench.plugin import (
+    SGD_OPTIONS,
+    BenchError,
+    LocalData,
+    Option,
+    SGDDefense,
+    ServerState,
+    Tensors,
+    forward,
+    split_state,
+)
 
 #: Added to the representation in the score's denominator, as in the authors' code.
 OFFSET = 0.1
@@ -76,6 +91,23 @@ def feature_scores(
     return total
 
 
+def defended_layer(model: nn.Module, choice: str, classifier: str) -> str:
+    """The module name of the defended linear layer (see the ``layer`` option); a bad choice is a BenchError."""
+    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if choice == "first":
+        if not linear:
+            raise BenchError("soteria needs a linear layer to defend; the model has none")
+        return linear[0]
+    if choice == "classifier":
+        return classifier
+    if choice not in linear:
+        raise BenchError(
+            f"soteria layer {choice!r} is not a linear layer of the model; valid: 'first', 'classifier', "
+            f"{', '.join(repr(n) for n in linear)}"
+        )
+    return choice
+
+
 def column_mask(scores: torch.Tensor, ratio: float) -> torch.Tensor:
     """1 for the features kept, 0 for those whose |score| is below the ``ratio`` quantile of the scores."""
     threshold = torch.quantile(scores.double(), ratio).to(scores.dtype)
@@ -98,6 +130,13 @@ class Soteria(SGDDefense):
             max=1.0,
         ),
         Option(
+            "layer",
+            str,
+            "first",
+            "the defended linear layer, whose input is the representation: 'first' (the first linear layer, fed "
+            "by the convolutional features: the paper's choice), 'classifier' (the last), or a module name",
+        ),
+        Option(
             "mask_on",
             str,
             "batch",
@@ -110,14 +149,15 @@ class Soteria(SGDDefense):
 
     def setup(self, task) -> None:
         super().setup(task)
-        self.weight = f"{task.classifier}.weight"
+        self.layer = defended_layer(self.model, self.opt.layer, task.classifier)
+        self.weight = f"{self.layer}.weight"
 
     def transform(
         self, payload: Tensors, data: LocalData, server: ServerState, generator: torch.Generator | None
     ) -> Tensors:
         """``payload`` with the defended columns of the classifier weight's gradient/update zeroed."""
         x = data.x if self.opt.mask_on == "all" else data.x[: data.batch_size]
-        mask = column_mask(feature_scores(self.model, self.task.classifier, server, x), self.opt.ratio)
+        mask = column_mask(feature_scores(self.model, self.layer, server, x), self.opt.ratio)
         return {**payload, self.weight: payload[self.weight] * mask.to(payload[self.weight])}
 
     def replay(self, simulated: Tensors, observed: Tensors | None) -> Tensors:
@@ -128,11 +168,12 @@ class Soteria(SGDDefense):
         return {**simulated, self.weight: simulated[self.weight] * kept}
 
     def public_parameters(self) -> dict[str, Any]:
-        return {"soteria_ratio": self.opt.ratio, "defended_layer": self.task.classifier}
+        return {"soteria_ratio": self.opt.ratio, "defended_layer": self.layer}
 
     def payload_metrics(self, payload: Tensors) -> dict[str, Any]:
         columns = payload[self.weight].shape[1]
         return {
+            "defended_layer": self.layer,
             "defended_features": columns - int((payload[self.weight] != 0).any(dim=0).sum()),
             "representation_features": columns,
         }

@@ -56,3 +56,12 @@ QUICK_TRAIN = (
 def cnn_task(shape: tuple[int, int, int] = (3, 32, 32)) -> FLTask:
     """The HyperFL paper's CNN as an FL task (classifier fc2), for a colour or a grey-scale shape."""
     return module_task(lambda: CNN().build(shape, 10), "cnn", "fc2", shape, 10)
+
+
+def local_steps(defense, steps: int, batch: int = 1):
+    """``defense`` attacked after ``steps`` local SGD steps on its one batch of ``batch`` examples (a local round
+    of ``steps`` epochs over that batch: what the removed ``local_steps`` option did)."""
+    from bench.round import Round
+
+    defense.use_round(Round("local", batch, batch, steps))
+    return defense

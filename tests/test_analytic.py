@@ -19,7 +19,7 @@ from bench.threat import LocalData
 from bench.defenses.dp import DP
 from bench.defenses.fedavg import FedAvg
 from bench.defenses.hyperfl import HyperFL
-from tests.helpers import cnn_task, lenet_task, module_task
+from tests.helpers import cnn_task, lenet_task, local_steps, module_task
 
 
 class MLP(nn.Module):
@@ -124,7 +124,7 @@ def test_noise_and_updates_are_estimates_and_say_why():
     obs, _ = observe(DP(noise_multiplier=0.5), lenet_task())
     rec = Analytic(iterations=5).reconstruct(obs, torch.Generator(), SilentProgress())
     assert rec.info["feature_source"] == "estimate" and any("noise" in w for w in rec.info["not_exact_because"])
-    obs, _ = observe(FedAvg(local_steps=3), cnn_task())
+    obs, _ = observe(local_steps(FedAvg(), 3), cnn_task())
     reading = read_layer(obs, leaky_layers(obs)[0])
     assert not reading.exact and any("update" in w for w in reading.why_not_exact)
 

@@ -12,6 +12,7 @@ from bench.data.embedded import build_photos
 from bench.functional import loss_gradient
 from bench.metrics import psnr_per_image
 from bench.progress import SilentProgress
+from bench.round import Round
 from bench.threat import LocalData, Observation, Unknown
 from bench.defenses.fedavg import FedAvg
 from tests.helpers import exploding, lenet_task
@@ -24,7 +25,9 @@ def photo_case(seed=0, size=16, batch=1, local_steps=0):
     data = build_photos(500, 100)
     torch.manual_seed(seed)
     task = dataclasses.replace(lenet_task(image_shape=(3, size, size)), mean=(0.0,) * 3, std=(1.0,) * 3)
-    d = FedAvg(local_steps=local_steps)
+    d = FedAvg()
+    if local_steps:
+        d.use_round(Round("local", batch, batch, local_steps))
     d.setup(task)
     idx = torch.arange(batch) * 450 + seed * 37  # different source photos → different labels
     x = F.interpolate(data.train_x[idx], size=(size, size), mode="bilinear", antialias=True)

@@ -25,6 +25,7 @@ DEFENSE_CHECKS = [
     "simulate-grad",
     "simulate-consistent",
     "simulate-vmap",
+    "local-round",
     "client-update",
     "matches-client",
     "private-state",
@@ -61,9 +62,10 @@ def test_fedavg_passes_every_check():
     assert all(r.status == "pass" for r in report.results), report.render()
 
 
-def test_multi_step_fedavg_passes_every_check():
-    report = check_defense("fedavg", {"local_steps": "2", "momentum": "0.5"})
+def test_fedavg_with_momentum_passes_every_check_and_its_local_round_is_replayed():
+    report = check_defense("fedavg", {"momentum": "0.5"})
     assert all(r.status == "pass" for r in report.results), report.render()
+    assert "replayed exactly" in {r.name: r.detail for r in report.results}["local-round"]
 
 
 def test_a_defense_with_unknowns_passes_and_is_checked_against_its_true_unknowns():
@@ -136,7 +138,7 @@ def test_a_crash_names_the_plugin_line():
 def test_check_defense_exit_status_and_output(capsys):
     assert main(["check-defense", "fedavg"]) == 0
     out = capsys.readouterr().out
-    assert "  PASS  simulate-consistent" in out and out.rstrip().splitlines()[-1].startswith("conforms: 15 passed")
+    assert "  PASS  simulate-consistent" in out and out.rstrip().splitlines()[-1].startswith("conforms: 16 passed")
     assert main(["check-defense", plugin("WrongShape")]) == 1
     out = capsys.readouterr().out
     assert "  FAIL  simulate-shapes      simulate()['fc.weight'] is [768, 10]" in out and "FAILED: " in out

@@ -8,6 +8,7 @@ import pytest
 import torch
 from opacus.accountants import RDPAccountant
 
+from bench.round import Round
 from bench.cli import main
 from bench.conformance import check_defense
 from bench.errors import BenchError
@@ -20,11 +21,17 @@ from bench.defenses.fedavg import FedAvg
 from tests.helpers import lenet_task
 
 
-def make(defense=DP, task=None, **options):
+def make(defense=DP, task=None, round_=None, **options):
     torch.manual_seed(0)
     d = defense(**options)
     d.setup(task or lenet_task())
+    if round_ is not None:
+        d.use_round(round_)
     return d, d.init_server()
+
+
+#: One epoch over 4 examples in batches of 2 (two steps).
+EPOCH_OF_4 = Round("local", 2, 4, 1)
 
 
 def batch(n=4, seed=0, batch_size=None, population=None):
@@ -89,20 +96,25 @@ def test_noise_is_gaussian_with_std_sigma_times_clip(level):
 
 
 def test_client_level_clips_the_whole_upload():
-    d, server = make(level="client", clip=0.01, noise_multiplier=0.0, local_steps=2)
+    d, server = make(level="client", clip=0.01, noise_multiplier=0.0, round_=EPOCH_OF_4)
     obs = d.observe(server, {}, batch(4, batch_size=2), [], None)
     assert math.isclose(float(global_norm(obs.observed)), 0.01, rel_tol=1e-4)
-    plain, _ = make(FedAvg, local_steps=2)
+    plain, _ = make(FedAvg, round_=EPOCH_OF_4)
     raw = plain.observe(server, {}, batch(4, batch_size=2), [], None).observed
     scale = 0.01 / float(global_norm(raw))
     assert all(torch.allclose(obs.observed[k], raw[k] * scale, atol=1e-7) for k in raw)
 
 
 @pytest.mark.parametrize(
-    "options", [{"level": "sample"}, {"level": "client"}, {"level": "sample", "local_steps": 3, "momentum": 0.5}]
+    "options, round_",
+    [
+        ({"level": "sample"}, EPOCH_OF_4),
+        ({"level": "client"}, EPOCH_OF_4),
+        ({"level": "sample", "momentum": 0.5}, Round("local", 2, 4, 2)),
+    ],
 )
-def test_simulate_true_data_reproduces_the_noise_free_observation(options):
-    d, server = make(noise_multiplier=0.0, clip=0.5, **options)
+def test_simulate_true_data_reproduces_the_noise_free_observation(options, round_):
+    d, server = make(noise_multiplier=0.0, clip=0.5, round_=round_, **options)
     data = batch(4, batch_size=2)
     obs = d.observe(server, {}, data, [], None)
     sim = obs.simulate(data.x, data.y, {})
@@ -176,7 +188,7 @@ def test_exchange_epsilon_is_one_step_without_amplification(sigma, expected):
 
 
 def test_exchange_epsilon_composes_the_steps_that_contain_an_example():
-    d, server = make(noise_multiplier=1.0, local_steps=3)  # the attacked batch is in all 3 steps
+    d, server = make(noise_multiplier=1.0, round_=Round("local", 2, 2, 3))  # the attacked batch is in all 3 steps
     obs = d.observe(server, {}, batch(2, population=100), [], torch.Generator().manual_seed(0))
     assert obs.metrics["exchange_steps"] == 3
     assert obs.metrics["epsilon_exchange"] == pytest.approx(epsilon_spent([(1.0, 1.0, 3)], 1e-5), rel=1e-12)
@@ -372,7 +384,7 @@ def test_cli_bad_dp_option_is_one_line_exit_2(tmp_path, capsys):
     "args, skipped",
     [
         ({"noise_multiplier": "0"}, set()),
-        ({"noise_multiplier": "0", "level": "client", "local_steps": "2"}, set()),
+        ({"noise_multiplier": "0", "level": "client"}, set()),
         ({}, {"simulate-consistent", "matches-client"}),
     ],
 )

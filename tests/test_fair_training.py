@@ -52,7 +52,7 @@ def test_a_defense_preset_or_the_user_overrides_the_rule_and_the_row_says_so(tmp
         equal_optimiser(Choice("fedavg"), "adam")
     assert main([*QUICK_TRAIN.format(defense="soteria", extra="--defense-arg lr=0.05 ").split(), str(tmp_path)]) == 0
     row = read_rows(tmp_path / "results.jsonl")[0][0]
-    assert row["optimiser"] == {**OFFICIAL, "lr": 0.05} and row["optimiser_rule"] == "hyperfl-official"
+    assert row["optimiser"] == {**OFFICIAL, "lr": 0.05, "head_lr": 0.1} and row["optimiser_rule"] == "hyperfl-official"
     assert row["optimiser_deviations"] == {"lr": 0.05} and row["evaluated"] == "global" and row["seed"] == 0
 
 

@@ -138,8 +138,8 @@ def test_simulate_under_vmap():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_training_aggregate_equals_fedavg_within_ckks_precision(backend):
     task = lenet_task(image_shape=(1, 16, 16), model=ConvNet(width=2))  # BatchNorm: floating buffers are encrypted too
-    d, server = make(task=task, backend=backend, local_steps=2)
-    f, _ = make(FedAvg, task=task, local_steps=2)
+    d, server = make(task=task, backend=backend)  # 2 local steps: one epoch over 2 mini-batches
+    f, _ = make(FedAvg, task=task)
     datas = [LocalData(torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,)), 2) for _ in range(3)]
     ours = d.aggregate(server, [d.client_update(server, {}, data, torch.Generator().manual_seed(0)) for data in datas])
     theirs = f.aggregate(

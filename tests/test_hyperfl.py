@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.round import Round
 from bench.defense import FLTask
 from bench.errors import BenchError
 from bench.functional import cross_entropy, forward
@@ -59,11 +60,15 @@ def tiny_task(local_epochs=1):
     )
 
 
-def tiny(seed=0, knowledge=None, **options):
+def tiny(seed=0, knowledge=None, setting="fedsgd", examples=None, batch=1, epochs=1, head=None, **options):
+    """A tiny HyperFL attacked at ``setting`` (fedsgd, or a local round of ``epochs`` epochs over ``examples``
+    examples in batches of ``batch``; ``head``: its head epochs, None = HyperFL's own)."""
     torch.manual_seed(seed)
     options = {"embedding_dim": 3, "hidden_dim": 5, **options}
     d = HyperFL(**options)
     d.use_knowledge(knowledge)
+    if setting == "local":
+        d.use_round(Round("local", batch, examples, epochs, head))
     d.setup(tiny_task())
     server = d.init_server()
     return d, server, d.init_client(0)
@@ -195,8 +200,8 @@ def test_gradients_through_the_hypernetwork_match_finite_differences():
 @pytest.mark.parametrize("setting", ["fedsgd", "local"])
 @pytest.mark.parametrize("attacker", ["unaware", "adaptive", "oracle"])
 def test_simulate_with_the_true_data_and_unknowns_reproduces_the_observation(setting, attacker):
-    d, server, client = tiny(knowledge=attacker, attack_setting=setting, local_epochs=2)
-    target = data(2, 1)
+    d, server, client = tiny(knowledge=attacker, setting=setting, examples=2, epochs=2)
+    target = data(1 if setting == "fedsgd" else 2, 1)
     obs = d.observe(server, client, target, [], torch.Generator().manual_seed(5))
     assert obs.knowledge == attacker and obs.public.classifier_key is None
     assert obs.public.observed_kind == ("gradient" if setting == "fedsgd" else "update")
@@ -214,7 +219,7 @@ def test_simulate_with_the_true_data_and_unknowns_reproduces_the_observation(set
 
 
 def test_observe_does_not_touch_the_client_or_the_server():
-    d, server, client = tiny(attack_setting="local")
+    d, server, client = tiny(setting="local", examples=2)
     s0, c0 = {k: v.clone() for k, v in server.items()}, {k: v.clone() for k, v in client.items()}
     d.observe(server, client, data(2, 1), [], None)
     assert all(torch.equal(server[k], s0[k]) for k in s0) and all(torch.equal(client[k], c0[k]) for k in c0)
@@ -233,7 +238,9 @@ def test_adaptive_attacker_recovers_the_generated_weights_from_one_fedsgd_gradie
     net = obs.public.model
     for name, value in truth.items():
         assert torch.allclose(net.get_parameter(name), value, rtol=1e-5, atol=1e-5 * float(value.abs().max())), name
-    assert obs.metrics["recovered_embedding_max_error"] < 1e-4
+    diagnostics = d.diagnostics(server, client, target, obs)  # the evaluator's, never in the observation
+    assert diagnostics["recovered_embedding_max_error"] < 1e-4 and diagnostics["recovered_weight_max_error"] < 1e-4
+    assert not set(diagnostics) & set(obs.metrics)
     # it now faces FedSGD on the CNN with only the head unknown: the observed tensors are the generated
     # feature extractor's gradient, reproduced by its simulator with the true head
     assert set(obs.observed) == set(truth) and set(obs.unknowns) == {HEAD_WEIGHT, HEAD_BIAS}
@@ -251,11 +258,11 @@ def obs_grad_is_informative(d, server, client, target):
 
 
 def test_embedding_estimate_from_a_one_step_update_is_exact():
-    d, server, client = tiny(attack_setting="local", local_epochs=1, head_epochs=0, hidden_dim=16)
+    d, server, client = tiny(setting="local", examples=1, head=0, hidden_dim=16)
     target = data(1, 1)
     assert obs_grad_is_informative(d, server, client, target)
     obs = d.observe(server, client, target, [], None)
-    estimate = estimate_embedding(server, obs.observed, d.protocol, 1)
+    estimate = estimate_embedding(server, obs.observed, d.round_protocol(), 1)
     assert torch.allclose(estimate, client[EMBEDDING], atol=1e-4)
     assert obs.unknowns[EMBEDDING].guess.allclose(estimate)
 
@@ -263,7 +270,7 @@ def test_embedding_estimate_from_a_one_step_update_is_exact():
 @pytest.mark.parametrize("setting", ["fedsgd", "local"])
 @pytest.mark.parametrize("attacker", ["unaware", "adaptive"])
 def test_simulators_are_differentiable_and_vmappable(setting, attacker):
-    d, server, client = tiny(knowledge=attacker, attack_setting=setting)
+    d, server, client = tiny(knowledge=attacker, setting=setting, examples=2, batch=2)
     target = data(2, 2)
     obs = d.observe(server, client, target, [], torch.Generator().manual_seed(1))
     objective = GradientMatching(obs, distance="cosine")
@@ -330,7 +337,7 @@ def test_unaware_guesses_are_drawn_like_a_clients_from_the_attack_stream_only():
 @pytest.mark.parametrize("momentum", [0.0, 0.5])
 def test_factored_simulator_matches_the_victim_when_clipping_is_active(momentum):
     d, server, client = tiny(
-        knowledge="oracle", attack_setting="local", local_epochs=3, max_grad_norm=1e-3, momentum=momentum
+        knowledge="oracle", setting="local", examples=2, epochs=3, max_grad_norm=1e-3, momentum=momentum
     )
     target = data(2, 1)
     obs = d.observe(server, client, target, [], None)
@@ -372,7 +379,8 @@ def test_attack_after_training_rounds_runs_end_to_end(tmp_path):
     assert main(args) == 0
     row = read_rows(tmp_path / "results.jsonl")[0][0]
     assert row["knowledge"] == "adaptive" and row["attack_round"] == 1 and HyperFL.default_model == "cnn"
-    assert row["defense_metrics"]["recovered_weight_max_error"] < 1e-3
+    assert row["diagnostics"]["recovered_weight_max_error"] < 1e-3
+    assert "recovered_weight_max_error" not in row["defense_metrics"]
     assert row["config"]["run"]["knowledge"] == "adaptive"
 
 
@@ -429,30 +437,21 @@ def test_hyperfl_conforms_under_every_attacker(attacker):
     assert "private-state" in {r.name for r in report.results if r.status == "pass"}
 
 
-def with_others(target, others):
-    return LocalData(
-        target.x, target.y, target.batch_size, population=len(target) + len(others), others=(others.x, others.y)
-    )
-
-
-def test_an_attacked_batch_carries_the_clients_other_examples():
+def test_an_attacked_round_holds_its_examples_and_the_clients_population():
     whole = data(6, 2, seed=3)
     batch = whole.attacked_batch(torch.tensor([4, 1]))
     assert torch.equal(batch.x, whole.x[[4, 1]]) and batch.population == 6 and batch.batch_size == 2
-    assert torch.equal(batch.others[0], whole.x[[0, 2, 3, 5]]) and torch.equal(batch.others[1], whole.y[[0, 2, 3, 5]])
 
 
 @pytest.mark.parametrize("attacker", ["unaware", "adaptive", "oracle"])
-def test_local_setting_runs_the_round_over_the_clients_local_data(attacker):
-    """The attacked client's round is the protocol's: the attacked batch and further mini-batches of its
-    own data (here 2 batches of 1), so the head epoch does not just fit the one attacked image. Unaware
-    and adaptive attackers know the batch order, not the other examples: they must reconstruct all of
-    the round's images (scored by best match). The oracle is handed the other examples as well."""
-    d, server, client = tiny(knowledge=attacker, attack_setting="local", local_epochs=2)
-    target = with_others(data(1, 1, seed=1), data(3, 1, seed=2))
+def test_a_local_round_runs_over_the_rounds_examples_and_every_one_is_a_target(attacker):
+    """The attacked client's round is the protocol's: its head epoch, then its local epochs over the round's
+    examples (here 2 batches of 1), so the head epoch does not just fit one image. Every attacker
+    reconstructs all of the round's examples; the oracle is handed the embedding and head only."""
+    d, server, client = tiny(knowledge=attacker, setting="local", examples=2, epochs=2)
+    target = data(2, 1, seed=1)
     obs = d.observe(server, client, target, [], torch.Generator().manual_seed(5))
-    round_x, round_y = torch.cat([target.x, target.others[0][:1]]), torch.cat([target.y, target.others[1][:1]])
-    batches = list(LocalData(round_x, round_y, 1).batches())
+    batches = list(target.batches())
     d.model.eval()
     new, _ = local_round(
         d.model,
@@ -460,30 +459,40 @@ def test_local_setting_runs_the_round_over_the_clients_local_data(attacker):
         dict(client),
         batches,
         batches * 2,
-        d.protocol,
+        d.round_protocol(),
         create_graph=False,
     )
     for k in server:
         assert torch.allclose(obs.observed[k], new[f"hypernetwork.{k}"] - server[k], atol=1e-7), k
-    assert obs.metrics["round_examples"] == 2 and obs.metrics["round_batches_per_epoch"] == 2
-    truth = {k: client[k] for k in obs.unknowns}
-    if attacker == "oracle":
-        assert obs.public.num_images == 1 and obs.exact and obs.metrics["other_examples_known"]
-        sim = obs.simulate(target.x, target.y, truth)
-    else:
-        assert obs.public.num_images == 2 and not obs.exact and not obs.metrics["other_examples_known"]
-        sim = obs.simulate(round_x, round_y, truth)
+    assert obs.public.num_images == 2 and obs.exact and obs.passes == 3
+    assert obs.public.protocol["round"] == {**Round("local", 1, 2, 2).as_dict()}
+    sim = obs.simulate(target.x, target.y, {k: client[k] for k in obs.unknowns})
     assert all(torch.allclose(sim[k], obs.observed[k], atol=1e-5, rtol=1e-4) for k in obs.observed)
-    alone = d.observe(server, client, data(1, 1, seed=1), [], torch.Generator().manual_seed(5))
-    assert alone.metrics["round_examples"] == 1 and any("attacked batch alone" in n for n in alone.notes)
-    assert not torch.allclose(alone.observed["mlp.0.weight"], obs.observed["mlp.0.weight"])
+    alone = tiny(knowledge=attacker, setting="local", examples=1, epochs=2)[0]
+    one = alone.observe(server, client, data(1, 1, seed=1), [], torch.Generator().manual_seed(5))
+    assert not torch.allclose(one.observed["mlp.0.weight"], obs.observed["mlp.0.weight"])
 
 
-def test_local_setting_with_zero_batches_uses_the_whole_local_set():
-    d, server, client = tiny(knowledge="adaptive", attack_setting="local", attack_local_batches=0)
-    obs = d.observe(server, client, with_others(data(2, 2, seed=1), data(5, 2, seed=2)), [], None)
-    assert obs.metrics["round_examples"] == 7 and obs.metrics["round_batches_per_epoch"] == 4
-    assert obs.public.num_images == 7
+def test_generator_heads_can_start_at_their_layers_fan_in():
+    """generator_init=fan_in: each generated tensor starts with about its layer's own default-init variance;
+    the official default init generates every tensor at one scale, larger for layers of large fan-in."""
+    torch.manual_seed(0)
+    d = HyperFL(generator_init="fan_in")
+    d.setup(cnn_task((3, 32, 32)))
+    std = {}
+    for init in ("fan_in", "default"):
+        torch.manual_seed(0)
+        other = HyperFL(generator_init=init)
+        other.setup(cnn_task((3, 32, 32)))
+        server = other.init_server()
+        generated = [forward(other.model.hypernetwork, server, torch.randn(64)) for _ in range(8)]
+        std[init] = {k: float(torch.stack([g[k] for g in generated]).std()) for k in generated[0]}
+    fan_in = d.model.fan_in
+    for k in ("conv1.weight", "conv3.weight", "fc1.weight"):
+        want = (1 / (3 * fan_in[k])) ** 0.5
+        assert 0.5 * want < std["fan_in"][k] < 2 * want, k
+        assert std["default"][k] > 3 * want, k  # the official init: several times the layer's own scale
+    assert abs(std["default"]["fc1.weight"] / std["default"]["conv1.weight"] - 1) < 0.5
 
 
 @pytest.mark.parametrize("momentum, steps", [(0.0, 1), (0.5, 7), (0.9, 25)])
@@ -519,7 +528,7 @@ def test_weight_decay_drift_of_the_first_layer_is_removed_exactly(momentum, step
         assert abs(first_order - (1 - weight_decay_factor(p.lr, p.momentum, p.weight_decay, steps))) > 1e-4
 
 
-def test_the_harness_hands_the_local_setting_the_clients_other_examples(tmp_path):
+def test_the_harness_runs_hyperfls_local_round_from_the_cli(tmp_path):
     from bench.cli import main
     from bench.results import read_rows
 
@@ -527,8 +536,10 @@ def test_the_harness_hands_the_local_setting_the_clients_other_examples(tmp_path
         "run",
         "--defense",
         "hyperfl",
-        "--defense-arg",
-        "attack_setting=local",
+        "--round",
+        "local",
+        "--local-examples",
+        "2",
         "--attack",
         "dlg",
         "--attack-arg",
@@ -545,33 +556,34 @@ def test_the_harness_hands_the_local_setting_the_clients_other_examples(tmp_path
         "6",
         "--test-per-client",
         "2",
-        "--local-epochs",
-        "1",
         "--quiet",
         "--output-dir",
         str(tmp_path),
     ]
     assert main(args) == 0
     row = read_rows(tmp_path / "results.jsonl")[0][0]
-    assert row["defense_metrics"]["round_examples"] == 2 and row["num_reconstructed"] == 2
-    assert "embedding_estimate_cosine" in row["defense_metrics"]
+    assert row["round"]["local_examples"] == 2 and row["num_reconstructed"] == 2
+    assert (
+        "embedding_estimate_cosine" in row["diagnostics"] and "embedding_estimate_cosine" not in row["defense_metrics"]
+    )
 
 
 def test_the_generated_replay_of_a_local_round_is_exact_for_one_step_and_close_for_two():
     """local_replay=generated: the update's data part gives the generated network and Σ_s β_s g_s; with one
     hypernetwork step that is exact (the true images and head replay it), with two the network moves a
     little between the steps and the replay is close, not exact."""
-    d, server, client = tiny(knowledge="adaptive", attack_setting="local", local_replay="generated", head_epochs=0)
+    d, server, client = tiny(knowledge="adaptive", setting="local", examples=1, local_replay="generated", head=0)
     head = {k: client[k] for k in (HEAD_WEIGHT, HEAD_BIAS)}
     one = d.observe(server, client, data(1, 1, seed=1), [], torch.Generator().manual_seed(5))
-    assert one.exact and one.public.num_images == 1 and one.metrics["recovered_weight_max_error"] < 1e-5
+    assert one.exact and one.public.num_images == 1
+    assert d.diagnostics(server, client, data(1, 1, seed=1), one)["recovered_weight_max_error"] < 1e-5
     sim = one.simulate(data(1, 1, seed=1).x, data(1, 1, seed=1).y, head)
     assert all(torch.allclose(sim[k], one.observed[k], rtol=1e-4, atol=1e-7) for k in one.observed)
-    target = with_others(data(1, 1, seed=1), data(3, 1, seed=2))
+    d.use_round(Round("local", 1, 2, 1, 0))
+    target = data(2, 1, seed=1)
     two = d.observe(server, client, target, [], torch.Generator().manual_seed(5))
     assert not two.exact and two.public.num_images == 2 and any("local_replay=generated" in n for n in two.notes)
-    round_x, round_y = torch.cat([target.x, target.others[0][:1]]), torch.cat([target.y, target.others[1][:1]])
-    sim = two.simulate(round_x, round_y, head)
+    sim = two.simulate(target.x, target.y, head)
     cos = sum((sim[k] * two.observed[k]).sum() for k in sim) / (
         sum((v**2).sum() for v in sim.values()).sqrt() * sum((v**2).sum() for v in two.observed.values()).sqrt()
     )

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from bench.round import Round
 from bench.inversion import (
     BestIterates,
     GradientMatching,
@@ -33,7 +34,9 @@ def fedavg_obs(labels, seed=0, size=16, local_steps=0, num_classes=10, model=Non
             new_model=lambda: model.build((3, size, size), num_classes),
             classifier=classifier_of(model.build((3, size, size), num_classes)),
         )
-    d = FedAvg(local_steps=local_steps)
+    d = FedAvg()
+    if local_steps:
+        d.use_round(Round("local", len(labels), len(labels), local_steps))
     d.setup(task)
     y = torch.tensor(labels)
     x = torch.rand(len(labels), 3, size, size) * 2 - 1

@@ -2,6 +2,7 @@
 
 import torch
 
+from bench.round import Round
 from bench.functional import loss_gradient, sgd_steps
 from bench.threat import LocalData
 from bench.defenses.fedavg import FedAvg
@@ -36,10 +37,11 @@ def test_fedsgd_observes_the_gradient_and_simulate_reproduces_it():
 
 
 def test_multi_step_update_is_simulated_by_unrolling():
-    d, server = setup(local_steps=3, lr=0.1, momentum=0.5)
+    d, server = setup(lr=0.1, momentum=0.5)
+    d.use_round(Round("local", 2, 4, 2))
     data = LocalData(batch(4).x, batch(4).y, 2)
     obs = d.observe(server, {}, data, [], None)
-    assert obs.public.observed_kind == "update" and obs.public.protocol["local_steps"] == 3
+    assert obs.public.observed_kind == "update" and obs.public.protocol["local_epochs"] == 2
     sim = obs.simulate(data.x, data.y, {})
     assert all(torch.allclose(sim[k], obs.observed[k], atol=1e-6) for k in obs.observed)
     x = data.x.clone().requires_grad_(True)
@@ -98,7 +100,8 @@ def test_aggregation_is_the_example_weighted_mean():
 
 
 def test_observe_does_not_mutate_state():
-    d, server = setup(local_steps=2)
+    d, server = setup()
+    d.use_round(Round("local", 2, 2, 2))
     before = {k: v.clone() for k, v in server.items()}
     d.observe(server, {}, batch(2), [], None)
     assert all(torch.equal(before[k], server[k]) for k in server)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from bench.round import Round
 from bench import registry
 from bench.cli import main
 from bench.errors import BenchError
@@ -91,13 +92,14 @@ def test_uploads_step_in_order_each_with_the_vjp_at_the_rounds_hypernetwork():
 @pytest.mark.parametrize("steps", [1, 3])
 def test_observation_is_the_clients_upload_and_the_simulator_replays_it_exactly(steps):
     d = tiny(inner_steps=steps, inner_max_grad_norm=0.05)  # a clip that binds: replayed too
+    d.use_round(Round("fedsgd", 2) if steps == 1 else Round("local", 2, 2))  # local: its own inner steps
     server = d.init_server()
     client = d.init_client(1)
     target = data(n=2, batch=2)
     obs = d.observe(server, client, target, [], None)
     assert obs.knowledge == "adaptive" and obs.exact and not obs.unknowns
     assert obs.public.observed_kind == ("gradient" if steps == 1 else "update")
-    assert obs.public.classifier_key == "fc.weight" and obs.public.protocol["local_steps"] == steps
+    assert obs.public.classifier_key == "fc.weight" and (obs.public.protocol["local_steps"] or 1) == steps
     theta = d.generate(server, client[INDEX])
     for k, v in obs.public.model.state_dict().items():  # the server knows the generated weights exactly
         assert torch.equal(v, theta[k])

@@ -95,7 +95,7 @@ def test_declared_options_validate_plugin_arguments(installed, tmp_path, capsys)
 
 def test_an_installed_plugin_passes_check_defense_and_runs(installed, tmp_path, capsys):
     assert main(["check-defense", "tmp-pruning", "--defense-arg", "ratio=0.5"]) == 0
-    assert "conforms: 15 passed" in capsys.readouterr().out
+    assert "conforms: 16 passed" in capsys.readouterr().out
     assert (
         main(
             [

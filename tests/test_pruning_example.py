@@ -75,8 +75,9 @@ def test_the_clean_replay_ignores_the_pruning_and_says_so():
 
 
 def test_clients_send_pruned_updates_and_fewer_bytes():
-    d, ref, server = setup(ratio=0.9, local_steps=2)
+    d, ref, server = setup(ratio=0.9)
     data = batch(4)
+    data.batch_size = 2  # two local steps: one epoch over two mini-batches
     upload = d.client_update(server, {}, data, None)
     dense = ref.client_update(server, {}, data, None)
     assert upload.kind == "update"

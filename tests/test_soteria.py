@@ -81,5 +81,5 @@ def test_the_clean_replay_ignores_the_defense():
 
 
 def test_soteria_passes_check_defense():
-    report = check_defense("soteria", {"local_steps": "2"})
+    report = check_defense("soteria", {"momentum": "0.5"})
     assert all(r.status == "pass" for r in report.results), report.render()

@@ -121,7 +121,7 @@ def test_train_can_be_disabled(tmp_path):
         ),
         (
             lambda t: t.replace("args = { lr = 0.1 }", "arg = { lr = 0.1 }"),
-            "defenses[1]: unknown key 'arg'; valid keys: 'name', 'args', 'knowledge' or 'attacks'",
+            "defenses[1]: unknown key 'arg'; valid keys: 'name', 'args', 'knowledge', 'attacks' or 'rounds'",
         ),
         (
             lambda t: t.replace('name = "dlg"', 'name = "nope"'),

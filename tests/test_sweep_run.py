@@ -183,12 +183,12 @@ def test_a_failing_cell_is_reported_kept_apart_and_retried(tmp_path, capsys):
     path, out = config(tmp_path, seeds="[0]", batch="[1, 100000]", train="false")
     assert main(["sweep", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "FAILED fedavg × dlg(iterations=2, max_iter=2) · batch 100000 · seed 0" in err
+    assert "FAILED fedavg × dlg(iterations=2, max_iter=2) · FedSGD, batch 100000 · seed 0" in err
     assert err.strip().splitlines()[-1].startswith("bench sweep: error: 1 of 2 cell(s) failed")
     assert "exceeds a client's" in err and "Traceback" not in err
     cells = {c["label"]: c["id"] for c in plan_cells(out)}
-    bad = out / "cells" / cells["fedavg × dlg(iterations=2, max_iter=2) · batch 100000 · seed 0"]
-    good = out / "cells" / cells["fedavg × dlg(iterations=2, max_iter=2) · batch 1 · seed 0"]
+    bad = out / "cells" / cells["fedavg × dlg(iterations=2, max_iter=2) · FedSGD, batch 100000 · seed 0"]
+    good = out / "cells" / cells["fedavg × dlg(iterations=2, max_iter=2) · FedSGD, batch 1 · seed 0"]
     assert (good / DONE_FILE).exists() and not (bad / DONE_FILE).exists() and (bad / ERROR_FILE).exists()
     assert len(read_rows(out / "results.jsonl")[0]) == 2
     assert main(["sweep", str(path), "--quiet"]) == 2  # the failed cell is retried, the finished one is not

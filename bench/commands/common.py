@@ -11,6 +11,8 @@ from bench.data.partition import PARTITIONS
 from bench.errors import BenchError
 from bench.federation import FLSettings
 from bench.options import parse_assignments
+from bench.protocols import COMPARISON_OPTIMISER, OPTIMISERS
+from bench.round import ROUND_KINDS, Round
 from bench.components import DEFAULT_DATASET, Choice
 
 
@@ -146,6 +148,54 @@ def federation(args: argparse.Namespace, rounds: int = 0, eval_every: int = 1) -
         local_epochs=args.local_epochs,
         rounds=rounds,
         eval_every=eval_every,
+    )
+
+
+def add_round_args(parser: argparse.ArgumentParser) -> None:
+    """The attacked client's round (bench.round) and the comparison's client optimiser."""
+    group = parser.add_argument_group("attacked round")
+    group.add_argument(
+        "--round",
+        choices=tuple(ROUND_KINDS),
+        default="fedsgd",
+        help="what the attacked client computes: fedsgd = the gradient of one batch (default); local = its "
+        "update after --local-epochs passes over --local-examples examples in batches of --batch-size",
+    )
+    group.add_argument("--batch-size", type=int, default=1, help="the attacked round's mini-batch size (default: 1)")
+    group.add_argument(
+        "--local-examples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="local round: the client's examples in the round, every one a target (default: --batch-size)",
+    )
+    group.add_argument(
+        "--head-epochs",
+        type=int,
+        default=None,
+        metavar="H",
+        help="local round: passes on the classifier head alone before the local epochs (default: the "
+        "defense's own: 1 for hyperfl, 0 for the FedAvg family)",
+    )
+    group.add_argument(
+        "--optimiser",
+        default=COMPARISON_OPTIMISER,
+        choices=tuple(OPTIMISERS),
+        help=f"the clients' SGD for every defense (by role, bench.protocols.equal_optimiser): "
+        f"{COMPARISON_OPTIMISER} (default: lr 0.02, momentum 0.5, weight decay 5e-4, the HyperFL paper's for "
+        f"every method) or defaults (each defense's own option defaults)",
+    )
+
+
+def attacked_round(args: argparse.Namespace) -> Round:
+    """The :class:`bench.round.Round` the round flags describe (``--local-epochs`` is the federation's too)."""
+    local = args.round == "local"
+    return Round(
+        args.round,
+        args.batch_size,
+        args.local_examples,
+        args.local_epochs if local else 1,
+        args.head_epochs,
     )
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.commands.common import (
+    add_round_args,
+    attacked_round,
     given,
     add_component_args,
     add_data_args,
@@ -18,6 +20,7 @@ from bench.commands.common import (
     federation,
 )
 from bench.errors import BenchError
+from bench.protocols import equal_optimiser
 from bench.runs.attack import RunSpec, run
 from bench.progress import SilentProgress, TqdmProgress
 from bench.results import RESULTS_FILE
@@ -33,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_component_args(p, "defense", None, required=True)
     add_component_args(p, "attack", None, required=True)
     add_data_args(p)
-    p.add_argument("--batch-size", type=int, default=1, help="images in each attacked batch (default: 1)")
+    add_round_args(p)
     p.add_argument("--num-targets", type=int, default=1, help="number of target batches (default: 1)")
     p.add_argument(
         "--attack-round",
@@ -130,13 +133,15 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
 
 def handle(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or default_output_dir(args.defense, args.attack)
+    defense, optimiser = equal_optimiser(given(args, "defense"), args.optimiser)
     spec = RunSpec(
-        defense=given(args, "defense"),
+        defense=defense,
         attack=given(args, "attack"),
         output_dir=output_dir,
         dataset=given(args, "dataset"),
         model=choice(args, "model"),
-        batch_size=args.batch_size,
+        round=attacked_round(args),
+        optimiser=optimiser,
         num_targets=args.num_targets,
         seed=args.seed,
         device=args.device,

@@ -6,8 +6,18 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from bench.commands.common import given, add_component_args, add_data_args, add_federation_args, choice, federation
+from bench.commands.common import (
+    add_component_args,
+    add_data_args,
+    add_federation_args,
+    add_round_args,
+    attacked_round,
+    choice,
+    federation,
+    given,
+)
 from bench.errors import BenchError
+from bench.protocols import equal_optimiser
 from bench.tuning import DEFAULT_TUNING_SEEDS, TUNING_SEED_BASE, TuningFile, check_tuning_seeds, parse_grid
 
 DEFAULT_FILE = Path("results") / "tuning.json"
@@ -54,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"tuning seeds, each >= {TUNING_SEED_BASE} (default: {' '.join(map(str, DEFAULT_TUNING_SEEDS))})",
     )
     p.add_argument("--num-targets", type=int, default=8, help="targets per tuning seed (default: 8)")
-    p.add_argument("--batch-size", type=int, default=1, help="images in each attacked batch (default: 1)")
+    add_round_args(p)
     p.add_argument("--attack-round", type=int, default=0, metavar="R", help="training rounds before the attack")
     p.add_argument(
         "--output",
@@ -83,13 +93,15 @@ def _single_job(args: argparse.Namespace):
 
     if args.defense is None or args.attack is None:
         raise BenchError("tune needs --defense and --attack (or --sweep CONFIG)")
+    defense, optimiser = equal_optimiser(given(args, "defense"), args.optimiser)
     spec = RunSpec(
-        defense=given(args, "defense"),
+        defense=defense,
         attack=given(args, "attack"),
         output_dir=Path("."),
         dataset=given(args, "dataset"),
         model=choice(args, "model"),
-        batch_size=args.batch_size,
+        round=attacked_round(args),
+        optimiser=optimiser,
         num_targets=args.num_targets,
         seed=TUNING_SEED_BASE,
         device=args.device,

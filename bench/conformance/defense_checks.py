@@ -32,6 +32,7 @@ from bench.conformance.simulate_checks import SimulateChecks, _clone, _informati
 from bench.defense import KNOWLEDGE_LEVELS, Defense
 from bench.seeding import generator
 from bench.components import Choice, model_choice
+from bench.round import Round
 from bench.threat import Tensors
 
 
@@ -113,6 +114,35 @@ class DefenseChecks(SimulateChecks):
             f"{len(obs.observed)} {obs.public.observed_kind} tensors{unknowns}; knowledge {obs.knowledge!r}; "
             f"exact={obs.exact}"
         )
+
+    def local_round(self) -> str:
+        """A defense that declares local rounds builds one (2 epochs over 4 examples in batches of 2) whose
+        simulator, on the true inputs, reproduces what the client sent (unless it declares exact=False)."""
+        kinds = getattr(self.ctx.defense, "round_kinds", ("fedsgd",))
+        if "local" not in kinds:
+            raise Skipped("the defense declares FedSGD rounds only (round_kinds)")
+        d = self.create()
+        round_ = d.use_round(Round("local", BATCH, 2 * BATCH, 2))
+        case, server, clients = self.start(d)
+        target, other = case.clients
+        task = case.task
+        obs = d.observe(server, clients[0], target, [(clients[1], other)], generator(self.seed, "check", "observe"))
+        obs = check_observation(obs, len(target), task.image_shape, task.num_classes)
+        if not obs.exact:
+            return f"{obs.public.observed_kind} after {round_.label()}; exact=False, so simulate is not compared"
+        x, y = target.x, target.y
+        if obs.public.num_images > len(target):  # an aggregate: the other member's examples follow
+            x, y = torch.cat([x, other.x]), torch.cat([y, other.y])
+        truth = d.true_unknowns(clients[0], obs) if obs.unknowns else {}
+        if obs.public.num_images != len(x) or truth is None:
+            raise Skipped("the observation covers inputs this check cannot supply; simulate not compared")
+        bad = mismatch(obs.simulate(x, y, truth), obs.observed)
+        if bad:
+            raise Failed(
+                f"after {round_.label()}, simulate(true inputs) differs from observed[{bad[0]!r}] by up to "
+                f"{bad[1]:.3g}: replay the round the client ran (bench.round), or declare exact=False"
+            )
+        return f"{obs.public.observed_kind} after {round_.label()} is replayed exactly by simulate"
 
     def client_update(self) -> str:
         c = self.ctx
@@ -276,6 +306,7 @@ class DefenseChecks(SimulateChecks):
             ("simulate-grad", self.simulate_grad, ("simulate-shapes",)),
             ("simulate-consistent", self.simulate_consistent, ("simulate-shapes",)),
             ("simulate-vmap", self.simulate_vmap, ("simulate-shapes",)),
+            ("local-round", self.local_round, ("setup",)),
             ("client-update", self.client_update, ("setup",)),
             ("matches-client", self.matches_client, ("observe", "client-update")),
             ("private-state", self.private_state, ("observe", "client-update")),

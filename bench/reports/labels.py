@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bench.round import Round
 from bench.reports.stats import DEFAULT_SUCCESS, SUCCESS_WHY, SuccessRule
 
 
@@ -84,11 +85,32 @@ def config_labels(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     return labels
 
 
+def recorded_round(row: Mapping[str, Any]) -> Round:
+    """The attacked round a row records. Rows from before rounds were recorded are FedSGD at their batch size,
+    except HyperFL's ``attack_setting=local`` rows, whose round ran over ``attack_local_batches`` mini-batches
+    (the attacked one first) after its head epoch."""
+    config = row["config"]
+    run = config["run"]
+    batch = run.get("batch_size") or 1
+    if run.get("round"):
+        return Round.from_dict(run["round"], batch)
+    defense = config.get("defense") or {}
+    if defense.get("attack_setting") == "local" and defense.get("attack_local_batches"):
+        epochs = defense.get("local_epochs") or (run.get("federation") or {}).get("local_epochs") or 1
+        return Round(
+            "local", batch, batch * int(defense["attack_local_batches"]), int(epochs), defense.get("head_epochs")
+        )
+    return Round("fedsgd", batch)
+
+
 def scenario_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What makes numbers comparable: data set, the attacked round (rows from before rounds were recorded are
+    FedSGD at their batch size), the training round attacked, the federation."""
     run = row["config"]["run"]
     return {
         "dataset": row["config"]["dataset"],
         "batch_size": run.get("batch_size"),
+        "round": recorded_round(row).as_dict(),
         "attack_round": run.get("attack_round"),
         "federation": run.get("federation"),
     }
@@ -99,7 +121,8 @@ def _scenario_label(scenario: Mapping[str, Any], dataset_label: str, distinguish
     fed = scenario.get("federation") or {}
     round_ = scenario.get("attack_round")
     when = "untrained network (round 0)" if round_ == 0 else f"after {round_} training round(s)"
-    parts = [dataset_label, f"batch size {scenario.get('batch_size')}", when]
+    exchange = Round.from_dict(scenario.get("round"), scenario.get("batch_size") or 1).label()
+    parts = [dataset_label, exchange, when]
     if fed:
         parts.append(f"{fed.get('clients')} clients ({fed.get('partition')})")
         parts += [f"{k} {fed.get(k)}" for k in distinguish]

@@ -41,6 +41,7 @@ from bench.components import (
     create_defense,
     data_and_model_components,
 )
+from bench.round import FEDSGD, Round
 from bench.threat import LocalData, Observation
 from bench.runs.annotate import attribution, caption, optimisation_notes
 
@@ -54,7 +55,7 @@ class RunSpec:
     output_dir: Path
     dataset: Choice = Choice("photos")
     model: Choice | None = None
-    batch_size: int = 1
+    round: Round = FEDSGD  # the attacked client's round: FedSGD on one batch, or a local round (bench.round)
     num_targets: int = 1
     seed: int = 0
     device: str = "auto"
@@ -67,6 +68,12 @@ class RunSpec:
     tuning: Mapping[str, Any] | None = None  # the tuning the attack's options came from (bench.tuning.tuned)
     state_cache: Path | None = None  # where trained states are shared between runs (not part of the config)
     offline: bool = False  # never download LPIPS weights (else BENCH_OFFLINE decides); not part of the config
+    optimiser: Mapping[str, Any] | None = None  # the comparison's optimiser rule and what it set (recorded)
+
+    @property
+    def batch_size(self) -> int:
+        """The attacked round's mini-batch size."""
+        return self.round.batch_size
 
 
 @dataclass
@@ -87,8 +94,6 @@ class Prepared:
 
 def prepare(spec: RunSpec) -> Prepared:
     """Resolve and validate every choice (errors here are one-line BenchErrors), load the data."""
-    if spec.batch_size < 1:
-        raise BenchError(f"--batch-size must be >= 1, got {spec.batch_size}")
     if spec.num_targets < 1:
         raise BenchError(f"--num-targets must be >= 1, got {spec.num_targets}")
     if spec.attack_round < 0:
@@ -104,14 +109,16 @@ def prepare(spec: RunSpec) -> Prepared:
         spec.device,
         spec.federation.local_epochs,
         knowledge=spec.knowledge,
+        round_=spec.round,
     )
     defense, data, device = parts.defense, parts.data, parts.device
     federation = Federation(data, spec.federation, spec.seed, device)
     smallest = min(len(s.train) for s in federation.splits)
-    if smallest < spec.batch_size:
+    if smallest < spec.round.examples:
+        flag = "--batch-size" if spec.round.kind == "fedsgd" else "--local-examples"
         raise BenchError(
-            f"--batch-size {spec.batch_size} exceeds a client's {smallest} training examples; "
-            f"use a smaller batch or fewer --clients"
+            f"{flag} {spec.round.examples} exceeds a client's {smallest} training examples; "
+            f"use fewer examples or fewer --clients"
         )
     lpips = LpipsScorer(spec.lpips_weights, device, offline=True if spec.offline else None)
     config = _config(spec, defense, attack, parts.dataset, parts.model, parts.model_component)
@@ -130,11 +137,13 @@ def _config(
         "model": {"name": model.name, **model_component.config},
         "run": {
             "batch_size": spec.batch_size,
+            "round": spec.round.as_dict(),
             "num_targets": spec.num_targets,
             "seed": spec.seed,
             "attack_round": spec.attack_round,
             "knowledge": defense.knowledge,
             "federation": asdict(spec.federation),
+            **({"optimiser": dict(spec.optimiser)} if spec.optimiser else {}),
             **({"tuning": spec.tuning["id"]} if spec.tuning else {}),
         },
     }
@@ -147,33 +156,36 @@ def resolved_config(spec: RunSpec) -> dict[str, Any]:
     """
     defense, attack = create_defense(spec.defense), create_attack(spec.attack)
     defense.use_knowledge(spec.knowledge)
+    defense.use_round(spec.round)
     dataset, model, model_component = data_and_model_components(spec.dataset, spec.model, defense)
     return _config(spec, defense, attack, dataset, model, model_component)
 
 
 def _target_batch(p: Prepared, target: int) -> tuple[int, torch.Tensor, LocalData]:
-    """The target client (round-robin over clients) and a batch of its training examples."""
+    """The target client (round-robin over clients) and the examples of its attacked round (one batch at
+    FedSGD, the round's local examples otherwise), with the round's mini-batch size."""
     clients = p.federation.settings.clients
     client = target % clients
     own = p.federation.splits[client].train
     pick = own[
-        torch.randperm(len(own), generator=generator(p.spec.seed, "target", target, "batch"))[: p.spec.batch_size]
+        torch.randperm(len(own), generator=generator(p.spec.seed, "target", target, "batch"))[: p.spec.round.examples]
     ]
     local = p.federation.local_train(client, p.spec.batch_size)
     position = {int(i): n for n, i in enumerate(own.tolist())}
     rows = torch.tensor([position[int(i)] for i in pick], device=local.x.device)
-    return client, pick, local.attacked_batch(rows)  # population and the client's other examples (LocalData.others)
+    return client, pick, local.attacked_batch(rows)  # with the client's population (DP's sampling rate)
 
 
 def _cohort(p: Prepared, state: TrainingState, target: int, client: int) -> list[tuple[dict, LocalData]]:
-    """The other clients of the target's round, each with a batch of the same size."""
+    """The other clients of the target's round, each with as many examples, in batches of the same size."""
     out = []
+    examples = p.spec.round.examples
     for other in range(p.federation.settings.clients):
         if other == client:
             continue
         local = p.federation.local_train(other, p.spec.batch_size)
         idx = torch.randperm(len(local), generator=generator(p.spec.seed, "target", target, "cohort", other))
-        idx = idx[: p.spec.batch_size].to(local.x.device)
+        idx = idx[:examples].to(local.x.device)
         out.append(
             (state.clients[other], LocalData(local.x[idx], local.y[idx], p.spec.batch_size, population=len(local)))
         )
@@ -224,6 +236,7 @@ class Case:
     batch: LocalData
     obs: Observation
     observe_seconds: float
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # evaluator-only (Defense.diagnostics): never attacked
 
 
 def observe_target(p: Prepared, state: TrainingState, target: int) -> Case:
@@ -238,7 +251,9 @@ def observe_target(p: Prepared, state: TrainingState, target: int) -> Case:
         generator(p.spec.seed, "target", target, "observe"),
     )
     observe_seconds = time.perf_counter() - began
-    return Case(target, client, image_ids, batch, _valid_observation(p, obs, len(batch), target), observe_seconds)
+    valid = _valid_observation(p, obs, len(batch), target)
+    diagnostics = p.defense.diagnostics(state.server, state.clients[client], batch, valid)
+    return Case(target, client, image_ids, batch, valid, observe_seconds, dict(diagnostics))
 
 
 def reconstruct(p: Prepared, cases: list[Case], progress: Progress) -> tuple[list[Reconstruction], float]:
@@ -283,6 +298,7 @@ def score_target(
         model=p.config["model"]["name"],
         seed=p.spec.seed,
         batch_size=p.spec.batch_size,
+        round=p.spec.round.as_dict(),
         attack_round=p.spec.attack_round,
         knowledge=obs.knowledge,
         state_accuracy=state_accuracy,
@@ -304,6 +320,7 @@ def score_target(
         predicted_labels=None if rec.labels is None else rec.labels[torch.tensor(scores.assignment)].tolist(),
         per_image=scores.per_image,
         defense_metrics=dict(obs.metrics),
+        diagnostics=case.diagnostics,
         attack_info=rec.info,
         notes=list(obs.notes) + optimisation_notes(p.spec.attack.name, rec),
         tuning=dict(p.spec.tuning) if p.spec.tuning else None,

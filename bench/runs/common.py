@@ -19,6 +19,7 @@ from bench.components import Choice, build_task, create_defense, load_dataset, m
 from bench.data.base import Dataset, ImageDataset
 from bench.defense import Defense, FLTask
 from bench.models.base import Model
+from bench.round import Round
 from bench.seeding import resolve_device
 
 
@@ -49,12 +50,16 @@ def prepare_components(
     local_epochs: int,
     knowledge: str | None = None,
     defense_instance: Defense | None = None,
+    round_: Round | None = None,
 ) -> Components:
     """Resolve the choices (one-line BenchErrors for bad ones), load the data, build the task and set the
-    defense up on it. ``knowledge`` (attack runs): the attacker level its observations are built for."""
+    defense up on it. ``knowledge`` and ``round_`` (attack runs): the attacker level and the attacked round
+    its observations are built for."""
     instance = defense_instance or create_defense(defense)
     if knowledge is not None or defense_instance is None:
         instance.use_knowledge(knowledge)
+    if round_ is not None:
+        instance.use_round(round_)
     resolved_device = resolve_device(device)
     dataset_component, data = load_dataset(dataset, data_root)
     picked = model_choice(model, instance)

@@ -14,11 +14,15 @@ models = ["cnn"]             # omit: each defense's own default model
 seeds = [0, 1]
 num_targets = 2
 trained_num_targets = 1      # targets of the cells with attack_round > 0 (default: num_targets)
-batch_size = 1
+batch_size = 1               # FedSGD rounds at these batch sizes, unless `rounds` lists the rounds
 attack_round = 0
 knowledge = "default"        # attacker knowledge levels: names, "default" (each defense's own) or "all"
 optimiser = "hyperfl-official"  # the clients' SGD for every defense, in attacks and training (not an axis):
                              # the official HyperFL settings (default) or "defaults" (each defense's own)
+rounds = [                   # the attacked rounds (bench.round), instead of batch_size: kind, batch_size,
+  { kind = "fedsgd", batch_size = 1 },           # local_examples, local_epochs (default: [federation]'s),
+  { kind = "local", batch_size = 4, local_examples = 16, attack_round = [0], attacks = ["analytic"] },
+]                            # head_epochs; optional per round: name, attack_round, attacks, num_targets
 
 [federation]                 # the FL setting of the attacked clients (bench run's federation flags)
 clients = 4
@@ -33,6 +37,7 @@ name = "dp"
 args = { noise_multiplier = 0.5 }
 knowledge = ["adaptive", "unaware"]   # overrides the grid's knowledge for this entry
 attacks = ["ig"]             # only these [[attacks]] against this entry (default: all)
+rounds = ["fedsgd-b1"]       # only these [grid] rounds, by name (default: all; name: kind-bB[-nN] unless named)
 
 [[attacks]]
 name = "ig"
@@ -60,6 +65,7 @@ from bench.data.partition import PARTITIONS
 from bench.errors import BenchError, choices_text
 from bench.federation import FLSettings
 from bench.protocols import COMPARISON_OPTIMISER, OPTIMISERS
+from bench.round import ROUND_KINDS, Round
 from bench.components import DEFAULT_DATASET, Choice
 from bench.runs.train import DEFAULT_TRAIN_ROUNDS  # bench train's default
 from bench.sweeps.reader import _parse, _Reader, _show
@@ -79,17 +85,41 @@ GRID_KEYS = (
     "num_targets",
     "trained_num_targets",
     "batch_size",
+    "rounds",
     "attack_round",
     "knowledge",
     "optimiser",
 )
+ROUND_KEYS = (
+    "name",
+    "kind",
+    "batch_size",
+    "local_examples",
+    "local_epochs",
+    "head_epochs",
+    "attack_round",
+    "attacks",
+    "num_targets",
+)
 FEDERATION_KEYS = ("clients", "partition", "train_per_client", "test_per_client", "batch_size", "local_epochs")
 TRAIN_KEYS = ("enabled", "rounds", "eval_every", "seeds") + FEDERATION_KEYS
 COMPONENT_KEYS = ("name", "args")
-DEFENSE_KEYS = COMPONENT_KEYS + ("knowledge", "attacks")
+DEFENSE_KEYS = COMPONENT_KEYS + ("knowledge", "attacks", "rounds")
 ATTACK_KEYS = COMPONENT_KEYS + ("tune",)
 #: Knowledge-axis words besides a level's name: each defense's own default level, or every level it declares.
 DEFAULT_KNOWLEDGE, ALL_KNOWLEDGE = "default", "all"
+
+
+@dataclass(frozen=True)
+class RoundAxis:
+    """One attacked round of the grid, with the training rounds, attacks and target counts it is run at
+    (``None``: the grid's)."""
+
+    round: Round
+    name: str = ""  # how [[defenses]] entries name it (``rounds = [...]``); default: its kind, batch and examples
+    attack_rounds: tuple[int, ...] | None = None
+    attacks: tuple[str, ...] | None = None
+    num_targets: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +159,7 @@ class SweepConfig:
     seeds: tuple[int, ...]
     num_targets: tuple[int, ...]
     trained_num_targets: tuple[int, ...]  # targets of cells attacking a trained round (attack_round > 0)
-    batch_sizes: tuple[int, ...]
+    rounds: tuple[RoundAxis, ...]
     attack_rounds: tuple[int, ...]
     federation: FLSettings
     train: TrainGrid | None
@@ -139,6 +169,8 @@ class SweepConfig:
     optimiser: str = COMPARISON_OPTIMISER
     #: per defense entry: the names of the [[attacks]] to run against it (None: all of them)
     defense_attacks: tuple[tuple[str, ...] | None, ...] = ()
+    #: per defense entry: the names of the [grid] rounds to attack it in (None: all of them)
+    defense_rounds: tuple[tuple[str, ...] | None, ...] = ()
     tuning: Path | None = None  # the tuning file whose settings the attack cells use
     tune: TuneGrid | None = None
 
@@ -224,6 +256,73 @@ def _tune_grids(source: Path, value: Any) -> tuple[Mapping[str, tuple[Any, ...]]
     return tuple(out)
 
 
+def _rounds(source: Path, grid: _Reader, federation: FLSettings, attacks: tuple[Choice, ...]) -> tuple[RoundAxis, ...]:
+    """The grid's attacked rounds: its ``rounds`` tables, or FedSGD at each of its ``batch_size`` values."""
+    if "rounds" not in grid.table:
+        return tuple(RoundAxis(Round("fedsgd", b)) for b in grid.integers("batch_size", (1,), 1))
+    if "batch_size" in grid.table:
+        grid.fail("give batch_size inside each of rounds, not beside it")
+    entries = grid.table["rounds"]
+    if not isinstance(entries, list) or not entries:
+        grid.fail("rounds must be a non-empty list of tables {kind, batch_size, ...}")
+    names = {a.name for a in attacks}
+    out = []
+    for i, entry in enumerate(entries):
+        table = _Reader(source, f"[grid] rounds[{i}]", entry, ROUND_KEYS)
+        kind = table.text("kind", "fedsgd")
+        if kind not in ROUND_KINDS:
+            table.fail(f"kind must be {choices_text(ROUND_KINDS)}, got {kind!r}")
+        try:
+            round_ = Round(
+                kind,
+                table.integer("batch_size", 1, 1),
+                table.optional_integer("local_examples", 1),
+                table.integer("local_epochs", federation.local_epochs, 1) if kind == "local" else 1,
+                table.optional_integer("head_epochs", 0),
+            )
+        except BenchError as exc:
+            table.fail(str(exc))
+        only = table.texts("attacks", ()) if "attacks" in table.table else None
+        bad = [a for a in only or () if a not in names]
+        if bad:
+            table.fail(
+                f"attacks lists {bad[0]!r}, which is not an [[attacks]] entry; valid: {choices_text(sorted(names))}"
+            )
+        default_name = f"{kind}-b{round_.batch_size}" + (f"-n{round_.examples}" if kind == "local" else "")
+        out.append(
+            RoundAxis(
+                round_,
+                table.text("name", default_name) or default_name,
+                table.integers("attack_round", (0,), 0) if "attack_round" in table.table else None,
+                only,
+                table.integers("num_targets", (1,), 1) if "num_targets" in table.table else None,
+            )
+        )
+    if len({r.round for r in out}) != len(out):
+        grid.fail("rounds lists the same round twice")
+    if len({r.name for r in out}) != len(out):
+        grid.fail("two rounds have the same name; give them distinct `name`s")
+    return tuple(out)
+
+
+def _defense_rounds(source: Path, value: Any, rounds: tuple[RoundAxis, ...]) -> tuple[tuple[str, ...] | None, ...]:
+    """Per [[defenses]] entry, its ``rounds`` list (names of [grid] rounds), else None (every round)."""
+    entries = value if isinstance(value, list) else [value]
+    names = [r.name for r in rounds]
+    out: list[tuple[str, ...] | None] = []
+    for i, entry in enumerate(entries):
+        if not (isinstance(entry, Mapping) and "rounds" in entry):
+            out.append(None)
+            continue
+        reader = _Reader(source, f"defenses[{i}]", entry, DEFENSE_KEYS)
+        wanted = reader.texts("rounds", ())
+        bad = [w for w in wanted if w not in names]
+        if bad:
+            reader.fail(f"rounds lists {bad[0]!r}, which is not a [grid] round; valid: {choices_text(names)}")
+        out.append(wanted)
+    return tuple(out)
+
+
 def _federation(table: _Reader, rounds: int = 0, eval_every: int = 1) -> FLSettings:
     defaults = FLSettings()
     partition = table.text("partition", defaults.partition)
@@ -300,9 +399,10 @@ def load_config(path: Path) -> SweepConfig:
         seeds=seeds,
         num_targets=(targets := grid.integers("num_targets", (1,), 1)),
         trained_num_targets=grid.integers("trained_num_targets", targets, 1),
-        batch_sizes=grid.integers("batch_size", (1,), 1),
+        rounds=(round_axes := _rounds(path, grid, fed := _federation(attack_fl), attacks)),
+        defense_rounds=_defense_rounds(path, data.get("defenses"), round_axes),
         attack_rounds=grid.integers("attack_round", (0,), 0),
-        federation=_federation(attack_fl),
+        federation=fed,
         train=train_grid,
         raw=data,
         tuning=_path(sweep.text("tuning", None)),

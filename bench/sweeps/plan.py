@@ -137,8 +137,9 @@ def plan(cfg: SweepConfig, use_tuning: bool = True) -> tuple[list[Cell], list[st
     common: dict[str, Any] = {"device": cfg.device, "data_root": cfg.data_root, "output_dir": Path(".")}
     states: dict[str, Any] = {"state_cache": cfg.output_dir.resolve() / STATES_DIR}
     chosen = cfg.defense_attacks or (None,) * len(cfg.defenses)
-    for dataset, model, (named, knowledge, only) in itertools.product(
-        cfg.datasets, cfg.models, zip(cfg.defenses, cfg.knowledge, chosen)
+    in_rounds = cfg.defense_rounds or (None,) * len(cfg.defenses)
+    for dataset, model, (named, knowledge, only, its_rounds) in itertools.product(
+        cfg.datasets, cfg.models, zip(cfg.defenses, cfg.knowledge, chosen, in_rounds)
     ):
         attacks = [a for a in cfg.attacks if only is None or a.name in only]
         defense, optimiser = equal_optimiser(named, cfg.optimiser)  # attack and training cells alike
@@ -162,39 +163,49 @@ def plan(cfg: SweepConfig, use_tuning: bool = True) -> tuple[list[Cell], list[st
                     label,
                 )
         levels = _levels(cfg, named, knowledge, notes)
-        rounds_targets = [
-            (r, t) for r in cfg.attack_rounds for t in (cfg.trained_num_targets if r > 0 else cfg.num_targets)
-        ]
-        for level, attack, batch, (attack_round, targets), seed in itertools.product(
-            levels, attacks, cfg.batch_sizes, rounds_targets, cfg.seeds
-        ):
-            extra = (
-                [f"knowledge {level}"] * (len(levels) > 1)
-                + [f"batch {batch}"] * (len(cfg.batch_sizes) > 1)
-                + [f"round {attack_round}"] * (len(cfg.attack_rounds) > 1)
-                + [f"{targets} targets"] * (len(set(cfg.num_targets + cfg.trained_num_targets)) > 1)
-                + [f"seed {seed}"]
-            )
-            label = " · ".join(
-                [f"{choice_text(named)} × {choice_text(attack)}", *_axes_label(cfg, dataset, model, extra)]
-            )
-            add(
-                "attack",
-                RunSpec(
-                    defense=defense,
-                    attack=attack,
-                    dataset=dataset,
-                    model=model,
-                    batch_size=batch,
-                    num_targets=targets,
-                    seed=seed,
-                    lpips_weights=cfg.lpips_weights,
-                    federation=cfg.federation,
-                    attack_round=attack_round,
-                    knowledge=level,
-                    **common,
-                    **states,
-                ),
-                label,
-            )
+        many_rounds = len(cfg.rounds) > 1
+        axes = [a for a in cfg.rounds if its_rounds is None or a.name in its_rounds]
+        for level, axis, seed in itertools.product(levels, axes, cfg.seeds):
+            kinds = getattr(registry.load("defense", named.name), "round_kinds", ("fedsgd",))
+            if axis.round.kind not in kinds:
+                note = f"{choice_text(named)} cannot run a {axis.round.kind!r} round: skipped"
+                notes.extend([note] * (note not in notes))
+                continue
+            round_attacks = [a for a in attacks if axis.attacks is None or a.name in axis.attacks]
+            rounds_targets = [
+                (r, t)
+                for r in axis.attack_rounds or cfg.attack_rounds
+                for t in (axis.num_targets or (cfg.num_targets if r == 0 else cfg.trained_num_targets))
+            ]
+            for attack, (attack_round, targets) in itertools.product(round_attacks, rounds_targets):
+                extra = (
+                    [f"knowledge {level}"] * (len(levels) > 1)
+                    + [axis.round.label()] * many_rounds
+                    + [f"round {attack_round}"] * (len(cfg.attack_rounds) > 1 or axis.attack_rounds is not None)
+                    + [f"{targets} targets"] * (len(set(cfg.num_targets + cfg.trained_num_targets)) > 1)
+                    + [f"seed {seed}"]
+                )
+                label = " · ".join(
+                    [f"{choice_text(named)} × {choice_text(attack)}", *_axes_label(cfg, dataset, model, extra)]
+                )
+                add(
+                    "attack",
+                    RunSpec(
+                        defense=defense,
+                        attack=attack,
+                        dataset=dataset,
+                        model=model,
+                        round=axis.round,
+                        num_targets=targets,
+                        seed=seed,
+                        lpips_weights=cfg.lpips_weights,
+                        federation=cfg.federation,
+                        attack_round=attack_round,
+                        knowledge=level,
+                        optimiser=optimiser,
+                        **common,
+                        **states,
+                    ),
+                    label,
+                )
     return list(cells.values()), notes

@@ -34,8 +34,8 @@ functions its ``RDPAccountant`` calls) on the order grid :data:`RDP_ORDERS`:
 * ``epsilon_exchange``: the observed exchange alone at q = 1 — no amplification by subsampling. An
   attacked batch is the target's by construction and every reconstruction is conditioned on its
   examples being in it, so the subsampling that ``epsilon`` credits does not hide them from this
-  attacker. Sample level: the steps of the exchange that contain a given example (its local epochs, or
-  ⌈local_steps / batches per epoch⌉); client level: one step.
+  attacker. Sample level: the steps of the exchange that contain a given example (its epochs, head
+  epochs included); client level: one step.
 
 Opacus' default orders stop at 63, where small-q, large-σ budgets (e.g. σ = 4, q = 1/299) find their
 optimum at the grid's edge and report that floor. :data:`RDP_ORDERS` spans 1 + 1e-8 … 1024: dense
@@ -171,16 +171,15 @@ class DP(SGDDefense):
 
     def steps(self, data: LocalData) -> int:
         """Accountant steps of one exchange: local SGD steps (sample level) or 1 (client level)."""
-        return 1 if self.opt.level == "client" else self.protocol.num_steps(data)
+        return 1 if self.opt.level == "client" else self.active_protocol.num_steps(data)
 
     def exchange_steps(self, data: LocalData) -> int:
         """Steps of one exchange that contain a given example of ``data`` (for ``epsilon_exchange``):
-        its local epochs, or ⌈local_steps / batches per epoch⌉ (sample level); 1 (client level)."""
+        its epochs, head epochs included (sample level); 1 (client level)."""
         if self.opt.level == "client":
             return 1
-        if self.protocol.local_steps == 0:
-            return self.protocol.local_epochs
-        return -(-self.protocol.local_steps // data.steps_per_epoch())
+        protocol = self.active_protocol
+        return protocol.local_epochs + protocol.head_epochs
 
     @property
     def sensitivity_factor(self) -> float:

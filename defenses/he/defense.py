@@ -39,6 +39,7 @@ import torch
 from bench.defense import ClientState, FLTask, ServerState
 from bench.errors import BenchError
 from bench.options import Option
+from bench.round import Round
 from bench.sgd_defense import (
     SGD_OPTIONS,
     SGDDefense,
@@ -202,6 +203,12 @@ class HE(SGDDefense):
     def init_client(self, client_id: int) -> ClientState:
         return self.inner.init_client(client_id) if self.inner is not None else {}
 
+    def use_round(self, round_: Round) -> Round:
+        """The attacked round, for the key holder's members and for the wrapped defense's client step."""
+        if self.inner is not None:
+            self.inner.use_round(round_)
+        return super().use_round(round_)
+
     def member_step(
         self,
         server: ServerState,
@@ -213,7 +220,8 @@ class HE(SGDDefense):
         """What one member sends before encryption: the plain SGD client's upload, or the wrapped defense's
         (in the attack setting: eval mode, fixed batch order, on a copy of the client's state)."""
         if self.inner is None:
-            return client_round(self.model, server, data, self.protocol, generator, attack_setting=attack_setting)
+            protocol = self.protocol.for_round(self.round) if attack_setting else self.protocol
+            return client_round(self.model, server, data, protocol, generator, attack_setting=attack_setting)
         self.inner._attack_setting = attack_setting
         try:
             state = {k: v.clone() for k, v in client.items()} if attack_setting else client
@@ -225,12 +233,13 @@ class HE(SGDDefense):
         """The attacker's replay of one member: plain SGD, or the wrapped defense's public steps (its step
         gradient's noise-free part and its ``replay`` without the member's own upload, which the server
         never sees under encryption)."""
+        protocol = self.protocol.for_round(self.round)
+        n = len(target)
         if self.inner is None or self.knowledge == "unaware":
-            return sgd_simulator(self.model, server, target.batch_size, self.protocol)
+            return sgd_simulator(self.model, server, target.batch_size, protocol, examples=n)
         inner = self.inner
-        clean = sgd_simulator(
-            self.model, server, target.batch_size, self.protocol, gradient=inner.replay_gradient(target)
-        )
+        gradient = inner.replay_gradient(target)
+        clean = sgd_simulator(self.model, server, target.batch_size, protocol, gradient=gradient, examples=n)
         return lambda x, y, unknowns: inner.replay(clean(x, y, unknowns), None)
 
     # --- training ----------------------------------------------------------------------------------
@@ -291,21 +300,26 @@ class HE(SGDDefense):
 
     # --- the attack setting ------------------------------------------------------------------------
     def aggregate_simulator(self, server: ServerState, target: LocalData) -> Simulator:
-        """Mean over K candidate batches (x holds K×B images, client k's batch being rows kB..(k+1)B)."""
-        batch_size = target.batch_size
+        """Mean over K candidate members' rounds: ``x`` holds K×N images (member k's N examples being rows
+        kN..(k+1)N), or ``passes`` copies of them (pass-major, :class:`bench.threat.Observation`)."""
+        examples = len(target)
         one = self.member_simulator(server, target)
         k_clients = self.opt.clients
+        passes = self.protocol.for_round(self.round).passes
 
         def simulate(x: torch.Tensor, y: torch.Tensor, unknowns: Mapping[str, torch.Tensor]) -> Tensors:
-            if x.shape[0] != k_clients * batch_size:
+            images = k_clients * examples
+            copies = x.shape[0] // images
+            if x.shape[0] != images * copies or copies not in (1, passes):
                 raise ValueError(
-                    f"he simulate() takes the K×B = {k_clients * batch_size} images of all "
-                    f"{k_clients} aggregated clients, got {x.shape[0]}"
+                    f"he simulate() takes the K×N = {images} images of all {k_clients} aggregated clients "
+                    f"(or {passes} copies of them), got {x.shape[0]}"
                 )
-            parts = [
-                one(x[k * batch_size : (k + 1) * batch_size], y[k * batch_size : (k + 1) * batch_size], unknowns)
-                for k in range(k_clients)
-            ]
+
+            def member(t: torch.Tensor, k: int) -> torch.Tensor:  # member k's rows of every copy, pass-major
+                return t.reshape(copies, k_clients, examples, *t.shape[1:])[:, k].reshape(-1, *t.shape[1:])
+
+            parts = [one(member(x, k), member(y, k), unknowns) for k in range(k_clients)]
             return {key: sum(p[key] for p in parts) / k_clients for key in parts[0]}
 
         return simulate
@@ -372,7 +386,16 @@ class HE(SGDDefense):
                 "and encrypt/aggregate/decrypt/keygen seconds are modelled from TenSEAL's measured rates"
             )
         public = sgd_public_knowledge(
-            self.model, server, self.task, target, self.protocol, kind, he_clients=k_clients, ckks=self.ckks.as_dict()
+            self.model,
+            server,
+            self.task,
+            target,
+            self.protocol.for_round(self.round),
+            kind,
+            round=self.round.as_dict(),
+            passes=self.protocol.for_round(self.round).passes,
+            he_clients=k_clients,
+            ckks=self.ckks.as_dict(),
         )
         if self.knowledge == "unaware":
             notes.append(
@@ -387,6 +410,7 @@ class HE(SGDDefense):
                 notes=tuple(notes),
                 metrics=metrics,
                 exact=k_clients == 1,
+                passes=public.protocol["passes"],
             )
         # exact only at K = 1: for K > 1 simulate needs all K clients' inputs (then it is, to CKKS precision)
         return Observation(
@@ -397,4 +421,5 @@ class HE(SGDDefense):
             notes=tuple(notes),
             metrics=metrics,
             exact=k_clients == 1,
+            passes=public.protocol["passes"],
         )

@@ -10,15 +10,17 @@ weight decay 5e-4, each group's gradient norm clipped to 50); optimiser state st
 phase. Only the hypernetwork is uploaded (as its update); the server averages the clients'
 hypernetworks weighted by local data size. Embedding and head never leave the client.
 
-What the server observes (``attack_setting``): ``local`` is the protocol's own exchange and the
-threat model to judge HyperFL by — the hypernetwork update after the attacked client's round over its
-own local data: the attacked batch first, then ``attack_local_batches`` − 1 further mini-batches of
-the client's other examples (``LocalData.others``, from the harness), in a fixed order the server
-knows. Unaware and adaptive attackers do not know those other examples: they reconstruct every
-example of the round (``public.num_images``) and the target's are scored by best match; the oracle is
-handed them too. A round on the attacked batch alone would let the head epoch fit it and starve the
-later gradients, which flatters the defense. ``fedsgd`` (the CLI default, because it is fast) is a
-stronger-attacker variant the protocol never sends: the hypernetwork gradient of one batch.
+The generator heads use PyTorch's default Linear initialisation, as the official code does
+(``generator_init=default``): every generated tensor then starts at the same scale, whatever its layer's
+fan-in, several times its layer's own default scale, so the generated network starts overconfident.
+``generator_init=fan_in`` scales each head to its layer's fan-in (docs/hyperfl.md measures both).
+
+What the server observes depends on the attacked round (``--round``, :mod:`bench.round`): in a
+``local`` round — the protocol's own exchange and the threat model to judge HyperFL by — the
+hypernetwork update after the client's round (head epochs, then local epochs) over the round's local
+examples, in the fixed batch order the server knows; every example of the round is a target. At
+``fedsgd`` (the CLI default, because it is fast) the hypernetwork gradient of one batch: a
+stronger-attacker variant the protocol never sends.
 
 The attacker's knowledge level (``--knowledge``) says what the honest-but-curious server knows:
 
@@ -35,9 +37,12 @@ The attacker's knowledge level (``--knowledge``) says what the honest-but-curiou
   ``local_replay=generated``, the same ratio on every generator head gives the generated network and
   the weighted sum of the round's per-step gradients of it (SGD's coefficients are public), which the
   attack matches on the generated network alone — far cheaper per step;
-* ``oracle`` is handed the true embedding and head (and, in the local setting, the client's other
-  examples of the round): an upper bound on what the attacker *knows* (not on what leaks: its
-  optimisation through the full hypernetwork can do worse than ``adaptive``).
+* ``oracle`` is handed the true embedding and head: an upper bound on what the attacker *knows* (not
+  on what leaks: its optimisation through the full hypernetwork can do worse than ``adaptive``).
+
+The adaptive attacker's closed-form readings live in :mod:`bench.defenses.hyperfl.attacker`; what they
+recover is compared with the truth only by :meth:`HyperFL.diagnostics` (evaluator-only, never in the
+Observation).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from bench.errors import BenchError
 from bench.functional import forward
 from bench.options import Option
 from bench.sgd_defense import apply_uploads, payload_bytes
-from bench.threat import LocalData, Tensors, Upload
+from bench.threat import LocalData, Observation, Tensors, Upload
 
 from bench.defenses.hyperfl.model import (
     EMBEDDING,
@@ -70,11 +75,12 @@ from bench.defenses.hyperfl.model import (
     unprefixed,
 )
 from bench.defenses.hyperfl.observation import ThreatModel
+from bench.defenses.hyperfl.recovery import recover_from_gradient
 from bench.defenses.hyperfl.round import (
     HyperFLProtocol,
     local_round,
 )
-from typing import cast
+from typing import Any, cast
 
 
 class HyperFL(ThreatModel, Defense):
@@ -87,34 +93,17 @@ class HyperFL(ThreatModel, Defense):
     #: generated feature extractor, optimises the head, and the embedding after a local round); oracle: is
     #: handed the true embedding and head.
     knowledge_levels = ("adaptive", "unaware", "oracle")
+    round_kinds = ("fedsgd", "local")
+    client_optimiser = {"lr": "lr", "momentum": "momentum", "weight_decay": "weight_decay"}
     options = (
-        Option(
-            "attack_setting",
-            str,
-            "fedsgd",
-            "what the attacked client sends: local = the protocol's "
-            "hypernetwork update after its round over its local data (the attacked batch first); fedsgd = a "
-            "stronger-attacker variant, the hypernetwork gradient of the target batch (training always runs "
-            "the full round)",
-            choices=("fedsgd", "local"),
-        ),
         Option(
             "local_replay",
             str,
             "round",
-            "local setting, adaptive attacker: round = optimise embedding and head through the unrolled round "
-            "and the hypernetwork; generated = read the generated network and the steps' summed gradients off "
-            "the update's data part and match those on the generated network alone",
+            "local round, adaptive attacker: round = optimise embedding and head through the unrolled round "
+            "and the hypernetwork (exact replay); generated = read the generated network and the steps' summed "
+            "gradients off the update's data part and match those on the generated network alone",
             choices=("round", "generated"),
-        ),
-        Option(
-            "attack_local_batches",
-            int,
-            2,
-            "local setting: mini-batches of the attacked client's round (of the "
-            "attack's batch size, the attacked batch first, then the client's other local examples); 0 = its "
-            "whole local set",
-            min=0,
         ),
         Option("embedding_dim", int, 64, "client embedding size", min=1),
         Option("hidden_dim", int, 128, "hypernetwork hidden width", min=1),
@@ -138,6 +127,15 @@ class HyperFL(ThreatModel, Defense):
             "gradient-norm clip of hypernetwork and embedding (each group)",
             min=0.0,
             min_exclusive=True,
+        ),
+        Option(
+            "generator_init",
+            str,
+            "default",
+            "initialisation of the generator heads: default = PyTorch's Linear init, as the official code "
+            "(the generated tensors then have the same scale whatever their layer's fan-in); fan_in = scaled so "
+            "each generated tensor starts with the variance of its layer's own default init",
+            choices=("default", "fan_in"),
         ),
         Option(
             "client_init",
@@ -191,7 +189,13 @@ class HyperFL(ThreatModel, Defense):
         return {EMBEDDING: embedding, HEAD_WEIGHT: head.weight.detach().clone(), HEAD_BIAS: head.bias.detach().clone()}
 
     def init_server(self) -> ServerState:
-        net = HyperNetwork(self.model.hypernetwork.shapes, self.opt.embedding_dim, self.opt.hidden_dim)
+        net = HyperNetwork(
+            self.model.hypernetwork.shapes,
+            self.opt.embedding_dim,
+            self.opt.hidden_dim,
+            self.opt.generator_init,
+            self.model.fan_in,
+        )
         state = {k: v.detach().to(self.task.device) for k, v in net.state_dict().items()}
         self._shared_private = self._fresh_private() if self.opt.client_init == "shared" else None
         return state
@@ -229,6 +233,36 @@ class HyperFL(ThreatModel, Defense):
             kind="update",
             metrics={"bytes_uploaded": payload_bytes(payload), "client_seconds": time.perf_counter() - start},
         )
+
+    def diagnostics(
+        self, server: ServerState, client: ClientState, target: LocalData, obs: Observation
+    ) -> dict[str, Any]:
+        """How close the adaptive attacker's readings come to the truth (evaluator-only, for the row): the
+        generated network it recovered against the one the client's embedding generates, the embedding it
+        read off a FedSGD gradient, and the cosine of its embedding estimate after a local round."""
+        if obs.knowledge != "adaptive":
+            return {}
+        truth = private_state(client)
+        out: dict[str, Any] = {}
+        if obs.unknowns.keys() == {EMBEDDING, HEAD_WEIGHT, HEAD_BIAS}:  # the joint optimisation's starting estimate
+            estimate = obs.unknowns[EMBEDDING].guess
+            out["embedding_estimate_cosine"] = float(
+                torch.nn.functional.cosine_similarity(estimate.double(), truth[EMBEDDING].double(), dim=0)
+            )
+            return out
+        with torch.no_grad():
+            true_generated = cast(Tensors, forward(self.model.hypernetwork, dict(server), truth[EMBEDDING]))
+        recovered = dict(obs.public.model.named_parameters())
+        out["recovered_weight_max_error"] = max(
+            float((recovered[k].detach() - v).abs().max()) for k, v in true_generated.items()
+        )
+        if self.round.kind == "fedsgd":
+            with torch.no_grad():
+                gradient = self.send(server, truth, target)
+            embedding = recover_from_gradient(server, gradient, self.model.hypernetwork.shapes).embedding
+            if embedding is not None:
+                out["recovered_embedding_max_error"] = float((embedding - truth[EMBEDDING]).abs().max())
+        return out
 
     def evaluated_model(self) -> str:
         """Each client's own model: the hypernetwork's output for its private embedding, and its private head."""

@@ -43,11 +43,37 @@ class HyperNetwork(nn.Module):
         key = f"heads.{_module_key(name)}"
         return f"{key}.weight", f"{key}.bias"
 
-    def __init__(self, shapes: Mapping[str, torch.Size], embedding_dim: int, hidden_dim: int) -> None:
+    def __init__(
+        self,
+        shapes: Mapping[str, torch.Size],
+        embedding_dim: int,
+        hidden_dim: int,
+        init: str = "default",
+        fan_in: Mapping[str, int] | None = None,
+    ) -> None:
         super().__init__()
         self.shapes = {name: torch.Size(shape) for name, shape in shapes.items()}
         self.mlp = nn.Sequential(nn.Linear(embedding_dim, hidden_dim), nn.ReLU())
         self.heads = nn.ModuleDict({_module_key(n): nn.Linear(hidden_dim, s.numel()) for n, s in self.shapes.items()})
+        if init == "fan_in":
+            self.scale_to_fan_in(fan_in or {}, embedding_dim, hidden_dim)
+        elif init != "default":
+            raise BenchError(f"unknown generator init {init!r}; valid: 'default', 'fan_in'")
+
+    @torch.no_grad()
+    def scale_to_fan_in(self, fan_in: Mapping[str, int], embedding_dim: int, hidden_dim: int) -> None:
+        """Redraw each generator head so that, at initialisation and in expectation over the embedding's
+        N(0, 1) draw, the tensor it generates has the variance of PyTorch's default initialisation of the
+        target layer, 1 / (3 · fan_in): head bias 0, head weight U(−a, a) with a² = 1 / (fan_in · hidden · E[h²]).
+        E[h²] is the hidden features' second moment under the first layer's own default initialisation:
+        h = ReLU(A e + c) with A, c ~ U(±1/√d) and e ~ N(0, 1) gives Var(A e + c) = (d + 1) / (3d) and
+        E[h²] = Var / 2. (The same aim as hyperfan-in, Chang, Flokas and Lipson, ICLR 2020.)"""
+        second_moment = (embedding_dim + 1) / (3 * embedding_dim) / 2
+        for name in self.shapes:
+            head = cast(nn.Linear, self.heads[_module_key(name)])
+            bound = (1.0 / (fan_in[name] * hidden_dim * second_moment)) ** 0.5
+            head.weight.uniform_(-bound, bound)
+            head.bias.zero_()
 
     def forward(self, embedding: torch.Tensor) -> Tensors:
         features = self.mlp(embedding)
@@ -73,7 +99,10 @@ class HyperFLModel(nn.Module):
         prefix = classifier + "."
         shapes = {n: p.shape for n, p in target.named_parameters() if not n.startswith(prefix)}
         self.classifier = classifier
-        self.hypernetwork = HyperNetwork(shapes, embedding_dim, hidden_dim)
+        self.hypernetwork = HyperNetwork(
+            shapes, embedding_dim, hidden_dim
+        )  # a template: parameters come from the server
+        self.fan_in = target_fan_in(target, shapes)
         self.embedding = nn.Parameter(torch.randn(embedding_dim))  # nn.Embedding(1, d) draws N(0, 1)
         self.head = copy.deepcopy(target.get_submodule(classifier))
         self.__dict__["target"] = target
@@ -86,6 +115,17 @@ class HyperFLModel(nn.Module):
         self.target.train(self.training)
         head = cast(nn.Linear, self.head)
         return functional_call(self.target, {**generated, **self.head_params(head.weight, head.bias)}, (x,))
+
+
+def target_fan_in(target: nn.Module, names: Mapping[str, object]) -> dict[str, int]:
+    """The fan-in PyTorch's default initialisation uses for each generated tensor (its module's weight's:
+    input features × kernel size), for a layer's weight and its bias alike."""
+    out = {}
+    for name in names:
+        module_name, _, _ = name.rpartition(".")
+        weight = cast(torch.Tensor, target.get_submodule(module_name).weight)
+        out[name] = int(weight[0].numel())
+    return out
 
 
 def prefixed(server: Mapping[str, torch.Tensor]) -> Tensors:
