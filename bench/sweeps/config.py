@@ -298,7 +298,7 @@ def _rounds(source: Path, grid: _Reader, federation: FLSettings, attacks: tuple[
                 table.integers("num_targets", (1,), 1) if "num_targets" in table.table else None,
             )
         )
-    if len({r.round for r in out}) != len(out):
+    if len({(r.round, r.attack_rounds, r.attacks, r.num_targets) for r in out}) != len(out):
         grid.fail("rounds lists the same round twice")
     if len({r.name for r in out}) != len(out):
         grid.fail("two rounds have the same name; give them distinct `name`s")
